@@ -1,0 +1,76 @@
+//! Errors: a bad call is refused and changes nothing.
+
+use core::fmt;
+
+use crate::{ConnId, ConnState};
+
+/// A connection event the driver reports, named in [`Error::InvalidTransition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// [`Lifecycle::request_started`](crate::Lifecycle::request_started).
+    RequestStarted,
+    /// [`Lifecycle::request_finished`](crate::Lifecycle::request_finished).
+    RequestFinished,
+    /// [`Lifecycle::upgraded`](crate::Lifecycle::upgraded).
+    Upgraded,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Event::RequestStarted => "request started",
+            Event::RequestFinished => "request finished",
+            Event::Upgraded => "upgraded",
+        })
+    }
+}
+
+/// Why the lifecycle refused a call. A refused call never changes any state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Error {
+    /// The id was never handed out by this lifecycle.
+    UnknownConnection(ConnId),
+    /// The connection was already closed (its slot may now belong to another connection).
+    Closed(ConnId),
+    /// The event is impossible in the connection's current state, e.g. a request finishing on
+    /// a connection that never started one.
+    InvalidTransition {
+        /// The connection.
+        id: ConnId,
+        /// Its state, unchanged.
+        from: ConnState,
+        /// The event that was refused.
+        event: Event,
+    },
+    /// [`begin_shutdown`](crate::Lifecycle::begin_shutdown) was called a second time. To cut
+    /// connections now, call [`force_close`](crate::Lifecycle::force_close).
+    ShutdownAlreadyBegun,
+    /// An accept after the driver reported
+    /// [`stopped_accepting`](crate::Lifecycle::stopped_accepting): it said it has no listener
+    /// left, so this is a driver bug. The connection is not tracked; close it.
+    NotAccepting,
+    /// Every one of the 2³² − 1 connection slots is in use or retired.
+    TooManyConnections,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownConnection(id) => write!(f, "connection {id} was never accepted here"),
+            Error::Closed(id) => write!(f, "connection {id} is already closed"),
+            Error::InvalidTransition { id, from, event } => {
+                write!(f, "connection {id} cannot take `{event}` while {from}")
+            }
+            Error::ShutdownAlreadyBegun => f.write_str(
+                "shutdown has already begun (call force_close to cut the remaining connections)",
+            ),
+            Error::NotAccepting => f.write_str(
+                "accept after stopped_accepting: the driver said it had no listener left",
+            ),
+            Error::TooManyConnections => f.write_str("no connection slot left"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

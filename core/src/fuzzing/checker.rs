@@ -1,0 +1,590 @@
+//! A lifecycle with a reference model beside it, checking the invariant on every call.
+
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+use crate::{
+    Action, CloseReason, Config, ConnId, ConnState, Counts, DrainReport, Error, IdlePolicy,
+    Instant, Lifecycle, Phase,
+};
+
+/// What the model knows of one connection, independently of the lifecycle.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    state: ConnState,
+    accepted_at: Instant,
+    /// When it last entered its state.
+    since: Instant,
+    told_finish: bool,
+    told_go_away: bool,
+    told_close: bool,
+    /// It finished a request after being told to finish-then-close.
+    finished_after_notice: bool,
+    /// `handle_timeout` ran since it entered its state, so its timers have had their chance.
+    timers_seen: bool,
+}
+
+/// The reference model: the plain rules of the protocol, written without the lifecycle's
+/// data structures.
+#[derive(Debug)]
+struct Model {
+    config: Config,
+    now: Instant,
+    conns: BTreeMap<ConnId, Conn>,
+    accepting: bool,
+    shutdown_at: Option<Instant>,
+    draining_at: Option<Instant>,
+    deadline_hit: bool,
+    drained: bool,
+    drained_at: Option<Instant>,
+    /// When the lifecycle last fired its timers.
+    fired_at: Instant,
+    told_stop: bool,
+    told_drained: bool,
+    at_begin: Counts,
+    accepted_during: usize,
+}
+
+impl Model {
+    fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for conn in self.conns.values() {
+            c.inc(conn.state);
+        }
+        c
+    }
+
+    fn phase(&self) -> Phase {
+        match (self.shutdown_at, self.draining_at) {
+            (None, _) => Phase::Serving,
+            _ if self.drained => Phase::Drained,
+            (Some(_), None) => Phase::LameDuck,
+            (Some(_), Some(_)) => Phase::Draining,
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn enter_draining(&mut self) {
+        if self.draining_at.is_none() {
+            self.draining_at = Some(self.now);
+        }
+    }
+
+    /// The timers of the protocol, as the model sees them.
+    fn fire_timers(&mut self) {
+        self.fired_at = self.now;
+        for conn in self.conns.values_mut() {
+            conn.timers_seen = true;
+        }
+        let Some(began) = self.shutdown_at else {
+            return;
+        };
+        if self.drained {
+            return;
+        }
+        if self.now >= began + self.config.lame_duck {
+            self.enter_draining();
+            self.update_drained();
+        }
+        if let Some(d) = self.config.deadline {
+            if self.now >= began + d && !self.drained {
+                self.enter_draining();
+                self.update_drained();
+                // A drain that completes the instant draining begins cuts nothing.
+                self.deadline_hit = !self.drained;
+            }
+        }
+    }
+
+    fn update_drained(&mut self) {
+        if !self.drained && self.draining_at.is_some() && !self.accepting && self.conns.is_empty() {
+            self.drained = true;
+            self.drained_at = Some(self.now);
+        }
+    }
+
+    fn stale_at(&self, conn: &Conn) -> Instant {
+        conn.accepted_at + self.config.stale_new
+    }
+
+    fn grace_ends_at(&self, conn: &Conn) -> Option<Instant> {
+        match (self.config.idle_policy, self.draining_at) {
+            (IdlePolicy::AwaitNextRequest { grace }, Some(d)) => Some(conn.since.max(d) + grace),
+            _ => None,
+        }
+    }
+}
+
+/// A [`Lifecycle`] checked against a reference model on every call.
+///
+/// Same methods as `Lifecycle`; each panics, with the rule it broke, if the lifecycle's
+/// answer or an action it issues contradicts the protocol. Errors the lifecycle should
+/// return are checked too (and returned, so a driver sees them as it would in production).
+#[derive(Debug)]
+pub struct Checked {
+    lc: Lifecycle,
+    model: Model,
+}
+
+macro_rules! violation {
+    ($($arg:tt)*) => {
+        panic!("lameduck invariant violated: {}", format_args!($($arg)*))
+    };
+}
+
+impl Checked {
+    /// A checked lifecycle with this configuration.
+    pub fn new(config: Config) -> Checked {
+        Checked {
+            lc: Lifecycle::new(config),
+            model: Model {
+                config,
+                now: Instant::ZERO,
+                conns: BTreeMap::new(),
+                accepting: true,
+                shutdown_at: None,
+                draining_at: None,
+                deadline_hit: false,
+                drained: false,
+                drained_at: None,
+                fired_at: Instant::ZERO,
+                told_stop: false,
+                told_drained: false,
+                at_begin: Counts::default(),
+                accepted_during: 0,
+            },
+        }
+    }
+
+    /// The lifecycle under check, for queries.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lc
+    }
+
+    /// Ids of the connections the model holds live, in id order.
+    pub fn live(&self) -> Vec<(ConnId, ConnState)> {
+        self.model
+            .conns
+            .iter()
+            .map(|(id, c)| (*id, c.state))
+            .collect()
+    }
+
+    /// [`Lifecycle::accept`], checked.
+    pub fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
+        let result = self.lc.accept(now);
+        match result {
+            Err(Error::NotAccepting) if !self.model.accepting => {}
+            Err(e) => violation!("accept failed with {e:?} while accepting"),
+            Ok(id) => {
+                if !self.model.accepting {
+                    violation!("accept succeeded after stopped_accepting");
+                }
+                if self.model.conns.contains_key(&id) {
+                    violation!("accept returned {id:?}, which is live");
+                }
+                self.model.tick(now);
+                let now = self.model.now;
+                self.model.conns.insert(
+                    id,
+                    Conn {
+                        state: ConnState::New,
+                        accepted_at: now,
+                        since: now,
+                        told_finish: false,
+                        told_go_away: false,
+                        told_close: false,
+                        finished_after_notice: false,
+                        timers_seen: false,
+                    },
+                );
+                if self.model.shutdown_at.is_some() {
+                    self.model.accepted_during += 1;
+                }
+            }
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::request_started`], checked.
+    pub fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.request_started(id, now);
+        self.transition(
+            id,
+            now,
+            result,
+            &[ConnState::New, ConnState::Idle],
+            ConnState::Active,
+        );
+        result
+    }
+
+    /// [`Lifecycle::request_finished`], checked.
+    pub fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.request_finished(id, now);
+        self.transition(id, now, result, &[ConnState::Active], ConnState::Idle);
+        result
+    }
+
+    /// [`Lifecycle::upgraded`], checked.
+    pub fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.upgraded(id, now);
+        self.transition(id, now, result, &[ConnState::Active], ConnState::Upgraded);
+        result
+    }
+
+    /// [`Lifecycle::closed`], checked.
+    pub fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.closed(id, now);
+        let live = ConnState::New;
+        let all = [
+            live,
+            ConnState::Active,
+            ConnState::Idle,
+            ConnState::Upgraded,
+        ];
+        self.transition(id, now, result, &all, ConnState::Closed);
+        result
+    }
+
+    /// [`Lifecycle::begin_shutdown`], checked.
+    pub fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
+        let result = self.lc.begin_shutdown(now);
+        match (result, self.model.shutdown_at) {
+            (Err(Error::ShutdownAlreadyBegun), Some(_)) => {}
+            (Ok(()), None) => {
+                self.model.tick(now);
+                self.model.shutdown_at = Some(self.model.now);
+                self.model.at_begin = self.model.counts();
+                self.model.fire_timers();
+            }
+            (r, began) => {
+                violation!("begin_shutdown returned {r:?} with shutdown begun at {began:?}")
+            }
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::force_close`], checked.
+    pub fn force_close(&mut self, now: Instant) {
+        self.lc.force_close(now);
+        self.model.tick(now);
+        if self.model.shutdown_at.is_none() {
+            self.model.shutdown_at = Some(self.model.now);
+            self.model.at_begin = self.model.counts();
+        }
+        // A shutdown that drains the instant it begins cuts nothing.
+        self.model.enter_draining();
+        self.model.update_drained();
+        if !self.model.drained {
+            self.model.deadline_hit = true;
+        }
+        self.check_state();
+    }
+
+    /// [`Lifecycle::stopped_accepting`], checked.
+    pub fn stopped_accepting(&mut self, now: Instant) {
+        self.lc.stopped_accepting(now);
+        self.model.tick(now);
+        self.model.accepting = false;
+        self.model.update_drained();
+        self.check_state();
+    }
+
+    /// [`Lifecycle::handle_timeout`], checked.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.lc.handle_timeout(now);
+        self.model.tick(now);
+        self.model.fire_timers();
+        self.check_state();
+    }
+
+    /// [`Lifecycle::poll_timeout`], checked: never before `now`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.lc.poll_timeout();
+        if let Some(t) = t {
+            if t < self.model.now {
+                violation!("poll_timeout {t:?} is before now {:?}", self.model.now);
+            }
+        }
+        t
+    }
+
+    /// [`Lifecycle::poll_action`], checked: each action must be allowed by the protocol.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let action = self.lc.poll_action();
+        let m = &mut self.model;
+        match action {
+            None => {}
+            Some(Action::StopAccepting) => {
+                if m.told_stop || m.draining_at.is_none() || !m.accepting {
+                    violation!(
+                        "StopAccepting issued twice, before draining or after the driver stopped"
+                    );
+                }
+                m.told_stop = true;
+            }
+            Some(Action::Drained) => {
+                if m.told_drained || !m.drained {
+                    violation!(
+                        "Drained issued twice or with {} connections live",
+                        m.conns.len()
+                    );
+                }
+                m.told_drained = true;
+                self.check_report();
+            }
+            Some(Action::FinishThenClose(id)) => {
+                let began = m.shutdown_at.is_some();
+                let conn = Self::live_conn(m, id, "FinishThenClose");
+                if !began || conn.told_finish || conn.told_close {
+                    violation!("FinishThenClose({id:?}) before shutdown, twice, or after Close");
+                }
+                if conn.state == ConnState::Upgraded {
+                    violation!("FinishThenClose({id:?}) for an upgraded connection");
+                }
+                conn.told_finish = true;
+            }
+            Some(Action::GoAway(id)) => {
+                let began = m.shutdown_at.is_some();
+                let conn = Self::live_conn(m, id, "GoAway");
+                if !began || conn.told_go_away || conn.told_close {
+                    violation!("GoAway({id:?}) before shutdown, twice, or after Close");
+                }
+                if conn.state != ConnState::Upgraded {
+                    violation!("GoAway({id:?}) for a {} connection", conn.state);
+                }
+                conn.told_go_away = true;
+            }
+            Some(Action::Close(id, reason)) => {
+                let now = m.now;
+                let stale_at = m.conns.get(&id).map(|c| m.stale_at(c));
+                let grace_end = m.conns.get(&id).and_then(|c| m.grace_ends_at(c));
+                let policy = m.config.idle_policy;
+                let (deadline_hit, draining) = (m.deadline_hit, m.draining_at.is_some());
+                let conn = Self::live_conn(m, id, "Close");
+                if conn.told_close {
+                    violation!("Close({id:?}) issued twice");
+                }
+                let allowed = match (reason, conn.state) {
+                    (CloseReason::Deadline, _) => deadline_hit,
+                    _ if deadline_hit => true,
+                    (CloseReason::Stale, ConnState::New) => {
+                        draining && stale_at.is_some_and(|t| now >= t)
+                    }
+                    (CloseReason::Finished, ConnState::Idle) => conn.finished_after_notice,
+                    (CloseReason::Idle, ConnState::Idle) => {
+                        draining
+                            && match policy {
+                                IdlePolicy::CloseImmediately => true,
+                                IdlePolicy::AwaitNextRequest { .. } => {
+                                    grace_end.is_some_and(|t| now >= t)
+                                }
+                            }
+                    }
+                    _ => false,
+                };
+                if !allowed {
+                    violation!(
+                        "Close({id:?}, {reason:?}) of a {} connection at {now:?} \
+                         (accepted {:?}, in state since {:?}, draining {draining}, deadline {deadline_hit})",
+                        conn.state,
+                        conn.accepted_at,
+                        conn.since
+                    );
+                }
+                conn.told_close = true;
+            }
+        }
+        action
+    }
+
+    /// Checks that nothing is owed: call after [`poll_action`](Checked::poll_action)
+    /// returned `None`. Every rule that should have produced an action by now has, and a
+    /// timer is armed for every rule still to fire.
+    pub fn check_quiescent(&self) {
+        let m = &self.model;
+        let now = m.now;
+        if m.drained && !m.told_drained {
+            violation!("drained but Drained was not issued");
+        }
+        if m.drained {
+            return;
+        }
+        if m.draining_at.is_some() && m.accepting && !m.told_stop {
+            violation!("draining but StopAccepting was not issued");
+        }
+        let mut next_due: Option<Instant> = None;
+        if let Some(began) = m.shutdown_at {
+            if let Some(d) = m.config.deadline.filter(|_| !m.deadline_hit) {
+                next_due = Some(began + d);
+            }
+            if m.draining_at.is_none() {
+                let end = began + m.config.lame_duck;
+                next_due = Some(next_due.map_or(end, |t| t.min(end)));
+            }
+        }
+        for (id, c) in &m.conns {
+            if m.shutdown_at.is_none() || c.told_close {
+                continue;
+            }
+            let owed_close = |due: bool| {
+                if due {
+                    violation!(
+                        "{id:?} ({}) should have been told to close by {now:?}",
+                        c.state
+                    );
+                }
+            };
+            if m.deadline_hit {
+                owed_close(true);
+            }
+            match c.state {
+                ConnState::Upgraded if !c.told_go_away => {
+                    violation!("upgraded {id:?} was not told to go away");
+                }
+                ConnState::New | ConnState::Active | ConnState::Idle if !c.told_finish => {
+                    let close_instead = c.state == ConnState::Idle
+                        && m.draining_at.is_some()
+                        && m.config.idle_policy == IdlePolicy::CloseImmediately;
+                    if !close_instead {
+                        violation!("{id:?} ({}) was not told to finish-then-close", c.state);
+                    }
+                }
+                _ => {}
+            }
+            // Rules that fire on an event are owed at once; timer rules once `handle_timeout`
+            // has run at or after their instant (and until then `poll_timeout` must ask for it).
+            let (due, on_event) = match c.state {
+                ConnState::Idle if c.finished_after_notice => (Some(c.since), true),
+                _ if m.draining_at.is_none() => (None, false),
+                ConnState::New => (Some(m.stale_at(c)), false),
+                ConnState::Idle => match m.config.idle_policy {
+                    IdlePolicy::CloseImmediately => (Some(c.since.min(now)), true),
+                    IdlePolicy::AwaitNextRequest { .. } => (m.grace_ends_at(c), false),
+                },
+                _ => (None, false),
+            };
+            if let Some(due) = due {
+                owed_close(if on_event {
+                    due <= now
+                } else {
+                    c.timers_seen && due <= m.fired_at
+                });
+                next_due = Some(next_due.map_or(due, |t| t.min(due)));
+            }
+        }
+        if let Some(due) = next_due {
+            match self.lc.poll_timeout() {
+                Some(t) if t <= due => {}
+                t => violation!("a rule fires at {due:?} but poll_timeout is {t:?}"),
+            }
+        }
+    }
+
+    fn live_conn<'m>(m: &'m mut Model, id: ConnId, what: &str) -> &'m mut Conn {
+        match m.conns.get_mut(&id) {
+            Some(c) => c,
+            None => violation!("{what} issued for {id:?}, which is not live"),
+        }
+    }
+
+    fn transition(
+        &mut self,
+        id: ConnId,
+        now: Instant,
+        result: Result<(), Error>,
+        from: &[ConnState],
+        to: ConnState,
+    ) {
+        let current = self.model.conns.get(&id).map(|c| c.state);
+        match (current, result) {
+            (Some(s), Ok(())) if from.contains(&s) => {
+                self.model.tick(now);
+                let now = self.model.now;
+                let shutting_down = self.model.shutdown_at.is_some();
+                if to == ConnState::Closed {
+                    self.model.conns.remove(&id);
+                    self.model.update_drained();
+                } else if let Some(c) = self.model.conns.get_mut(&id) {
+                    if to == ConnState::Idle {
+                        c.finished_after_notice = shutting_down && c.told_finish;
+                    }
+                    c.state = to;
+                    c.since = now;
+                    c.timers_seen = false;
+                }
+            }
+            (
+                Some(s),
+                Err(Error::InvalidTransition {
+                    id: eid,
+                    from: efrom,
+                    ..
+                }),
+            ) if !from.contains(&s) && eid == id && efrom == s => {}
+            (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
+            (s, r) => violation!("{id:?} in state {s:?} answered {r:?} for a move to {to}"),
+        }
+        self.check_state();
+    }
+
+    /// The lifecycle's observable state matches the model's.
+    fn check_state(&self) {
+        let (lc, m) = (&self.lc, &self.model);
+        if lc.counts() != m.counts() {
+            violation!("counts {:?}, model {:?}", lc.counts(), m.counts());
+        }
+        if lc.phase() != m.phase() {
+            violation!("phase {:?}, model {:?}", lc.phase(), m.phase());
+        }
+        if lc.now() != m.now {
+            violation!("clock {:?}, model {:?}", lc.now(), m.now);
+        }
+        for (id, c) in &m.conns {
+            if lc.state(*id) != Ok(c.state) {
+                violation!("{id:?} is {:?}, model {}", lc.state(*id), c.state);
+            }
+        }
+        if let Some(t) = lc.poll_timeout() {
+            if t < m.now {
+                violation!("poll_timeout {t:?} is before now {:?}", m.now);
+            }
+        }
+    }
+
+    fn check_report(&self) {
+        let m = &self.model;
+        let Some(r): Option<&DrainReport> = self.lc.report() else {
+            violation!("Drained without a report");
+        };
+        if r.at_begin != m.at_begin || r.accepted_during != m.accepted_during {
+            violation!(
+                "report {r:?} disagrees with model at_begin {:?}, accepted {}",
+                m.at_begin,
+                m.accepted_during
+            );
+        }
+        if r.total() != r.accounted() {
+            violation!(
+                "report accounts for {} of {} connections: {r:?}",
+                r.accounted(),
+                r.total()
+            );
+        }
+        if r.deadline_hit != m.deadline_hit || (!r.deadline_hit && r.cut.total() != 0) {
+            violation!(
+                "report {r:?} disagrees on the deadline (model: {})",
+                m.deadline_hit
+            );
+        }
+        if r.drained_at != m.drained_at || r.began_at != m.shutdown_at.unwrap_or_default() {
+            violation!("report times {r:?}, now {:?}", m.now);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! An operation language for runs of the lifecycle, and a reference driver that plays it.
+
+use core::time::Duration;
+use std::vec::Vec;
+
+use arbitrary::Arbitrary;
+
+use super::Checked;
+use crate::{Action, Config, ConnId, ConnState, DrainReport, IdlePolicy, Instant, Phase};
+
+/// One step of a [`Scenario`]. Connection operands index the connections accepted so far
+/// (modulo their number), closed ones included, so stale ids are exercised as often as live
+/// ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Arbitrary)]
+pub enum Op {
+    /// A client connects and the driver accepts.
+    Accept,
+    /// The first byte of a request arrives on a connection.
+    RequestStarted(u8),
+    /// A response is completely written on a connection.
+    RequestFinished(u8),
+    /// A connection is upgraded (WebSocket).
+    Upgrade(u8),
+    /// The client closes a connection (or it breaks), and the driver reports it.
+    PeerClose(u8),
+    /// An event for an id the lifecycle never issued.
+    ForgedId {
+        /// Slot of the forged id.
+        slot: u32,
+        /// Generation of the forged id.
+        generation: u32,
+    },
+    /// The driver's clock moves forward by this many milliseconds; it calls `handle_timeout`.
+    Advance(u16),
+    /// The driver sleeps until `poll_timeout` and calls `handle_timeout`.
+    SleepUntilTimeout,
+    /// The driver's clock steps back by this many milliseconds (later inputs carry it).
+    ClockBack(u16),
+    /// SIGTERM: `begin_shutdown`.
+    BeginShutdown,
+    /// A second SIGTERM: `force_close`.
+    ForceClose,
+    /// The driver's listeners go away on their own: `stopped_accepting`.
+    StopAccepting,
+    /// The driver pulls every action but has not acted on them yet.
+    Poll,
+    /// The driver pulls every action and carries out those it owes: closes what it was told
+    /// to close, stops accepting when told.
+    Obey,
+}
+
+/// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Arbitrary)]
+pub struct ScenarioConfig {
+    /// [`Config::stale_new`] in ms.
+    pub stale_new_ms: u16,
+    /// `Some(grace)` for [`IdlePolicy::AwaitNextRequest`], `None` for `CloseImmediately`.
+    pub idle_grace_ms: Option<u16>,
+    /// [`Config::lame_duck`] in ms.
+    pub lame_duck_ms: u16,
+    /// [`Config::deadline`] in ms.
+    pub deadline_ms: Option<u16>,
+}
+
+impl ScenarioConfig {
+    /// The lifecycle configuration this describes.
+    pub fn config(&self) -> Config {
+        let ms = |n: u16| Duration::from_millis(u64::from(n));
+        Config::default()
+            .with_stale_new(ms(self.stale_new_ms))
+            .with_idle_policy(match self.idle_grace_ms {
+                Some(grace) => IdlePolicy::AwaitNextRequest { grace: ms(grace) },
+                None => IdlePolicy::CloseImmediately,
+            })
+            .with_lame_duck(ms(self.lame_duck_ms))
+            .with_deadline(self.deadline_ms.map(ms))
+    }
+}
+
+/// A whole run: a configuration, the operations, and how the clients behave once shutdown
+/// is under way at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Arbitrary)]
+pub struct Scenario {
+    /// The lifecycle's configuration.
+    pub config: ScenarioConfig,
+    /// What happens, in order.
+    pub ops: Vec<Op>,
+    /// At the end, do clients finish their requests and leave when told? If not, only the
+    /// deadline (or a `force_close` when there is none) ends the drain.
+    pub cooperative: bool,
+}
+
+/// The reference driver: the calls a well-behaved adapter makes, on a [`Checked`] lifecycle.
+struct Driver {
+    lc: Checked,
+    clock: Instant,
+    ids: Vec<ConnId>,
+    /// Actions pulled but not yet carried out.
+    owed: Vec<Action>,
+}
+
+impl Driver {
+    fn pick(&self, i: u8) -> Option<ConnId> {
+        (!self.ids.is_empty()).then(|| self.ids[usize::from(i) % self.ids.len()])
+    }
+
+    fn pull(&mut self) {
+        while let Some(action) = self.lc.poll_action() {
+            self.owed.push(action);
+        }
+    }
+
+    /// Pulls and carries out actions until there are none, then checks nothing is owed.
+    fn obey(&mut self) {
+        loop {
+            self.pull();
+            if self.owed.is_empty() {
+                break;
+            }
+            for action in core::mem::take(&mut self.owed) {
+                match action {
+                    Action::StopAccepting => self.lc.stopped_accepting(self.clock),
+                    // The lifecycle may have seen the connection close already (the client
+                    // raced us); the checker verifies whichever answer it gives.
+                    Action::Close(id, _) => drop(self.lc.closed(id, self.clock)),
+                    Action::FinishThenClose(_) | Action::GoAway(_) | Action::Drained => {}
+                }
+            }
+        }
+        self.lc.check_quiescent();
+    }
+
+    fn step(&mut self, op: Op) {
+        let now = self.clock;
+        // Results are checked by `Checked`; the driver just carries on, as a real one would.
+        match op {
+            Op::Accept => {
+                if let Ok(id) = self.lc.accept(now) {
+                    self.ids.push(id);
+                }
+            }
+            Op::RequestStarted(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.request_started(id, now);
+                }
+            }
+            Op::RequestFinished(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.request_finished(id, now);
+                }
+            }
+            Op::Upgrade(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.upgraded(id, now);
+                }
+            }
+            Op::PeerClose(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.closed(id, now);
+                }
+            }
+            Op::ForgedId { slot, generation } => {
+                let _ = self
+                    .lc
+                    .request_started(ConnId::from_parts(slot, generation), now);
+            }
+            Op::Advance(ms) => {
+                self.clock = now + Duration::from_millis(u64::from(ms));
+                self.lc.handle_timeout(self.clock);
+            }
+            Op::SleepUntilTimeout => {
+                if let Some(t) = self.lc.poll_timeout() {
+                    self.clock = self.clock.max(t);
+                    self.lc.handle_timeout(self.clock);
+                }
+            }
+            Op::ClockBack(ms) => {
+                let back = u64::from(ms) * 1_000_000;
+                self.clock = Instant::from_nanos(now.as_nanos().saturating_sub(back));
+            }
+            Op::BeginShutdown => {
+                let _ = self.lc.begin_shutdown(now);
+            }
+            Op::ForceClose => self.lc.force_close(now),
+            Op::StopAccepting => self.lc.stopped_accepting(now),
+            Op::Poll => {
+                self.pull();
+                self.lc.check_quiescent();
+            }
+            Op::Obey => self.obey(),
+        }
+    }
+
+    /// Shuts down and drives the lifecycle to `Drained`, failing if it takes more steps than
+    /// the connections and timers can justify (a livelock, or a rule that never fires).
+    fn finish(&mut self, cooperative: bool) -> DrainReport {
+        if self.lc.lifecycle().phase() == Phase::Serving {
+            let _ = self.lc.begin_shutdown(self.clock);
+        }
+        // Each round either moves a connection forward (cooperative clients) or fires at
+        // least one timer; there are at most three timers per connection plus the lame-duck
+        // end, the deadline and a force_close.
+        let bound = 3 * self.lc.live().len() + 8;
+        for _ in 0..bound {
+            self.obey();
+            if self.lc.lifecycle().phase() == Phase::Drained {
+                return *self
+                    .lc
+                    .lifecycle()
+                    .report()
+                    .expect("drained without a report");
+            }
+            let mut progressed = false;
+            if cooperative {
+                for (id, state) in self.lc.live() {
+                    progressed = true;
+                    let _ = match state {
+                        ConnState::Active => self.lc.request_finished(id, self.clock),
+                        ConnState::Upgraded => self.lc.closed(id, self.clock),
+                        _ => {
+                            progressed = false;
+                            Ok(())
+                        }
+                    };
+                }
+            }
+            if !progressed {
+                match self.lc.poll_timeout() {
+                    Some(t) => {
+                        self.clock = self.clock.max(t);
+                        self.lc.handle_timeout(self.clock);
+                    }
+                    None if !cooperative => self.lc.force_close(self.clock),
+                    None => panic!(
+                        "lameduck invariant violated: stuck in {:?} with {:?} live and no timer",
+                        self.lc.lifecycle().phase(),
+                        self.lc.live()
+                    ),
+                }
+            }
+        }
+        panic!(
+            "lameduck invariant violated: not drained after {bound} rounds, {:?} live",
+            self.lc.live()
+        );
+    }
+}
+
+/// Plays `scenario` through the reference driver on a [`Checked`] lifecycle, then shuts down
+/// and drives to `Drained`. Panics on any violation of the invariant; returns the report.
+pub fn run(scenario: &Scenario) -> DrainReport {
+    let mut driver = Driver {
+        lc: Checked::new(scenario.config.config()),
+        clock: Instant::ZERO,
+        ids: Vec::new(),
+        owed: Vec::new(),
+    };
+    for &op in &scenario.ops {
+        driver.step(op);
+    }
+    driver.finish(scenario.cooperative)
+}

@@ -1,0 +1,566 @@
+//! The lifecycle: every connection's state, and the shutdown protocol over all of them.
+
+use alloc::collections::VecDeque;
+use core::time::Duration;
+
+use crate::action::{Action, CloseReason};
+use crate::slab::{flag, Occupant, Queue, Slab};
+use crate::{Config, ConnId, ConnState, Counts, DrainReport, Error, Event, IdlePolicy, Instant};
+
+/// Where the server is in its shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Accepting and serving; nothing is being shut down.
+    Serving,
+    /// Shutdown began with a [`lame_duck`](Config::lame_duck) window: still accepting, but
+    /// every connection is told to close after its next response.
+    LameDuck,
+    /// Not accepting (once the driver has drained its backlog); waiting for the connections
+    /// left.
+    Draining,
+    /// Nothing accepting, nothing open. [`Action::Drained`] has been queued.
+    Drained,
+}
+
+/// The connection lifecycle and shutdown protocol for one server: a pure, deterministic
+/// state machine.
+///
+/// The driver (an adapter, or your own event loop) reports what happens to connections, with
+/// the current time, and pulls what to do with [`poll_action`](Lifecycle::poll_action). It
+/// wakes the lifecycle at [`poll_timeout`](Lifecycle::poll_timeout) through
+/// [`handle_timeout`](Lifecycle::handle_timeout). See the [crate docs](crate) for the protocol
+/// and a complete example.
+///
+/// **Time** only moves forward: an input whose `now` is earlier than one already seen is
+/// taken to happen at the later instant (clamped). A wall clock stepping back therefore never
+/// makes a connection younger, never re-arms a timer that fired and never panics.
+///
+/// **Bad calls** — an unknown id, an id whose connection closed, an event impossible in the
+/// connection's state — return an [`Error`] and change nothing, not even the clock.
+#[derive(Debug)]
+pub struct Lifecycle {
+    config: Config,
+    slab: Slab,
+    /// New connections not yet due to close, oldest first: the stale-New timers.
+    new_q: Queue,
+    /// Idle connections not yet due to close, longest idle first: the idle-grace timers.
+    idle_q: Queue,
+    counts: Counts,
+    now: Instant,
+    phase: Phase,
+    /// The driver may still accept (it has not called `stopped_accepting`).
+    accepting: bool,
+    stop_pending: bool,
+    drained_pending: bool,
+    deadline_passed: bool,
+    lame_duck_until: Instant,
+    deadline_at: Option<Instant>,
+    /// Connections whose needs changed since the driver last looked.
+    attention: VecDeque<ConnId>,
+    /// A pass over every slot still to be made by `poll_action`, from this index.
+    sweep: Option<usize>,
+    report: Option<DrainReport>,
+}
+
+impl Lifecycle {
+    /// A lifecycle in [`Phase::Serving`] with no connection, its clock at [`Instant::ZERO`].
+    pub fn new(config: Config) -> Lifecycle {
+        Lifecycle::with_capacity(config, 0)
+    }
+
+    /// Like [`new`](Lifecycle::new), with room for `connections` live connections before
+    /// the first allocation.
+    pub fn with_capacity(config: Config, connections: usize) -> Lifecycle {
+        let mut slab = Slab::default();
+        slab.slots.reserve(connections);
+        Lifecycle {
+            config,
+            slab,
+            new_q: Queue::default(),
+            idle_q: Queue::default(),
+            counts: Counts::default(),
+            now: Instant::ZERO,
+            phase: Phase::Serving,
+            accepting: true,
+            stop_pending: false,
+            drained_pending: false,
+            deadline_passed: false,
+            lame_duck_until: Instant::ZERO,
+            deadline_at: None,
+            attention: VecDeque::new(),
+            sweep: None,
+            report: None,
+        }
+    }
+
+    /// The configuration this lifecycle was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The latest instant seen (inputs never move it backwards).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The shutdown phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Live connections per state, in O(1).
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether the driver may still accept (it has not reported
+    /// [`stopped_accepting`](Lifecycle::stopped_accepting)).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// One connection's state; [`ConnState::Closed`] for a connection that was closed.
+    pub fn state(&self, id: ConnId) -> Result<ConnState, Error> {
+        self.slab.state(id)
+    }
+
+    /// The drain report: `None` before [`begin_shutdown`](Lifecycle::begin_shutdown), then
+    /// filled in as shutdown proceeds, complete once [`Phase::Drained`].
+    pub fn report(&self) -> Option<&DrainReport> {
+        self.report.as_ref()
+    }
+
+    /// A connection was accepted: track it as [`ConnState::New`].
+    ///
+    /// Accepting stays possible after shutdown begins, until the driver reports
+    /// [`stopped_accepting`](Lifecycle::stopped_accepting): an accept that raced the signal,
+    /// or one drained from the backlog after [`Action::StopAccepting`], is tracked and
+    /// served (and told to finish-then-close), never lost.
+    pub fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
+        if !self.accepting {
+            return Err(Error::NotAccepting);
+        }
+        let id = self.slab.insert(now.max(self.now))?;
+        self.tick(now);
+        self.counts.new += 1;
+        self.enqueue(id.slot as usize);
+        if let Some(report) = self.report.as_mut() {
+            report.accepted_during += 1;
+            self.attention.push_back(id);
+        }
+        Ok(id)
+    }
+
+    /// The first byte of a request arrived: New or Idle → Active.
+    pub fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.expect(id, Event::RequestStarted, |s| {
+            matches!(s, ConnState::New | ConnState::Idle)
+        })?;
+        self.tick(now);
+        self.unqueue(index);
+        self.set_state(index, ConnState::Active);
+        // The client got in before the close was issued: it is Active now, and Active
+        // connections are never closed before the deadline.
+        let slot = &mut self.slab.slots[index];
+        if !slot.has(flag::CLOSE_SENT) {
+            slot.flags &= !(flag::CLOSE_DUE | flag::REASON_MASK);
+        }
+        self.notice(id);
+        Ok(())
+    }
+
+    /// The response was completely written and the connection stays open: Active → Idle.
+    pub fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.expect(id, Event::RequestFinished, |s| s == ConnState::Active)?;
+        self.tick(now);
+        self.set_state(index, ConnState::Idle);
+        self.enqueue(index);
+        if self.phase != Phase::Serving {
+            if self.slab.slots[index].has(flag::FINISH_SENT) {
+                // It was told to finish-then-close before this response: the response said
+                // so, and the connection is done.
+                self.mark_close(index, CloseReason::Finished);
+            } else if self.phase == Phase::Draining
+                && self.config.idle_policy == IdlePolicy::CloseImmediately
+            {
+                self.mark_close(index, CloseReason::Idle);
+            }
+            self.notice(id);
+        }
+        Ok(())
+    }
+
+    /// The connection was taken over by a long-lived protocol: Active → Upgraded.
+    pub fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.expect(id, Event::Upgraded, |s| s == ConnState::Active)?;
+        self.tick(now);
+        self.set_state(index, ConnState::Upgraded);
+        self.notice(id);
+        Ok(())
+    }
+
+    /// The connection is gone, whoever closed it: any live state → Closed. Its id is dead
+    /// from now on.
+    pub fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.slab.live(id)?;
+        self.tick(now);
+        self.unqueue(index);
+        let slot = self.slab.slots[index];
+        self.counts.dec(slot.state());
+        if let Some(report) = self.report.as_mut() {
+            if !slot.has(flag::CLOSE_SENT) {
+                report.finished += 1;
+            }
+        }
+        self.slab.remove(index);
+        self.check_drained();
+        Ok(())
+    }
+
+    /// Begins shutdown: the lame-duck window if one is configured, else draining at once.
+    ///
+    /// Every live connection is told to finish-then-close (or to go away, if upgraded);
+    /// draining issues [`Action::StopAccepting`] and applies the idle policy and the stale-New
+    /// rule. With nothing open and no listener, [`Action::Drained`] follows at once.
+    ///
+    /// A second call returns [`Error::ShutdownAlreadyBegun`]; use
+    /// [`force_close`](Lifecycle::force_close) to cut what is left.
+    pub fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
+        if self.phase != Phase::Serving {
+            return Err(Error::ShutdownAlreadyBegun);
+        }
+        self.tick(now);
+        self.report = Some(DrainReport {
+            began_at: self.now,
+            at_begin: self.counts,
+            ..DrainReport::default()
+        });
+        self.deadline_at = self.config.deadline.map(|d| self.now + d);
+        self.sweep = Some(0);
+        if self.config.lame_duck > Duration::ZERO {
+            self.phase = Phase::LameDuck;
+            self.lame_duck_until = self.now + self.config.lame_duck;
+        } else {
+            self.enter_draining();
+        }
+        self.fire_timers();
+        Ok(())
+    }
+
+    /// Cuts every connection now, as if the deadline had passed: each gets
+    /// [`Action::Close`] with [`CloseReason::Deadline`] and the report counts it as cut.
+    /// Begins shutdown first if it has not begun. Does nothing once drained.
+    ///
+    /// This is what a second SIGTERM usually means.
+    pub fn force_close(&mut self, now: Instant) {
+        if self.phase == Phase::Serving {
+            // Cannot fail: the phase is Serving.
+            let _ = self.begin_shutdown(now);
+        }
+        self.tick(now);
+        if self.phase == Phase::LameDuck {
+            self.enter_draining();
+        }
+        // Entering draining may have drained already; then there is nothing to cut.
+        if self.phase == Phase::Draining {
+            self.cut();
+        }
+    }
+
+    /// The driver has drained its accept backlog and closed every listener; it will not
+    /// accept again. [`Action::Drained`] waits for this, so that no connection still in a
+    /// backlog is forgotten. Idempotent; may also be called before shutdown (a listener that
+    /// failed for good), after which [`Action::StopAccepting`] is not issued.
+    pub fn stopped_accepting(&mut self, now: Instant) {
+        self.tick(now);
+        self.accepting = false;
+        self.stop_pending = false;
+        self.check_drained();
+    }
+
+    /// Fires every timer due at `now`: the end of the lame-duck window, stale New
+    /// connections, the idle grace, the deadline. Call it at (or after)
+    /// [`poll_timeout`](Lifecycle::poll_timeout); calling it at other times is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        self.fire_timers();
+    }
+
+    /// The next instant worth a [`handle_timeout`](Lifecycle::handle_timeout), or `None` if
+    /// no timer is armed. Never earlier than [`now`](Lifecycle::now), so a driver that sleeps
+    /// until it cannot spin. No timer is ever armed while [`Phase::Serving`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let next = match self.phase {
+            Phase::Serving | Phase::Drained => None,
+            Phase::LameDuck => Some(
+                self.deadline_at
+                    .map_or(self.lame_duck_until, |d| d.min(self.lame_duck_until)),
+            ),
+            Phase::Draining if self.deadline_passed => None,
+            Phase::Draining => {
+                let stale = self.new_q.front().map(|i| self.stale_at(i));
+                let idle = self.idle_q.front().and_then(|i| self.grace_ends_at(i));
+                [self.deadline_at, stale, idle].into_iter().flatten().min()
+            }
+        };
+        next.map(|t| t.max(self.now))
+    }
+
+    /// The next thing to do, or `None` when there is nothing to do until the next input.
+    ///
+    /// Drain it completely after every input. Connection actions are decided when pulled,
+    /// from the connection's state at that moment, and each is issued at most once per
+    /// connection; [`Action::Drained`] comes last and once.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.stop_pending {
+            self.stop_pending = false;
+            return Some(Action::StopAccepting);
+        }
+        while let Some(id) = self.attention.pop_front() {
+            if let Ok(index) = self.slab.live(id) {
+                if let Some(action) = self.attend(index) {
+                    return Some(action);
+                }
+            }
+        }
+        while let Some(index) = self.sweep {
+            if index >= self.slab.slots.len() {
+                self.sweep = None;
+                break;
+            }
+            self.sweep = Some(index + 1);
+            if let Some(action) = self.attend(index) {
+                return Some(action);
+            }
+        }
+        if self.drained_pending {
+            self.drained_pending = false;
+            return Some(Action::Drained);
+        }
+        None
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// The slot of `id` if it is live and in a state `allowed` accepts.
+    fn expect(
+        &self,
+        id: ConnId,
+        event: Event,
+        allowed: impl Fn(ConnState) -> bool,
+    ) -> Result<usize, Error> {
+        let index = self.slab.live(id)?;
+        let from = self.slab.slots[index].state();
+        if allowed(from) {
+            Ok(index)
+        } else {
+            Err(Error::InvalidTransition { id, from, event })
+        }
+    }
+
+    fn set_state(&mut self, index: usize, to: ConnState) {
+        let slot = &mut self.slab.slots[index];
+        self.counts.dec(slot.state());
+        self.counts.inc(to);
+        slot.occupant = Occupant::Live(to);
+        slot.since = self.now;
+    }
+
+    /// Arms the stale-New or idle-grace timer of a connection that just entered New or Idle.
+    fn enqueue(&mut self, index: usize) {
+        let slot = &self.slab.slots[index];
+        if self.deadline_passed || slot.has(flag::CLOSE_SENT | flag::CLOSE_DUE) {
+            return;
+        }
+        match slot.state() {
+            ConnState::New => self.new_q.push_back(&mut self.slab.slots, index),
+            ConnState::Idle => self.idle_q.push_back(&mut self.slab.slots, index),
+            _ => {}
+        }
+    }
+
+    fn unqueue(&mut self, index: usize) {
+        let slot = &self.slab.slots[index];
+        if !slot.has(flag::QUEUED) {
+            return;
+        }
+        match slot.state() {
+            ConnState::New => self.new_q.unlink(&mut self.slab.slots, index),
+            ConnState::Idle => self.idle_q.unlink(&mut self.slab.slots, index),
+            _ => {}
+        }
+    }
+
+    /// Decides to close a connection; the `Close` is issued when the driver next polls.
+    fn mark_close(&mut self, index: usize, reason: CloseReason) {
+        self.unqueue(index);
+        let slot = &mut self.slab.slots[index];
+        if slot.has(flag::CLOSE_SENT) {
+            return;
+        }
+        slot.flags = (slot.flags & !flag::REASON_MASK)
+            | flag::CLOSE_DUE
+            | (reason_bits(reason) << flag::REASON_SHIFT);
+    }
+
+    /// Remembers that `id` may need an action, if shutdown has begun.
+    fn notice(&mut self, id: ConnId) {
+        if self.phase != Phase::Serving {
+            self.attention.push_back(id);
+        }
+    }
+
+    fn stale_at(&self, index: usize) -> Instant {
+        self.slab.slots[index].since + self.config.stale_new
+    }
+
+    fn grace_ends_at(&self, index: usize) -> Option<Instant> {
+        let IdlePolicy::AwaitNextRequest { grace } = self.config.idle_policy else {
+            return None;
+        };
+        let draining_at = self.report.as_ref()?.draining_at?;
+        Some(self.slab.slots[index].since.max(draining_at) + grace)
+    }
+
+    fn enter_draining(&mut self) {
+        self.phase = Phase::Draining;
+        if let Some(report) = self.report.as_mut() {
+            report.draining_at = Some(self.now);
+        }
+        self.stop_pending = self.accepting;
+        if self.config.idle_policy == IdlePolicy::CloseImmediately {
+            while let Some(index) = self.idle_q.front() {
+                self.mark_close(index, CloseReason::Idle);
+            }
+        }
+        // One pass over every connection issues what draining changed.
+        self.sweep = Some(0);
+        self.check_drained();
+    }
+
+    fn cut(&mut self) {
+        self.deadline_passed = true;
+        if let Some(report) = self.report.as_mut() {
+            report.deadline_hit = true;
+        }
+        self.new_q.clear(&mut self.slab.slots);
+        self.idle_q.clear(&mut self.slab.slots);
+        self.sweep = Some(0);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        if self.phase == Phase::LameDuck && now >= self.lame_duck_until {
+            self.enter_draining();
+        }
+        if matches!(self.phase, Phase::LameDuck | Phase::Draining)
+            && !self.deadline_passed
+            && self.deadline_at.is_some_and(|d| now >= d)
+        {
+            if self.phase == Phase::LameDuck {
+                self.enter_draining();
+            }
+            if self.phase == Phase::Draining {
+                self.cut();
+            }
+        }
+        if self.phase != Phase::Draining || self.deadline_passed {
+            return;
+        }
+        while let Some(index) = self.new_q.front() {
+            if self.stale_at(index) > now {
+                break;
+            }
+            self.mark_close(index, CloseReason::Stale);
+            self.attention.extend(self.slab.id_at(index));
+        }
+        while let Some(index) = self.idle_q.front() {
+            if self.grace_ends_at(index).is_none_or(|t| t > now) {
+                break;
+            }
+            self.mark_close(index, CloseReason::Idle);
+            self.attention.extend(self.slab.id_at(index));
+        }
+    }
+
+    fn check_drained(&mut self) {
+        if self.phase == Phase::Draining && self.counts.total() == 0 && !self.accepting {
+            self.phase = Phase::Drained;
+            self.drained_pending = true;
+            self.attention.clear();
+            self.sweep = None;
+            if let Some(report) = self.report.as_mut() {
+                report.drained_at = Some(self.now);
+            }
+        }
+    }
+
+    /// What the connection in slot `index` needs now, if anything; marks it issued.
+    fn attend(&mut self, index: usize) -> Option<Action> {
+        let id = self.slab.id_at(index)?;
+        let phase = self.phase;
+        let deadline_passed = self.deadline_passed;
+        let slot = &mut self.slab.slots[index];
+        if slot.has(flag::CLOSE_SENT) {
+            return None;
+        }
+        if slot.has(flag::CLOSE_DUE) || deadline_passed {
+            let reason = if slot.has(flag::CLOSE_DUE) {
+                reason_from_bits(slot.flags >> flag::REASON_SHIFT)
+            } else {
+                CloseReason::Deadline
+            };
+            slot.flags = (slot.flags & !(flag::CLOSE_DUE | flag::REASON_MASK))
+                | flag::CLOSE_SENT
+                | (reason_bits(reason) << flag::REASON_SHIFT);
+            let state = slot.state();
+            if let Some(report) = self.report.as_mut() {
+                match reason {
+                    CloseReason::Idle => report.closed_idle += 1,
+                    CloseReason::Stale => report.closed_stale += 1,
+                    CloseReason::Finished => report.finished += 1,
+                    CloseReason::Deadline => report.cut.inc(state),
+                }
+            }
+            return Some(Action::Close(id, reason));
+        }
+        if phase == Phase::Serving {
+            return None;
+        }
+        match slot.state() {
+            ConnState::Upgraded if !slot.has(flag::GOAWAY_SENT) => {
+                slot.flags |= flag::GOAWAY_SENT;
+                Some(Action::GoAway(id))
+            }
+            ConnState::New | ConnState::Active | ConnState::Idle
+                if !slot.has(flag::FINISH_SENT) =>
+            {
+                slot.flags |= flag::FINISH_SENT;
+                Some(Action::FinishThenClose(id))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn reason_bits(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::Idle => 0,
+        CloseReason::Stale => 1,
+        CloseReason::Finished => 2,
+        CloseReason::Deadline => 3,
+    }
+}
+
+fn reason_from_bits(bits: u8) -> CloseReason {
+    match bits & 0b11 {
+        0 => CloseReason::Idle,
+        1 => CloseReason::Stale,
+        2 => CloseReason::Finished,
+        _ => CloseReason::Deadline,
+    }
+}
