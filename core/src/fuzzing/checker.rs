@@ -479,7 +479,8 @@ impl Checked {
                 next_due = Some(next_due.map_or(due, |t| t.min(due)));
             }
         }
-        if let Some(due) = next_due {
+        // A rule already due asks for an immediate wake-up: `now`, never the past.
+        if let Some(due) = next_due.map(|t| t.max(now)) {
             match self.lc.poll_timeout() {
                 Some(t) if t <= due => {}
                 t => violation!("a rule fires at {due:?} but poll_timeout is {t:?}"),

@@ -32,8 +32,14 @@ pub enum Op {
     },
     /// The driver's clock moves forward by this many milliseconds; it calls `handle_timeout`.
     Advance(u16),
+    /// The driver's clock moves forward by this many milliseconds without a `handle_timeout`
+    /// (the next input carries the later time, as when a driver is busy or wakes late).
+    Elapse(u16),
     /// The driver sleeps until `poll_timeout` and calls `handle_timeout`.
     SleepUntilTimeout,
+    /// The driver wakes one nanosecond before `poll_timeout` and calls `handle_timeout`:
+    /// nothing may fire early.
+    WakeEarly,
     /// The driver's clock steps back by this many milliseconds (later inputs carry it).
     ClockBack(u16),
     /// SIGTERM: `begin_shutdown`.
@@ -167,6 +173,14 @@ impl Driver {
             Op::Advance(ms) => {
                 self.clock = now + Duration::from_millis(u64::from(ms));
                 self.lc.handle_timeout(self.clock);
+            }
+            Op::Elapse(ms) => self.clock = now + Duration::from_millis(u64::from(ms)),
+            Op::WakeEarly => {
+                if let Some(t) = self.lc.poll_timeout() {
+                    let early = Instant::from_nanos(t.as_nanos().saturating_sub(1));
+                    self.clock = self.clock.max(early);
+                    self.lc.handle_timeout(self.clock);
+                }
             }
             Op::SleepUntilTimeout => {
                 if let Some(t) = self.lc.poll_timeout() {
