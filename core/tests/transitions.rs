@@ -1,0 +1,424 @@
+//! Every legal and illegal transition, errors that change nothing, and the shutdown phases
+//! one rule at a time.
+
+use core::time::Duration;
+
+use lameduck_core::{
+    Action, CloseReason, Config, ConnId, ConnState, Counts, Error, Event, IdlePolicy, Instant,
+    Lifecycle, Phase,
+};
+
+fn ms(n: u64) -> Instant {
+    Instant::from_nanos(n * 1_000_000)
+}
+
+fn drain_actions(lc: &mut Lifecycle) -> Vec<Action> {
+    core::iter::from_fn(|| lc.poll_action()).collect()
+}
+
+fn config() -> Config {
+    Config::default()
+        .with_stale_new(Duration::from_millis(100))
+        .with_idle_policy(IdlePolicy::AwaitNextRequest {
+            grace: Duration::from_millis(50),
+        })
+        .with_deadline(Some(Duration::from_secs(1)))
+}
+
+/// A connection brought to `state` at time zero.
+fn conn_in(lc: &mut Lifecycle, state: ConnState) -> ConnId {
+    let id = lc.accept(ms(0)).unwrap();
+    match state {
+        ConnState::New => {}
+        ConnState::Active => lc.request_started(id, ms(0)).unwrap(),
+        ConnState::Idle => {
+            lc.request_started(id, ms(0)).unwrap();
+            lc.request_finished(id, ms(0)).unwrap();
+        }
+        ConnState::Upgraded => {
+            lc.request_started(id, ms(0)).unwrap();
+            lc.upgraded(id, ms(0)).unwrap();
+        }
+        ConnState::Closed => lc.closed(id, ms(0)).unwrap(),
+    }
+    id
+}
+
+const LIVE: [ConnState; 4] = [
+    ConnState::New,
+    ConnState::Active,
+    ConnState::Idle,
+    ConnState::Upgraded,
+];
+
+#[test]
+fn the_transition_table() {
+    use ConnState::*;
+    // (event, states it is legal from, state it leads to)
+    let table = [
+        (Event::RequestStarted, &[New, Idle][..], Active),
+        (Event::RequestFinished, &[Active][..], Idle),
+        (Event::Upgraded, &[Active][..], Upgraded),
+    ];
+    for (event, legal_from, to) in table {
+        for from in LIVE {
+            let mut lc = Lifecycle::new(config());
+            let id = conn_in(&mut lc, from);
+            let before = lc.counts();
+            let result = match event {
+                Event::RequestStarted => lc.request_started(id, ms(5)),
+                Event::RequestFinished => lc.request_finished(id, ms(5)),
+                Event::Upgraded => lc.upgraded(id, ms(5)),
+            };
+            if legal_from.contains(&from) {
+                assert_eq!(result, Ok(()), "{event} from {from}");
+                assert_eq!(lc.state(id), Ok(to));
+                assert_eq!(lc.counts().get(to), 1);
+                assert_eq!(lc.counts().total(), 1);
+                assert_eq!(lc.now(), ms(5));
+            } else {
+                assert_eq!(
+                    result,
+                    Err(Error::InvalidTransition { id, from, event }),
+                    "{event} from {from}"
+                );
+                assert_eq!(lc.state(id), Ok(from), "a refused event changes nothing");
+                assert_eq!(lc.counts(), before);
+                assert_eq!(lc.now(), ms(0), "not even the clock");
+            }
+        }
+    }
+}
+
+#[test]
+fn close_is_legal_from_every_live_state_and_only_once() {
+    for from in LIVE {
+        let mut lc = Lifecycle::new(config());
+        let id = conn_in(&mut lc, from);
+        assert_eq!(lc.closed(id, ms(1)), Ok(()));
+        assert_eq!(lc.state(id), Ok(ConnState::Closed));
+        assert_eq!(lc.counts(), Counts::default());
+        assert_eq!(lc.closed(id, ms(2)), Err(Error::Closed(id)));
+        assert_eq!(lc.request_started(id, ms(2)), Err(Error::Closed(id)));
+        assert_eq!(lc.request_finished(id, ms(2)), Err(Error::Closed(id)));
+        assert_eq!(lc.upgraded(id, ms(2)), Err(Error::Closed(id)));
+        assert_eq!(lc.now(), ms(1));
+    }
+}
+
+#[test]
+fn a_stale_id_never_touches_the_connection_that_reuses_its_slot() {
+    let mut lc = Lifecycle::new(config());
+    let old = lc.accept(ms(0)).unwrap();
+    lc.closed(old, ms(0)).unwrap();
+    let new = lc.accept(ms(1)).unwrap();
+    assert_eq!(new.slot(), old.slot(), "the slot is reused");
+    assert_ne!(new, old);
+    assert_eq!(lc.request_started(old, ms(2)), Err(Error::Closed(old)));
+    assert_eq!(lc.closed(old, ms(2)), Err(Error::Closed(old)));
+    assert_eq!(lc.state(new), Ok(ConnState::New));
+    assert_eq!(lc.counts().new, 1);
+}
+
+#[test]
+fn unknown_ids_are_refused() {
+    let mut lc = Lifecycle::new(config());
+    let real = lc.accept(ms(0)).unwrap();
+    for forged in [
+        ConnId::from_parts(7, 0),
+        ConnId::from_parts(real.slot(), real.generation() + 1),
+        ConnId::from_parts(u32::MAX, u32::MAX),
+    ] {
+        assert_eq!(lc.state(forged), Err(Error::UnknownConnection(forged)));
+        assert_eq!(
+            lc.request_started(forged, ms(1)),
+            Err(Error::UnknownConnection(forged))
+        );
+        assert_eq!(
+            lc.closed(forged, ms(1)),
+            Err(Error::UnknownConnection(forged))
+        );
+    }
+    assert_eq!(lc.counts().new, 1);
+    assert_eq!(lc.now(), ms(0));
+}
+
+#[test]
+fn errors_explain_themselves() {
+    let id = ConnId::from_parts(3, 1);
+    let msg = Error::InvalidTransition {
+        id,
+        from: ConnState::New,
+        event: Event::RequestFinished,
+    }
+    .to_string();
+    assert_eq!(
+        msg,
+        "connection #3v1 cannot take `request finished` while New"
+    );
+    assert!(Error::ShutdownAlreadyBegun
+        .to_string()
+        .contains("force_close"));
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let mut lc = Lifecycle::new(config());
+    let a = lc.accept(ms(100)).unwrap();
+    lc.begin_shutdown(ms(100)).unwrap();
+    drain_actions(&mut lc);
+    // The clock steps back 90 ms: the lifecycle keeps the later time; nothing gets younger,
+    // nothing fires early, nothing panics.
+    let b = lc.accept(ms(10)).unwrap();
+    assert_eq!(lc.now(), ms(100));
+    lc.handle_timeout(ms(0));
+    assert_eq!(
+        lc.poll_timeout(),
+        Some(ms(200)),
+        "both went stale 100 ms after 100 ms"
+    );
+    lc.handle_timeout(ms(199));
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(b)]);
+    lc.handle_timeout(ms(200));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [
+            Action::Close(a, CloseReason::Stale),
+            Action::Close(b, CloseReason::Stale)
+        ]
+    );
+}
+
+#[test]
+fn a_second_begin_shutdown_is_refused_and_changes_nothing() {
+    let mut lc = Lifecycle::new(config());
+    lc.accept(ms(0)).unwrap();
+    lc.begin_shutdown(ms(1)).unwrap();
+    let report = *lc.report().unwrap();
+    assert_eq!(lc.begin_shutdown(ms(2)), Err(Error::ShutdownAlreadyBegun));
+    assert_eq!(*lc.report().unwrap(), report);
+    assert_eq!(lc.now(), ms(1));
+}
+
+#[test]
+fn nothing_is_asked_and_no_timer_is_armed_while_serving() {
+    let mut lc = Lifecycle::new(config());
+    for state in LIVE {
+        conn_in(&mut lc, state);
+    }
+    lc.handle_timeout(ms(1_000_000));
+    assert_eq!(lc.poll_timeout(), None);
+    assert_eq!(drain_actions(&mut lc), []);
+    assert_eq!(lc.phase(), Phase::Serving);
+    assert!(lc.report().is_none());
+}
+
+#[test]
+fn draining_tells_each_connection_what_to_do() {
+    let mut lc = Lifecycle::new(config());
+    let new = conn_in(&mut lc, ConnState::New);
+    let active = conn_in(&mut lc, ConnState::Active);
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    let upgraded = conn_in(&mut lc, ConnState::Upgraded);
+    lc.begin_shutdown(ms(10)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [
+            Action::StopAccepting,
+            Action::FinishThenClose(new),
+            Action::FinishThenClose(active),
+            Action::FinishThenClose(idle),
+            Action::GoAway(upgraded),
+        ]
+    );
+    assert_eq!(
+        lc.report().unwrap().at_begin,
+        Counts {
+            new: 1,
+            active: 1,
+            idle: 1,
+            upgraded: 1
+        }
+    );
+    // Idle grace ends 50 ms after draining began, stale-New 100 ms after accept.
+    assert_eq!(lc.poll_timeout(), Some(ms(60)));
+}
+
+#[test]
+fn await_next_request_serves_a_request_that_arrives_during_the_grace() {
+    let mut lc = Lifecycle::new(config());
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(10)).unwrap();
+    lc.stopped_accepting(ms(10));
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(idle)]);
+    // The client's next request was already on its way.
+    lc.request_started(idle, ms(59)).unwrap();
+    lc.handle_timeout(ms(60));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [],
+        "Active, so not closed at the grace"
+    );
+    lc.request_finished(idle, ms(70)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::Close(idle, CloseReason::Finished)]
+    );
+    lc.closed(idle, ms(70)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    let r = lc.report().unwrap();
+    assert_eq!((r.finished, r.closed_idle), (1, 0));
+}
+
+#[test]
+fn await_next_request_closes_a_silent_idle_connection_after_the_grace() {
+    let mut lc = Lifecycle::new(config());
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(10)).unwrap();
+    drain_actions(&mut lc);
+    lc.handle_timeout(ms(59));
+    assert_eq!(drain_actions(&mut lc), []);
+    lc.handle_timeout(ms(60));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::Close(idle, CloseReason::Idle)]
+    );
+}
+
+#[test]
+fn a_close_decided_but_not_yet_pulled_yields_to_a_request() {
+    let mut lc = Lifecycle::new(config().with_idle_policy(IdlePolicy::CloseImmediately));
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(10)).unwrap();
+    assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
+    // The close of the idle connection is decided; before the driver pulls it, the
+    // client's request arrives. The driver is then told to finish, not to close.
+    lc.request_started(idle, ms(11)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(idle)]);
+}
+
+#[test]
+fn an_accept_that_races_shutdown_is_tracked_and_served() {
+    let mut lc = Lifecycle::new(config());
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
+    // The driver drains its backlog before closing the listener.
+    let late = lc.accept(ms(1)).unwrap();
+    lc.stopped_accepting(ms(1));
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(late)]);
+    assert_eq!(
+        lc.phase(),
+        Phase::Draining,
+        "not drained while a connection is open"
+    );
+    lc.request_started(late, ms(2)).unwrap();
+    lc.request_finished(late, ms(3)).unwrap();
+    // The driver closed it on its own after the `Connection: close` response, before
+    // pulling the Close: no Close is issued for a closed connection.
+    lc.closed(late, ms(3)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    let r = lc.report().unwrap();
+    assert_eq!((r.accepted_during, r.finished), (1, 1));
+}
+
+#[test]
+fn drained_waits_for_the_listener_to_stop() {
+    let mut lc = Lifecycle::new(config());
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
+    assert_eq!(
+        lc.phase(),
+        Phase::Draining,
+        "the backlog may still hold connections"
+    );
+    lc.stopped_accepting(ms(1));
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    assert_eq!(lc.accept(ms(2)), Err(Error::NotAccepting));
+    assert_eq!(drain_actions(&mut lc), []);
+}
+
+#[test]
+fn the_lame_duck_window_keeps_accepting_and_asks_everyone_to_leave() {
+    let mut lc = Lifecycle::new(config().with_lame_duck(Duration::from_millis(30)));
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(lc.phase(), Phase::LameDuck);
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(idle)]);
+    let fresh = lc.accept(ms(10)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(fresh)]);
+    assert_eq!(lc.poll_timeout(), Some(ms(30)));
+    lc.handle_timeout(ms(30));
+    assert_eq!(lc.phase(), Phase::Draining);
+    assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
+    assert_eq!(lc.report().unwrap().draining_at, Some(ms(30)));
+    // The idle grace counts from draining, not from the lame-duck start.
+    assert_eq!(lc.poll_timeout(), Some(ms(80)));
+}
+
+#[test]
+fn the_deadline_cuts_what_is_left_and_the_report_says_so() {
+    let mut lc = Lifecycle::new(config());
+    let active = conn_in(&mut lc, ConnState::Active);
+    let upgraded = conn_in(&mut lc, ConnState::Upgraded);
+    lc.begin_shutdown(ms(0)).unwrap();
+    lc.stopped_accepting(ms(0));
+    drain_actions(&mut lc);
+    assert_eq!(lc.poll_timeout(), Some(ms(1000)));
+    lc.handle_timeout(ms(999));
+    assert_eq!(drain_actions(&mut lc), []);
+    lc.handle_timeout(ms(1000));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [
+            Action::Close(active, CloseReason::Deadline),
+            Action::Close(upgraded, CloseReason::Deadline)
+        ]
+    );
+    lc.closed(active, ms(1001)).unwrap();
+    lc.closed(upgraded, ms(1001)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    let r = lc.report().unwrap();
+    assert!(r.deadline_hit);
+    assert!(!r.is_clean());
+    assert_eq!(
+        r.cut,
+        Counts {
+            active: 1,
+            upgraded: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(r.total(), r.accounted());
+}
+
+#[test]
+fn force_close_cuts_everything_now() {
+    let mut lc = Lifecycle::new(config().with_deadline(None));
+    let active = conn_in(&mut lc, ConnState::Active);
+    lc.force_close(ms(5));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [
+            Action::StopAccepting,
+            Action::Close(active, CloseReason::Deadline)
+        ]
+    );
+    assert!(lc.report().unwrap().deadline_hit);
+}
+
+#[test]
+fn every_accepted_connection_reaches_closed_once_across_slot_reuse() {
+    let mut lc = Lifecycle::with_capacity(config(), 4);
+    let mut closed = 0;
+    for round in 0..1000u64 {
+        let a = lc.accept(ms(round)).unwrap();
+        let b = lc.accept(ms(round)).unwrap();
+        lc.request_started(a, ms(round)).unwrap();
+        lc.closed(b, ms(round)).unwrap();
+        lc.closed(a, ms(round)).unwrap();
+        closed += 2;
+        assert_eq!(lc.closed(a, ms(round)), Err(Error::Closed(a)));
+    }
+    assert_eq!(closed, 2000);
+    assert_eq!(lc.counts(), Counts::default());
+}
