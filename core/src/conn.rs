@@ -63,7 +63,7 @@ pub enum ConnState {
 
 impl fmt::Display for ConnState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ConnState::New => "New",
             ConnState::Active => "Active",
             ConnState::Idle => "Idle",

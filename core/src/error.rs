@@ -17,7 +17,7 @@ pub enum Event {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Event::RequestStarted => "request started",
             Event::RequestFinished => "request finished",
             Event::Upgraded => "upgraded",

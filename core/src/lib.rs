@@ -11,7 +11,7 @@
 //! use core::time::Duration;
 //! use lameduck_core::{Action, CloseReason, Config, ConnState, Instant, Lifecycle, Phase};
 //!
-//! let ms = |n| Instant::from_nanos(n * 1_000_000);
+//! let ms = |n: u64| Instant::from_nanos(n * 1_000_000);
 //! let mut lc = Lifecycle::new(Config::default());
 //!
 //! // A client connects, sends a request, gets its response, and keeps the connection.

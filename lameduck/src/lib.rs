@@ -20,5 +20,10 @@
 
 pub use lameduck_core::*;
 
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The sans-IO core, for drivers that embed the lifecycle in their own event loop.
 pub use lameduck_core as core;
