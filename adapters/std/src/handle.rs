@@ -1,0 +1,478 @@
+//! The thread-safe handle around the lifecycle that every runtime adapter shares.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant as StdInstant};
+
+use event_listener::{Event, EventListener};
+use futures_lite::future;
+use lameduck_core::{
+    Action, Config, ConnId, ConnState, Counts, DrainReport, Error, Instant, Lifecycle, Phase,
+};
+
+/// The runtime's monotonic clock. Adapters pass their runtime's own (tokio's, which its test
+/// clock can pause, or `std::time::Instant::now`).
+pub type Clock = fn() -> StdInstant;
+
+/// What the lifecycle asked of one connection, strongest last. A connection only ever moves
+/// up this list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Notice {
+    /// Finish what is in progress (or the request already on its way), answer it with
+    /// `Connection: close` / GOAWAY, then close.
+    FinishThenClose,
+    /// The connection is upgraded: tell the peer to go away (WebSocket close frame).
+    GoAway,
+    /// Close now.
+    Close,
+}
+
+impl Notice {
+    fn from_level(level: u8) -> Option<Notice> {
+        match level {
+            1 => Some(Notice::FinishThenClose),
+            2 => Some(Notice::GoAway),
+            3 => Some(Notice::Close),
+            _ => None,
+        }
+    }
+
+    fn level(self) -> u8 {
+        match self {
+            Notice::FinishThenClose => 1,
+            Notice::GoAway => 2,
+            Notice::Close => 3,
+        }
+    }
+}
+
+/// Per-connection mailbox: the strongest notice so far, and an event to wake its task.
+#[derive(Debug, Default)]
+struct Mailbox {
+    level: AtomicU8,
+    event: Event,
+}
+
+impl Mailbox {
+    fn post(&self, notice: Notice) {
+        if self.level.fetch_max(notice.level(), Ordering::AcqRel) < notice.level() {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    fn read(&self) -> Option<Notice> {
+        Notice::from_level(self.level.load(Ordering::Acquire))
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    lc: Lifecycle,
+    /// Mailboxes by connection slot.
+    mailboxes: Vec<Option<Arc<Mailbox>>>,
+    /// Listeners still open.
+    listeners: usize,
+    stop_accepting: bool,
+    drained: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    origin: StdInstant,
+    clock: Clock,
+    /// Wakes whoever waits on shutdown-level changes: listeners (stop accepting), drain
+    /// waiters (drained, or a timer to re-arm).
+    changed: Event,
+}
+
+/// The shared shutdown handle: one lifecycle behind a mutex, with the wake-ups around it.
+///
+/// Cheap to clone; every clone is the same server. Every call locks once, feeds the
+/// lifecycle, delivers the actions it produced (to connection mailboxes, listeners and drain
+/// waiters) and unlocks; nothing blocks while the lock is held.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl Shutdown {
+    /// A handle in the Serving phase, reading time from `clock`.
+    pub fn new(config: Config, clock: Clock) -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    lc: Lifecycle::new(config),
+                    mailboxes: Vec::new(),
+                    listeners: 0,
+                    stop_accepting: false,
+                    drained: false,
+                }),
+                origin: clock(),
+                clock,
+                changed: Event::new(),
+            }),
+        }
+    }
+
+    /// The lifecycle's time for the runtime's `now`.
+    fn now(&self) -> Instant {
+        self.instant_of((self.inner.clock)())
+    }
+
+    fn instant_of(&self, t: StdInstant) -> Instant {
+        Instant::from_duration(t.saturating_duration_since(self.inner.origin))
+    }
+
+    fn std_instant_of(&self, t: Instant) -> StdInstant {
+        self.inner
+            .origin
+            .checked_add(t.as_duration())
+            .unwrap_or_else(|| self.inner.origin + Duration::from_secs(86_400 * 365 * 100))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the lock is held (the lifecycle never panics), but if a
+        // panic ever poisoned it the state is still consistent: every update is one call.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the lifecycle at the current time, then delivers every action.
+    fn with<R>(&self, f: impl FnOnce(&mut Lifecycle, Instant) -> R) -> R {
+        let now = self.now();
+        let mut state = self.lock();
+        let result = f(&mut state.lc, now);
+        if self.deliver(&mut state, now) {
+            drop(state);
+            self.inner.changed.notify(usize::MAX);
+        }
+        result
+    }
+
+    /// Delivers pending actions; returns whether shutdown-level waiters must wake.
+    fn deliver(&self, state: &mut State, now: Instant) -> bool {
+        let mut changed = state.lc.phase() != Phase::Serving;
+        while let Some(action) = state.lc.poll_action() {
+            let mailbox = |state: &State, id: ConnId| {
+                state
+                    .mailboxes
+                    .get(id.slot() as usize)
+                    .and_then(Option::clone)
+            };
+            match action {
+                Action::StopAccepting => {
+                    trace(format_args!(
+                        "lameduck: stop accepting ({} listeners)",
+                        state.listeners
+                    ));
+                    state.stop_accepting = true;
+                    if state.listeners == 0 {
+                        state.lc.stopped_accepting(now);
+                    }
+                    changed = true;
+                }
+                Action::FinishThenClose(id) => {
+                    if let Some(m) = mailbox(state, id) {
+                        m.post(Notice::FinishThenClose);
+                    }
+                }
+                Action::GoAway(id) => {
+                    if let Some(m) = mailbox(state, id) {
+                        m.post(Notice::GoAway);
+                    }
+                }
+                Action::Close(id, reason) => {
+                    if reason == lameduck_core::CloseReason::Deadline {
+                        trace(format_args!("lameduck: deadline: cutting {id}"));
+                    }
+                    if let Some(m) = mailbox(state, id) {
+                        m.post(Notice::Close);
+                    }
+                }
+                Action::Drained => {
+                    trace(format_args!("lameduck: drained: {:?}", state.lc.report()));
+                    state.drained = true;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Tracks a newly accepted connection. Fails only with [`Error::NotAccepting`] once every
+    /// listener has closed (the caller then closes the connection; a tracked listener never
+    /// hits this).
+    pub fn accept(&self) -> Result<Conn, Error> {
+        let mailbox = Arc::new(Mailbox::default());
+        let now = self.now();
+        let mut state = self.lock();
+        let id = state.lc.accept(now)?;
+        let slot = id.slot() as usize;
+        if state.mailboxes.len() <= slot {
+            state.mailboxes.resize(slot + 1, None);
+        }
+        // Registered before delivering, so a notice for an accept during shutdown lands.
+        state.mailboxes[slot] = Some(mailbox.clone());
+        if self.deliver(&mut state, now) {
+            drop(state);
+            self.inner.changed.notify(usize::MAX);
+        }
+        Ok(Conn {
+            shutdown: self.clone(),
+            id,
+            state: ConnState::New,
+            mailbox,
+        })
+    }
+
+    /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
+    pub fn begin(&self) -> bool {
+        let began = self.with(|lc, now| lc.begin_shutdown(now)).is_ok();
+        if began {
+            trace(format_args!(
+                "lameduck: shutdown began: {:?}",
+                self.counts()
+            ));
+        }
+        began
+    }
+
+    /// Cuts every connection now (a second SIGTERM); begins the shutdown if needed.
+    pub fn force_close(&self) {
+        trace(format_args!("lameduck: force close: {:?}", self.counts()));
+        self.with(|lc, now| lc.force_close(now));
+    }
+
+    /// The shutdown phase.
+    pub fn phase(&self) -> Phase {
+        self.lock().lc.phase()
+    }
+
+    /// Live connections per state.
+    pub fn counts(&self) -> Counts {
+        self.lock().lc.counts()
+    }
+
+    /// The drain report so far (`None` before shutdown began).
+    pub fn report(&self) -> Option<DrainReport> {
+        self.lock().lc.report().copied()
+    }
+
+    /// The lifecycle's configuration.
+    pub fn config(&self) -> Config {
+        *self.lock().lc.config()
+    }
+
+    /// Whether listeners must stop accepting (after draining their backlog).
+    pub fn is_stopping_accepts(&self) -> bool {
+        self.lock().stop_accepting
+    }
+
+    /// Registers a listener. The lifecycle reaches Drained only once every registered
+    /// listener has dropped its guard, so a listener must drop it only after it has drained
+    /// its accept backlog.
+    pub fn register_listener(&self) -> ListenerGuard {
+        self.lock().listeners += 1;
+        ListenerGuard {
+            shutdown: self.clone(),
+        }
+    }
+
+    /// Resolves when listeners must stop accepting.
+    pub async fn stop_accepting(&self) {
+        loop {
+            let listener = self.inner.changed.listen();
+            if self.is_stopping_accepts() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Drives the shutdown to its end and returns the report: waits until the last
+    /// connection closes and every listener is gone, firing the lifecycle's timers (stale
+    /// New connections, the idle grace, the deadline) with `sleep_until`, the runtime's
+    /// timer. Event-driven: it wakes when something changes, not on a polling interval.
+    ///
+    /// Does not begin the shutdown; any number of tasks may wait at once.
+    pub async fn drained_with<F, S>(&self, mut sleep_until: F) -> DrainReport
+    where
+        F: FnMut(StdInstant) -> S,
+        S: Future<Output = ()>,
+    {
+        loop {
+            let listener: EventListener = self.inner.changed.listen();
+            let (drained, next) = {
+                let state = self.lock();
+                (state.drained, state.lc.poll_timeout())
+            };
+            if drained {
+                return self.report().unwrap_or_default();
+            }
+            match next {
+                None => listener.await,
+                Some(t) => {
+                    let woke = future::or(
+                        async {
+                            listener.await;
+                            false
+                        },
+                        async {
+                            sleep_until(self.std_instant_of(t)).await;
+                            true
+                        },
+                    )
+                    .await;
+                    if woke {
+                        self.with(|lc, now| lc.handle_timeout(now));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the lifecycle accepting-aware while a listener is open; see
+/// [`Shutdown::register_listener`].
+#[derive(Debug)]
+pub struct ListenerGuard {
+    shutdown: Shutdown,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        let shutdown = &self.shutdown;
+        let now = shutdown.now();
+        let mut state = shutdown.lock();
+        state.listeners = state.listeners.saturating_sub(1);
+        if state.listeners == 0 && state.stop_accepting {
+            state.lc.stopped_accepting(now);
+            shutdown.deliver(&mut state, now);
+            drop(state);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+    }
+}
+
+/// One tracked connection: its id in the lifecycle, its state, its mailbox. Dropping it
+/// reports the connection Closed, exactly once — on a normal end, on a panic that unwinds
+/// through its task, or when the task is cancelled.
+#[derive(Debug)]
+pub struct Conn {
+    shutdown: Shutdown,
+    id: ConnId,
+    /// The state as this handle last set it, so that reads need no lock once Active.
+    state: ConnState,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Conn {
+    /// The connection's id in the lifecycle.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The connection's state, as this handle last reported it.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// Data arrived: New or Idle → Active. Cheap when already Active (no lock).
+    pub fn data_received(&mut self) {
+        if matches!(self.state, ConnState::New | ConnState::Idle) {
+            let _ = self.request_started();
+        }
+    }
+
+    /// A request began (its first byte arrived): New or Idle → Active.
+    pub fn request_started(&mut self) -> Result<(), Error> {
+        self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
+    }
+
+    /// The response was completely written and the connection stays open: Active → Idle.
+    pub fn request_finished(&mut self) -> Result<(), Error> {
+        self.transition(ConnState::Idle, |lc, id, now| lc.request_finished(id, now))
+    }
+
+    /// The connection was taken over by a long-lived protocol: Active → Upgraded.
+    pub fn upgraded(&mut self) -> Result<(), Error> {
+        self.transition(ConnState::Upgraded, |lc, id, now| lc.upgraded(id, now))
+    }
+
+    fn transition(
+        &mut self,
+        to: ConnState,
+        f: impl FnOnce(&mut Lifecycle, ConnId, Instant) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shutdown.with(|lc, now| f(lc, id, now))?;
+        self.state = to;
+        Ok(())
+    }
+
+    /// The strongest notice the lifecycle has given this connection, if any.
+    pub fn notice(&self) -> Option<Notice> {
+        self.mailbox.read()
+    }
+
+    /// Whether the response being written should close the connection
+    /// (`Connection: close`): shutdown asked this connection to finish.
+    pub fn should_close_after_response(&self) -> bool {
+        self.notice().is_some()
+    }
+
+    /// Resolves with the first notice (or the current one, if any).
+    pub async fn wait_notice(&self) -> Notice {
+        self.wait_for(Notice::FinishThenClose).await
+    }
+
+    /// Resolves when the lifecycle asks to close this connection now.
+    pub async fn wait_close(&self) {
+        self.wait_for(Notice::Close).await;
+    }
+
+    async fn wait_for(&self, at_least: Notice) -> Notice {
+        loop {
+            let listener = self.mailbox.event.listen();
+            if let Some(n) = self.mailbox.read().filter(|n| *n >= at_least) {
+                return n;
+            }
+            listener.await;
+        }
+    }
+
+    /// The shutdown handle this connection belongs to.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let id = self.id;
+        let shutdown = &self.shutdown;
+        let now = shutdown.now();
+        let mut state = shutdown.lock();
+        if state.lc.closed(id, now).is_ok() {
+            if let Some(slot) = state.mailboxes.get_mut(id.slot() as usize) {
+                *slot = None;
+            }
+        }
+        if shutdown.deliver(&mut state, now) {
+            drop(state);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn trace(args: std::fmt::Arguments<'_>) {
+    tracing::debug!("{}", args);
+}
+
+#[cfg(not(feature = "tracing"))]
+fn trace(_: std::fmt::Arguments<'_>) {}

@@ -1,0 +1,20 @@
+//! The std layer under every lameduck runtime adapter.
+//!
+//! What the tokio, smol and async-std adapters would each otherwise write lives here once:
+//!
+//! - [`Shutdown`] and [`Conn`]: the thread-safe handle around the
+//!   [`Lifecycle`](lameduck_core::Lifecycle) — one mutex, per-connection mailboxes woken with
+//!   `event-listener`, drain waiters that fire the lifecycle's timers with whatever timer the
+//!   runtime provides;
+//! - [`inherit`]: listening sockets passed by Server::Starter or systemd, parsed and checked;
+//! - [`accept`]: what an accept loop does with each kind of error, and its backoff.
+//!
+//! Applications use it through the `lameduck` crate and a runtime feature.
+#![warn(missing_docs)]
+
+pub mod accept;
+mod handle;
+pub mod inherit;
+
+pub use handle::{Clock, Conn, ListenerGuard, Notice, Shutdown};
+pub use lameduck_core as core;
