@@ -1,6 +1,7 @@
 //! The thread-safe handle around the lifecycle that every runtime adapter shares.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
@@ -11,9 +12,22 @@ use lameduck_core::{
     Action, Config, ConnId, ConnState, Counts, DrainReport, Error, Instant, Lifecycle, Phase,
 };
 
-/// The runtime's monotonic clock. Adapters pass their runtime's own (tokio's, which its test
-/// clock can pause, or `std::time::Instant::now`).
-pub type Clock = fn() -> StdInstant;
+/// A boxed future, as a runtime's timer returns it and its spawner takes it.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the handle needs from a runtime: its monotonic clock, its timer and its spawner.
+/// Each adapter provides one (tokio's clock, which its test mode can pause; `async-io`'s
+/// timer).
+#[derive(Clone, Copy, Debug)]
+pub struct Runtime {
+    /// The runtime's `Instant::now`.
+    pub now: fn() -> StdInstant,
+    /// A future that completes at the given instant.
+    pub sleep_until: fn(StdInstant) -> Sleep,
+    /// Spawns a background task; returns false when it cannot (no runtime on this thread),
+    /// in which case the timers are driven by whoever awaits [`Shutdown::drained`].
+    pub spawn: fn(Sleep) -> bool,
+}
 
 /// What the lifecycle asked of one connection, strongest last. A connection only ever moves
 /// up this list.
@@ -75,13 +89,15 @@ struct State {
     listeners: usize,
     stop_accepting: bool,
     drained: bool,
+    /// A task drives the lifecycle's timers.
+    timers_driven: bool,
 }
 
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
     origin: StdInstant,
-    clock: Clock,
+    runtime: Runtime,
     /// Wakes whoever waits on shutdown-level changes: listeners (stop accepting), drain
     /// waiters (drained, or a timer to re-arm).
     changed: Event,
@@ -98,8 +114,8 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// A handle in the Serving phase, reading time from `clock`.
-    pub fn new(config: Config, clock: Clock) -> Shutdown {
+    /// A handle in the Serving phase, on `runtime`'s clock and timer.
+    pub fn new(config: Config, runtime: Runtime) -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -108,9 +124,10 @@ impl Shutdown {
                     listeners: 0,
                     stop_accepting: false,
                     drained: false,
+                    timers_driven: false,
                 }),
-                origin: clock(),
-                clock,
+                origin: (runtime.now)(),
+                runtime,
                 changed: Event::new(),
             }),
         }
@@ -118,7 +135,7 @@ impl Shutdown {
 
     /// The lifecycle's time for the runtime's `now`.
     fn now(&self) -> Instant {
-        self.instant_of((self.inner.clock)())
+        self.instant_of((self.inner.runtime.now)())
     }
 
     fn instant_of(&self, t: StdInstant) -> Instant {
@@ -230,6 +247,9 @@ impl Shutdown {
     }
 
     /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
+    ///
+    /// From here on a background task fires the lifecycle's timers (stale New connections,
+    /// the idle grace, the deadline), so nothing has to be awaited for them to act.
     pub fn begin(&self) -> bool {
         let began = self.with(|lc, now| lc.begin_shutdown(now)).is_ok();
         if began {
@@ -238,6 +258,7 @@ impl Shutdown {
                 self.counts()
             ));
         }
+        self.drive_timers();
         began
     }
 
@@ -245,6 +266,20 @@ impl Shutdown {
     pub fn force_close(&self) {
         trace(format_args!("lameduck: force close: {:?}", self.counts()));
         self.with(|lc, now| lc.force_close(now));
+        self.drive_timers();
+    }
+
+    /// Spawns the timer task, once.
+    fn drive_timers(&self) {
+        let mut state = self.lock();
+        if state.timers_driven || state.drained {
+            return;
+        }
+        let this = self.clone();
+        let task: Sleep = Box::pin(async move {
+            this.drained().await;
+        });
+        state.timers_driven = (self.inner.runtime.spawn)(task);
     }
 
     /// The shutdown phase.
@@ -293,17 +328,20 @@ impl Shutdown {
         }
     }
 
-    /// Drives the shutdown to its end and returns the report: waits until the last
-    /// connection closes and every listener is gone, firing the lifecycle's timers (stale
-    /// New connections, the idle grace, the deadline) with `sleep_until`, the runtime's
-    /// timer. Event-driven: it wakes when something changes, not on a polling interval.
+    /// Sleeps for `duration` on the runtime's timer.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        (self.inner.runtime.sleep_until)((self.inner.runtime.now)() + duration)
+    }
+
+    /// Waits for the shutdown to end and returns the report: until the last connection
+    /// closes and every listener is gone, firing the lifecycle's timers (stale New
+    /// connections, the idle grace, the deadline) on the runtime's timer meanwhile.
+    /// Event-driven: it wakes when something changes, never on a polling interval.
     ///
-    /// Does not begin the shutdown; any number of tasks may wait at once.
-    pub async fn drained_with<F, S>(&self, mut sleep_until: F) -> DrainReport
-    where
-        F: FnMut(StdInstant) -> S,
-        S: Future<Output = ()>,
-    {
+    /// Does not begin the shutdown ([`begin`](Shutdown::begin) does); any number of tasks
+    /// may wait at once. The timers fire only while someone waits here, so a server awaits
+    /// this once it has begun shutting down.
+    pub async fn drained(&self) -> DrainReport {
         loop {
             let listener: EventListener = self.inner.changed.listen();
             let (drained, next) = {
@@ -316,18 +354,19 @@ impl Shutdown {
             match next {
                 None => listener.await,
                 Some(t) => {
-                    let woke = future::or(
+                    let sleep = (self.inner.runtime.sleep_until)(self.std_instant_of(t));
+                    let fired = future::or(
                         async {
                             listener.await;
                             false
                         },
                         async {
-                            sleep_until(self.std_instant_of(t)).await;
+                            sleep.await;
                             true
                         },
                     )
                     .await;
-                    if woke {
+                    if fired {
                         self.with(|lc, now| lc.handle_timeout(now));
                     }
                 }
@@ -427,27 +466,70 @@ impl Conn {
 
     /// Resolves with the first notice (or the current one, if any).
     pub async fn wait_notice(&self) -> Notice {
-        self.wait_for(Notice::FinishThenClose).await
+        wait_for(&self.mailbox, Notice::FinishThenClose).await
     }
 
     /// Resolves when the lifecycle asks to close this connection now.
     pub async fn wait_close(&self) {
-        self.wait_for(Notice::Close).await;
+        wait_for(&self.mailbox, Notice::Close).await;
     }
 
-    async fn wait_for(&self, at_least: Notice) -> Notice {
-        loop {
-            let listener = self.mailbox.event.listen();
-            if let Some(n) = self.mailbox.read().filter(|n| *n >= at_least) {
-                return n;
-            }
-            listener.await;
+    /// An owned watcher of this connection's notices, for a task that must wait for them
+    /// while it holds the stream mutably (in a `select!` beside a read, say).
+    pub fn notices(&self) -> Notices {
+        Notices {
+            mailbox: self.mailbox.clone(),
         }
     }
 
     /// The shutdown handle this connection belongs to.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+}
+
+/// Watches one connection's notices; see [`Conn::notices`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Notices {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Notices {
+    /// The strongest notice so far, if any.
+    pub fn notice(&self) -> Option<Notice> {
+        self.mailbox.read()
+    }
+
+    /// Resolves with the first notice (or the current one, if any).
+    pub async fn wait_notice(&self) -> Notice {
+        wait_for(&self.mailbox, Notice::FinishThenClose).await
+    }
+
+    /// Resolves when the lifecycle asks to close the connection now.
+    pub async fn wait_close(&self) {
+        wait_for(&self.mailbox, Notice::Close).await;
+    }
+
+    /// Runs `work` unless the lifecycle asks to close the connection first, in which case
+    /// `work` is dropped (cancelled) and the result is `None`. Wrap a connection's whole
+    /// serving loop in it, so that a stale-New close or the deadline cuts it even in the
+    /// middle of a handler.
+    pub async fn unless_closed<F: Future>(&self, work: F) -> Option<F::Output> {
+        future::or(async { Some(work.await) }, async {
+            self.wait_close().await;
+            None
+        })
+        .await
+    }
+}
+
+async fn wait_for(mailbox: &Mailbox, at_least: Notice) -> Notice {
+    loop {
+        let listener = mailbox.event.listen();
+        if let Some(n) = mailbox.read().filter(|n| *n >= at_least) {
+            return n;
+        }
+        listener.await;
     }
 }
 

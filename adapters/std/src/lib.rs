@@ -13,8 +13,14 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+mod any;
 mod handle;
 pub mod inherit;
+mod listener;
+mod stream;
 
-pub use handle::{Clock, Conn, ListenerGuard, Notice, Shutdown};
+pub use any::{AnyListener, AnyStream};
+pub use handle::{Conn, ListenerGuard, Notice, Notices, Runtime, Shutdown, Sleep};
 pub use lameduck_core as core;
+pub use listener::{PollAccept, TrackedListener};
+pub use stream::Tracked;

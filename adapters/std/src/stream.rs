@@ -1,0 +1,141 @@
+//! A connection whose lifecycle is tracked.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use crate::Conn;
+
+/// A runtime's stream plus its handle into the lifecycle.
+///
+/// Protocol-agnostic by default: the first byte read on a New or Idle connection moves it to
+/// Active. A protocol layer marks the end of each exchange with
+/// [`conn_mut().request_finished()`](Conn::request_finished) (Active → Idle) and upgrades with
+/// [`Conn::upgraded`]; its task awaits [`Conn::wait_notice`] or [`Conn::wait_close`] to learn
+/// what shutdown wants of it. Dropping the `Tracked` — normally, in a panic, or by cancelling
+/// its task — reports the connection Closed, exactly once.
+///
+/// Implements tokio's `AsyncRead`/`AsyncWrite` (feature `tokio`) and `futures-io`'s
+/// (feature `futures-io`) when the stream does.
+#[derive(Debug)]
+pub struct Tracked<S> {
+    io: S,
+    conn: Conn,
+}
+
+impl<S> Tracked<S> {
+    /// Pairs a stream with its tracked connection.
+    pub fn new(io: S, conn: Conn) -> Self {
+        Tracked { io, conn }
+    }
+
+    /// The connection's lifecycle handle.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The connection's lifecycle handle, to report protocol events.
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The stream, mutably. Bytes read through it directly do not mark the connection
+    /// Active; call [`Conn::data_received`] if you bypass the wrapper.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Splits into the stream and the connection handle (which still reports Closed when
+    /// dropped).
+    pub fn into_parts(self) -> (S, Conn) {
+        (self.io, self.conn)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.conn.data_received();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if n > 0 {
+            this.conn.data_received();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}

@@ -1,0 +1,173 @@
+//! lameduck on tokio.
+//!
+//! ```no_run
+//! use lameduck_tokio::{self as lameduck, Config};
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let shutdown = lameduck::shutdown(Config::default());
+//! lameduck::drain_on_signals(&shutdown)?;         // SIGTERM/SIGINT drain; a second one cuts
+//! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080").await?;
+//!
+//! // Until shutdown: accept, then drain the backlog, then None.
+//! while let Some(stream) = listener.accept().await {
+//!     let Ok(stream) = stream else { continue };
+//!     tokio::spawn(async move {
+//!         // A line-based echo: each line is one request.
+//!         let notices = stream.conn().notices();
+//!         let mut stream = BufReader::new(stream);
+//!         let serve = async move {
+//!             let mut line = String::new();
+//!             while matches!(stream.read_line(&mut line).await, Ok(n) if n > 0) {
+//!                 if stream.write_all(line.as_bytes()).await.is_err() { return }
+//!                 line.clear();
+//!                 let conn = stream.get_mut().conn_mut();
+//!                 let _ = conn.request_finished();          // Active → Idle
+//!                 if conn.should_close_after_response() { return }
+//!             }
+//!         };
+//!         // Stale, idle-grace and deadline closes cut the loop wherever it is.
+//!         notices.unless_closed(serve).await;
+//!     }); // dropping the stream reports it Closed
+//! }
+//! let report = shutdown.drained().await;
+//! println!("drained: {report:?}");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+use std::io;
+use std::time::Instant as StdInstant;
+
+pub use lameduck_std::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use lameduck_std::inherit::{self, InheritError};
+pub use lameduck_std::{accept, Conn, Notice, Notices, Runtime, Shutdown, Tracked};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
+
+/// tokio's clock (which `tokio::time::pause` controls), timer and spawner.
+pub const RUNTIME: Runtime = Runtime {
+    now: || tokio::time::Instant::now().into_std(),
+    sleep_until: |t: StdInstant| Box::pin(tokio::time::sleep_until(t.into())),
+    spawn: |task| match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(task);
+            true
+        }
+        Err(_) => false,
+    },
+};
+
+/// A tracked TCP listener.
+pub type TcpListener =
+    lameduck_std::TrackedListener<tokio::net::TcpListener, tokio::net::TcpStream>;
+/// A tracked Unix listener.
+pub type UnixListener =
+    lameduck_std::TrackedListener<tokio::net::UnixListener, tokio::net::UnixStream>;
+/// A tracked TCP or Unix listener.
+pub type Listener = lameduck_std::AnyListener<TcpListener, UnixListener>;
+/// What a [`Listener`] accepts.
+pub type Stream =
+    lameduck_std::AnyStream<Tracked<tokio::net::TcpStream>, Tracked<tokio::net::UnixStream>>;
+
+/// A shutdown handle on tokio's clock and timer.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, RUNTIME)
+}
+
+/// Tracks a TCP listener.
+pub fn track_tcp(shutdown: &Shutdown, listener: tokio::net::TcpListener) -> TcpListener {
+    TcpListener::new(shutdown, listener, |l, cx| {
+        l.poll_accept(cx).map_ok(|(s, _)| s)
+    })
+}
+
+/// Tracks a Unix listener.
+pub fn track_unix(shutdown: &Shutdown, listener: tokio::net::UnixListener) -> UnixListener {
+    UnixListener::new(shutdown, listener, |l, cx| {
+        l.poll_accept(cx).map_ok(|(s, _)| s)
+    })
+}
+
+/// Tracks an adopted inherited listener (already non-blocking).
+pub fn track_inherited(shutdown: &Shutdown, listener: inherit::Listener) -> io::Result<Listener> {
+    Ok(match listener {
+        inherit::Listener::Tcp(l) => {
+            Listener::Tcp(track_tcp(shutdown, tokio::net::TcpListener::from_std(l)?))
+        }
+        inherit::Listener::Unix(l) => {
+            Listener::Unix(track_unix(shutdown, tokio::net::UnixListener::from_std(l)?))
+        }
+    })
+}
+
+/// The listeners a supervisor passed (`SERVER_STARTER_PORT`, systemd's `LISTEN_FDS`), all
+/// tracked; or, when there are none, a TCP listener bound to `addr`.
+///
+/// A malformed variable or an unusable fd is an error naming the variable, the entry and the
+/// reason (kind `InvalidInput`, with the [`InheritError`] as its source); it never silently
+/// falls back to binding.
+pub async fn listeners(shutdown: &Shutdown, addr: &str) -> io::Result<Vec<Listener>> {
+    match inherit::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
+        Some(inherited) => inherited
+            .into_iter()
+            .map(|i| track_inherited(shutdown, i.listener))
+            .collect(),
+        None => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            Ok(vec![Listener::Tcp(track_tcp(shutdown, listener))])
+        }
+    }
+}
+
+/// Like [`listeners`], for a server that serves exactly one socket: the single inherited
+/// one, or `addr`. More than one inherited socket is an error.
+pub async fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> {
+    let mut all = listeners(shutdown, addr).await?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        n => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("expected one inherited listening socket, found {n}: use `listeners`"),
+        )),
+    }
+}
+
+/// Drains on SIGTERM or SIGINT; a second one cuts every connection at once
+/// ([`Shutdown::force_close`]). Returns once the handlers are installed; the returned task
+/// ends after the second signal.
+pub fn drain_on_signals(shutdown: &Shutdown) -> io::Result<JoinHandle<()>> {
+    drain_on(
+        shutdown,
+        &[SignalKind::terminate(), SignalKind::interrupt()],
+    )
+}
+
+/// Drains on the first of `signals`; any second one forces the close.
+pub fn drain_on(shutdown: &Shutdown, signals: &[SignalKind]) -> io::Result<JoinHandle<()>> {
+    let mut streams = signals
+        .iter()
+        .map(|&kind| signal(kind))
+        .collect::<io::Result<Vec<_>>>()?;
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let mut received = 0;
+        while received < 2 {
+            std::future::poll_fn(|cx| {
+                for s in &mut streams {
+                    if s.poll_recv(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            received += 1;
+            if received == 1 {
+                shutdown.begin();
+            } else {
+                shutdown.force_close();
+            }
+        }
+    }))
+}
