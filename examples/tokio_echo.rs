@@ -7,6 +7,7 @@
 //! socket instead of binding.
 //!
 //! Environment: `ECHO_DELAY_MS` delays every answer (to hold requests in flight),
+//! `ECHO_VERBOSE` prints every request,
 //! `LAMEDUCK_STALE_NEW_MS`, `LAMEDUCK_GRACE_MS` (0 = close idle at once) and
 //! `LAMEDUCK_DEADLINE_MS` tune the shutdown.
 
@@ -14,6 +15,11 @@ use std::time::Duration;
 
 use lameduck_tokio::{self as lameduck, Config, IdlePolicy, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// `ECHO_VERBOSE=1` prints every request line (tests wait on it).
+fn verbose() -> bool {
+    std::env::var_os("ECHO_VERBOSE").is_some()
+}
 
 fn env_ms(name: &str) -> Option<Duration> {
     let value = std::env::var(name).ok()?;
@@ -53,6 +59,9 @@ async fn echo(stream: Stream, delay: Option<Duration>) {
             line.clear();
             if !matches!(stream.read_line(&mut line).await, Ok(n) if n > 0) {
                 return;
+            }
+            if verbose() {
+                println!("request: {}", line.trim_end());
             }
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;

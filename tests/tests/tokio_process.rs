@@ -1,0 +1,302 @@
+//! The tokio echo example (`examples/tokio_echo.rs`) as a real child process: signals,
+//! inherited sockets from a parent acting as the supervisor, and fd exhaustion.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the example once and returns its path.
+fn echo_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "tokio_echo"])
+            .current_dir(root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the example failed");
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+        PathBuf::from(target).join("debug/examples/tokio_echo")
+    })
+    .clone()
+}
+
+struct Server {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    addr: String,
+}
+
+impl Server {
+    /// Starts `command` (the example, maybe behind `sh`) and waits for its listening line.
+    fn start(mut command: Command) -> Server {
+        command
+            .env("ECHO_VERBOSE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn the example");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}: {}", stderr_of(&mut child)))
+            .to_owned();
+        Server {
+            child,
+            stdout,
+            addr,
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+    }
+
+    /// Waits for the server to print that it received `request`.
+    fn wait_request(&mut self, request: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "server exited");
+            if line.trim() == format!("request: {request}") {
+                return;
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; returns the exit code and the rest of stdout.
+    fn wait(mut self, within: Duration) -> (i32, String) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        (status.code().unwrap_or(-1), rest)
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let _ = child.wait();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+fn echo() -> Command {
+    let mut command = Command::new(echo_binary());
+    command.arg("127.0.0.1:0");
+    command
+}
+
+fn read_all(stream: &mut TcpStream) -> String {
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("closed cleanly, not reset");
+    text
+}
+
+#[test]
+fn sigterm_drains_the_in_flight_exchange_then_exits_zero() {
+    let mut command = echo();
+    command.env("ECHO_DELAY_MS", "300");
+    let mut server = Server::start(command);
+    let mut client = server.connect();
+    client.write_all(b"hello\n").unwrap();
+    server.wait_request("hello");
+    server.signal(libc::SIGTERM);
+    assert_eq!(read_all(&mut client), "hello\n", "answered, then closed");
+    let (code, rest) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{rest}");
+    assert!(rest.contains("finished: 1"), "{rest}");
+    assert!(rest.contains("deadline_hit: false"), "{rest}");
+}
+
+#[test]
+fn a_second_sigterm_cuts_at_once() {
+    let mut command = echo();
+    command.env("ECHO_DELAY_MS", "600000");
+    let mut server = Server::start(command);
+    let mut client = server.connect();
+    client.write_all(b"forever\n").unwrap();
+    server.wait_request("forever");
+    server.signal(libc::SIGTERM);
+    server.signal(libc::SIGTERM);
+    let started = Instant::now();
+    assert_eq!(read_all(&mut client), "", "cut: no answer");
+    let (code, rest) = server.wait(Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(code, 3, "exit code 3 says connections were cut: {rest}");
+    assert!(rest.contains("deadline_hit: true"), "{rest}");
+}
+
+/// A listening socket the parent (the supervisor) owns and passes to the child.
+fn inheritable_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&listener).set_cloexec(false).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+fn serves_and_drains(mut server: Server, expect_addr: &str) {
+    assert_eq!(server.addr, expect_addr);
+    let mut client = server.connect();
+    client.write_all(b"inherited\n").unwrap();
+    server.wait_request("inherited");
+    let mut answer = [0u8; 10];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"inherited\n");
+    server.signal(libc::SIGTERM);
+    let (code, rest) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{rest}");
+}
+
+#[test]
+fn serves_a_socket_inherited_through_server_starter_port() {
+    let (listener, addr) = inheritable_listener();
+    let mut command = Command::new(echo_binary());
+    command.env(
+        "SERVER_STARTER_PORT",
+        format!("{addr}={}", listener.as_raw_fd()),
+    );
+    serves_and_drains(Server::start(command), &addr);
+}
+
+#[test]
+fn serves_a_socket_inherited_through_listen_fds() {
+    let (listener, addr) = inheritable_listener();
+    // systemd passes fd 3 and names the pid: the shell moves the socket to fd 3 and execs
+    // the server in its own process, so $$ is the server's pid.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec \"$0\" 3<&{}",
+            listener.as_raw_fd()
+        ))
+        .arg(echo_binary());
+    serves_and_drains(Server::start(command), &addr);
+}
+
+#[test]
+fn bad_inherited_sockets_fail_with_the_variable_named() {
+    let (listener, addr) = inheritable_listener();
+    let fd = listener.as_raw_fd();
+    let cases: Vec<(Vec<(&str, String)>, String)> = vec![
+        (
+            vec![("SERVER_STARTER_PORT", "8080=x".into())],
+            "SERVER_STARTER_PORT entry `8080=x`: the fd is not a non-negative number".into(),
+        ),
+        (
+            vec![("SERVER_STARTER_PORT", format!("{addr}=987"))],
+            format!("SERVER_STARTER_PORT entry `{addr}=987`: the fd is not open"),
+        ),
+        (
+            vec![("SERVER_STARTER_PORT", format!("{addr}=0"))],
+            format!("SERVER_STARTER_PORT entry `{addr}=0`: the fd is not a socket"),
+        ),
+        (
+            vec![("SERVER_STARTER_PORT", format!("/tmp/x.sock={fd}"))],
+            format!("SERVER_STARTER_PORT entry `/tmp/x.sock={fd}`: the socket's family does not match its entry"),
+        ),
+        (
+            vec![("LISTEN_FDS", "1".into()), ("LISTEN_PID", "1".into())],
+            "LISTEN_PID entry `1`: the sockets are for another process".into(),
+        ),
+    ];
+    for (vars, message) in cases {
+        let mut command = Command::new(echo_binary());
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in &vars {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+        assert!(stderr.contains(&message), "{vars:?}: expected {message:?} in {stderr:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains() {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 40 && exec \"$0\" 127.0.0.1:0")
+        .arg(echo_binary());
+    let mut server = Server::start(command);
+    let mut existing = server.connect();
+    existing.write_all(b"before\n").unwrap();
+    server.wait_request("before");
+    let mut answer = [0u8; 7];
+    existing.read_exact(&mut answer).unwrap();
+
+    // Flood: far more connections than the server has fds for; the kernel completes them
+    // into the backlog, and accept fails with EMFILE.
+    let flood: Vec<TcpStream> = (0..120).map(|_| server.connect()).collect();
+    let ticks = cpu_ticks(server.child.id());
+    let window = Instant::now();
+    // The existing connection is still served while accept backs off.
+    for i in 0..10 {
+        let line = format!("during {i}\n");
+        existing.write_all(line.as_bytes()).unwrap();
+        server.wait_request(line.trim());
+        let mut answer = vec![0u8; line.len()];
+        existing.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, line.as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let used = cpu_ticks(server.child.id()) - ticks;
+    let seconds = window.elapsed().as_secs_f64();
+    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+    let hz = 100.0;
+    let cpu = used as f64 / hz / seconds;
+    assert!(cpu < 0.25, "the accept loop spins: {:.0}% CPU while out of fds", cpu * 100.0);
+
+    // Fds free up: the backlog is accepted again and served.
+    drop(flood);
+    let mut fresh = server.connect();
+    fresh.write_all(b"after\n").unwrap();
+    server.wait_request("after");
+    let mut answer = [0u8; 6];
+    fresh.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"after\n");
+
+    server.signal(libc::SIGTERM);
+    drop(existing);
+    drop(fresh);
+    let (code, rest) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, 0, "{rest}");
+}
