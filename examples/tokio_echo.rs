@@ -90,7 +90,7 @@ async fn main() {
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     let delay = env_ms("ECHO_DELAY_MS");
     let shutdown = lameduck::shutdown(config());
-    let listeners = match lameduck::listeners(&shutdown, &addr).await {
+    let listeners = match lameduck::listeners(&shutdown, &addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

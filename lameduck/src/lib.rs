@@ -1,9 +1,19 @@
 //! Graceful shutdown and restart for Rust servers, without losing a single accepted
 //! connection or in-flight request.
 //!
-//! This is the crate servers depend on. Today it re-exports the runtime-independent
-//! [`lameduck-core`](lameduck_core) lifecycle, which any event loop can drive; the adapters
-//! for tokio, smol, async-std and hyper will be picked here by cargo feature.
+//! This is the crate servers depend on. Pick a runtime with a feature; each adapter is a
+//! module of the same shape — `shutdown(config)`, `listeners`/`bind_or_inherit` (inherited
+//! sockets from Server::Starter or systemd, else a bound address), tracked listeners that
+//! drain their backlog, tracked streams, `drain_on_signals`, and `Shutdown::drained()`:
+//!
+//! | feature | module | streams |
+//! |---|---|---|
+//! | `tokio` | [`lameduck::tokio`](crate::tokio) | tokio's `AsyncRead`/`AsyncWrite` |
+//! | `smol` | [`lameduck::smol`](crate::smol) | `futures-io` |
+//! | `async-std` | [`lameduck::async_std`](crate::async_std) (discontinued upstream: prefer smol) | `futures-io` |
+//!
+//! Without a feature it is the runtime-independent [`lameduck-core`](lameduck_core)
+//! lifecycle, which any event loop can drive:
 //!
 //! ```
 //! use lameduck::{Action, Config, Instant, Lifecycle};
@@ -27,3 +37,16 @@ pub struct ReadmeDoctests;
 
 /// The sans-IO core, for drivers that embed the lifecycle in their own event loop.
 pub use lameduck_core as core;
+
+/// lameduck on tokio (feature `tokio`).
+#[cfg(feature = "tokio")]
+pub use lameduck_tokio as tokio;
+
+/// lameduck on smol (feature `smol`).
+#[cfg(feature = "smol")]
+pub use lameduck_smol as smol;
+
+/// lameduck on async-std (feature `async-std`). async-std is discontinued upstream; new code
+/// should pick `smol`.
+#[cfg(feature = "async-std")]
+pub use lameduck_async_std as async_std;

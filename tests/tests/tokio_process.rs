@@ -58,7 +58,9 @@ impl Server {
 
     fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream
     }
 
@@ -67,7 +69,10 @@ impl Server {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "server exited");
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "server exited"
+            );
             if line.trim() == format!("request: {request}") {
                 return;
             }
@@ -90,7 +95,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "the server did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut rest = String::new();
@@ -116,7 +124,9 @@ fn echo() -> Command {
 
 fn read_all(stream: &mut TcpStream) -> String {
     let mut text = String::new();
-    stream.read_to_string(&mut text).expect("closed cleanly, not reset");
+    stream
+        .read_to_string(&mut text)
+        .expect("closed cleanly, not reset");
     text
 }
 
@@ -157,7 +167,9 @@ fn a_second_sigterm_cuts_at_once() {
 /// A listening socket the parent (the supervisor) owns and passes to the child.
 fn inheritable_listener() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&listener).set_cloexec(false).unwrap();
+    socket2::SockRef::from(&listener)
+        .set_cloexec(false)
+        .unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     (listener, addr)
 }
@@ -230,14 +242,20 @@ fn bad_inherited_sockets_fail_with_the_variable_named() {
     ];
     for (vars, message) in cases {
         let mut command = Command::new(echo_binary());
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in &vars {
             command.env(k, v);
         }
         let output = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
-        assert!(stderr.contains(&message), "{vars:?}: expected {message:?} in {stderr:?}");
+        assert!(
+            stderr.contains(&message),
+            "{vars:?}: expected {message:?} in {stderr:?}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -245,7 +263,12 @@ fn bad_inherited_sockets_fail_with_the_variable_named() {
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
@@ -283,7 +306,11 @@ fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains() {
     // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
     let hz = 100.0;
     let cpu = used as f64 / hz / seconds;
-    assert!(cpu < 0.25, "the accept loop spins: {:.0}% CPU while out of fds", cpu * 100.0);
+    assert!(
+        cpu < 0.25,
+        "the accept loop spins: {:.0}% CPU while out of fds",
+        cpu * 100.0
+    );
 
     // Fds free up: the backlog is accepted again and served.
     drop(flood);

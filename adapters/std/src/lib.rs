@@ -14,6 +14,9 @@
 
 pub mod accept;
 mod any;
+#[cfg(feature = "async-io")]
+pub mod async_io;
+pub mod bind;
 mod handle;
 pub mod inherit;
 mod listener;

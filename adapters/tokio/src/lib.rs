@@ -7,7 +7,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let shutdown = lameduck::shutdown(Config::default());
 //! lameduck::drain_on_signals(&shutdown)?;         // SIGTERM/SIGINT drain; a second one cuts
-//! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080").await?;
+//! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!
 //! // Until shutdown: accept, then drain the backlog, then None.
 //! while let Some(stream) = listener.accept().await {
@@ -89,7 +89,7 @@ pub fn track_unix(shutdown: &Shutdown, listener: tokio::net::UnixListener) -> Un
     })
 }
 
-/// Tracks an adopted inherited listener (already non-blocking).
+/// Tracks an adopted inherited (or freshly bound) std listener, already non-blocking.
 pub fn track_inherited(shutdown: &Shutdown, listener: inherit::Listener) -> io::Result<Listener> {
     Ok(match listener {
         inherit::Listener::Tcp(l) => {
@@ -106,31 +106,15 @@ pub fn track_inherited(shutdown: &Shutdown, listener: inherit::Listener) -> io::
 ///
 /// A malformed variable or an unusable fd is an error naming the variable, the entry and the
 /// reason (kind `InvalidInput`, with the [`InheritError`] as its source); it never silently
-/// falls back to binding.
-pub async fn listeners(shutdown: &Shutdown, addr: &str) -> io::Result<Vec<Listener>> {
-    match inherit::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
-        Some(inherited) => inherited
-            .into_iter()
-            .map(|i| track_inherited(shutdown, i.listener))
-            .collect(),
-        None => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            Ok(vec![Listener::Tcp(track_tcp(shutdown, listener))])
-        }
-    }
+/// falls back to binding. Must be called within the tokio runtime.
+pub fn listeners(shutdown: &Shutdown, addr: &str) -> io::Result<Vec<Listener>> {
+    lameduck_std::bind::listeners_with(shutdown, addr, track_inherited)
 }
 
 /// Like [`listeners`], for a server that serves exactly one socket: the single inherited
 /// one, or `addr`. More than one inherited socket is an error.
-pub async fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> {
-    let mut all = listeners(shutdown, addr).await?;
-    match all.len() {
-        1 => Ok(all.remove(0)),
-        n => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("expected one inherited listening socket, found {n}: use `listeners`"),
-        )),
-    }
+pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> {
+    lameduck_std::bind::bind_or_inherit_with(shutdown, addr, track_inherited)
 }
 
 /// Drains on SIGTERM or SIGINT; a second one cuts every connection at once
@@ -152,7 +136,7 @@ pub fn drain_on(shutdown: &Shutdown, signals: &[SignalKind]) -> io::Result<JoinH
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
         let mut received = 0;
-        while received < 2 {
+        loop {
             std::future::poll_fn(|cx| {
                 for s in &mut streams {
                     if s.poll_recv(cx).is_ready() {
@@ -163,10 +147,8 @@ pub fn drain_on(shutdown: &Shutdown, signals: &[SignalKind]) -> io::Result<JoinH
             })
             .await;
             received += 1;
-            if received == 1 {
-                shutdown.begin();
-            } else {
-                shutdown.force_close();
+            if !lameduck_std::bind::on_drain_signal(&shutdown, received) {
+                return;
             }
         }
     }))

@@ -1,0 +1,50 @@
+//! lameduck on async-std.
+//!
+//! **async-std is discontinued upstream (RUSTSEC-2025-0052); new code should pick
+//! `lameduck-smol`.** This adapter stays for existing async-std servers. It is the smol
+//! adapter's `async-io` code with async-std's spawner: async-std drives the same reactor, so
+//! listeners, streams (`futures-io`), timers and signals are shared, not reimplemented.
+//!
+//! ```no_run
+//! use lameduck_async_std::{self as lameduck, Config};
+//!
+//! async_std::task::block_on(async {
+//!     let shutdown = lameduck::shutdown(Config::default());
+//!     async_std::task::spawn(lameduck::drain_on_signals(&shutdown)?);
+//!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     while let Some(stream) = listener.accept().await {
+//!         let Ok(stream) = stream else { continue };
+//!         async_std::task::spawn(async move {
+//!             // serve `stream` (futures-io), racing it with `stream.conn().notices()`
+//!             drop(stream);
+//!         });
+//!     }
+//!     println!("drained: {:?}", shutdown.drained().await);
+//!     std::io::Result::Ok(())
+//! })?;
+//! # std::io::Result::Ok(())
+//! ```
+#![warn(missing_docs)]
+
+pub use lameduck_std::async_io::UnixTracked as UnixListener;
+pub use lameduck_std::async_io::{bind_or_inherit, drain_on, drain_on_signals, listeners};
+pub use lameduck_std::async_io::{track_std, track_tcp, track_unix};
+pub use lameduck_std::async_io::{Listener, Stream, TcpTracked as TcpListener};
+pub use lameduck_std::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use lameduck_std::inherit::{self, InheritError};
+pub use lameduck_std::{accept, Conn, Notice, Notices, Runtime, Shutdown, Tracked};
+
+/// The system clock, `async-io`'s timer and async-std's spawner.
+pub const RUNTIME: Runtime = Runtime {
+    now: std::time::Instant::now,
+    sleep_until: lameduck_std::async_io::sleep_until,
+    spawn: |task| {
+        async_std::task::spawn(task);
+        true
+    },
+};
+
+/// A shutdown handle on async-std.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, RUNTIME)
+}

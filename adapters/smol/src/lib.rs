@@ -1,0 +1,61 @@
+//! lameduck on smol.
+//!
+//! The same API as `lameduck-tokio`, over `async-io` (smol's reactor): streams implement
+//! `futures-io`'s `AsyncRead`/`AsyncWrite`.
+//!
+//! ```no_run
+//! use lameduck_smol::{self as lameduck, Config};
+//! use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//!
+//! smol::block_on(async {
+//!     let shutdown = lameduck::shutdown(Config::default());
+//!     smol::spawn(lameduck::drain_on_signals(&shutdown)?).detach();
+//!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     while let Some(stream) = listener.accept().await {
+//!         let Ok(stream) = stream else { continue };
+//!         smol::spawn(async move {
+//!             let notices = stream.conn().notices();
+//!             let mut stream = BufReader::new(stream);
+//!             let serve = async move {
+//!                 let mut line = String::new();
+//!                 while matches!(stream.read_line(&mut line).await, Ok(n) if n > 0) {
+//!                     if stream.get_mut().write_all(line.as_bytes()).await.is_err() { return }
+//!                     line.clear();
+//!                     let conn = stream.get_mut().conn_mut();
+//!                     let _ = conn.request_finished();
+//!                     if conn.should_close_after_response() { return }
+//!                 }
+//!             };
+//!             notices.unless_closed(serve).await;
+//!         })
+//!         .detach();
+//!     }
+//!     println!("drained: {:?}", shutdown.drained().await);
+//!     std::io::Result::Ok(())
+//! })?;
+//! # std::io::Result::Ok(())
+//! ```
+#![warn(missing_docs)]
+
+pub use lameduck_std::async_io::UnixTracked as UnixListener;
+pub use lameduck_std::async_io::{bind_or_inherit, drain_on, drain_on_signals, listeners};
+pub use lameduck_std::async_io::{track_std, track_tcp, track_unix};
+pub use lameduck_std::async_io::{Listener, Stream, TcpTracked as TcpListener};
+pub use lameduck_std::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use lameduck_std::inherit::{self, InheritError};
+pub use lameduck_std::{accept, Conn, Notice, Notices, Runtime, Shutdown, Tracked};
+
+/// The system clock, `async-io`'s timer and smol's spawner.
+pub const RUNTIME: Runtime = Runtime {
+    now: std::time::Instant::now,
+    sleep_until: lameduck_std::async_io::sleep_until,
+    spawn: |task| {
+        smol::spawn(task).detach();
+        true
+    },
+};
+
+/// A shutdown handle on smol.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, RUNTIME)
+}

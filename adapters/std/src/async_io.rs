@@ -1,0 +1,111 @@
+//! Listeners, timers and signals on `async-io`: everything the smol and async-std adapters
+//! share (both runtimes drive the `async-io` reactor).
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::task::{ready, Context, Poll};
+use std::time::Instant as StdInstant;
+
+use async_io::{Async, Timer};
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
+
+use crate::{inherit, AnyListener, AnyStream, Shutdown, Sleep, Tracked, TrackedListener};
+
+/// A tracked TCP listener.
+pub type TcpTracked = TrackedListener<Async<TcpListener>, Async<TcpStream>>;
+/// A tracked Unix listener.
+pub type UnixTracked = TrackedListener<Async<UnixListener>, Async<UnixStream>>;
+/// A tracked TCP or Unix listener.
+pub type Listener = AnyListener<TcpTracked, UnixTracked>;
+/// What a [`Listener`] accepts.
+pub type Stream = AnyStream<Tracked<Async<TcpStream>>, Tracked<Async<UnixStream>>>;
+
+/// `async-io`'s timer, for [`Runtime::sleep_until`](crate::Runtime::sleep_until).
+pub fn sleep_until(at: StdInstant) -> Sleep {
+    Box::pin(async move {
+        Timer::at(at).await;
+    })
+}
+
+/// Accepts with `async-io`: a non-blocking `accept`, and readiness when there is nothing.
+fn poll_accept<L, S>(
+    listener: &Async<L>,
+    cx: &mut Context<'_>,
+    accept: fn(&L) -> io::Result<S>,
+) -> Poll<io::Result<Async<S>>>
+where
+    S: std::os::fd::AsFd,
+{
+    loop {
+        match accept(listener.get_ref()) {
+            Ok(stream) => return Poll::Ready(Async::new(stream)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(listener.poll_readable(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// Tracks a TCP listener.
+pub fn track_tcp(shutdown: &Shutdown, listener: Async<TcpListener>) -> TcpTracked {
+    TcpTracked::new(shutdown, listener, |l, cx| {
+        poll_accept(l, cx, |l| l.accept().map(|(s, _)| s))
+    })
+}
+
+/// Tracks a Unix listener.
+pub fn track_unix(shutdown: &Shutdown, listener: Async<UnixListener>) -> UnixTracked {
+    UnixTracked::new(shutdown, listener, |l, cx| {
+        poll_accept(l, cx, |l| l.accept().map(|(s, _)| s))
+    })
+}
+
+/// Tracks an adopted inherited (or freshly bound) std listener.
+pub fn track_std(shutdown: &Shutdown, listener: inherit::Listener) -> io::Result<Listener> {
+    Ok(match listener {
+        inherit::Listener::Tcp(l) => Listener::Tcp(track_tcp(shutdown, Async::new(l)?)),
+        inherit::Listener::Unix(l) => Listener::Unix(track_unix(shutdown, Async::new(l)?)),
+    })
+}
+
+/// The listeners a supervisor passed, or a TCP listener bound to `addr`; see
+/// [`listeners_with`](crate::bind::listeners_with).
+pub fn listeners(shutdown: &Shutdown, addr: &str) -> io::Result<Vec<Listener>> {
+    crate::bind::listeners_with(shutdown, addr, track_std)
+}
+
+/// The single inherited listener, or `addr`; see [`listeners`].
+pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> {
+    crate::bind::bind_or_inherit_with(shutdown, addr, track_std)
+}
+
+/// Drains on SIGTERM or SIGINT, cuts on a second one. The handlers are installed before this
+/// returns; the returned future waits for the signals (spawn it).
+pub fn drain_on_signals(
+    shutdown: &Shutdown,
+) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    drain_on(shutdown, [Signal::Term, Signal::Int])
+}
+
+/// Drains on the first of `signals`, cuts on any later one.
+pub fn drain_on(
+    shutdown: &Shutdown,
+    signals: impl IntoIterator<Item = Signal>,
+) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut signals = Signals::new(signals)?;
+    let shutdown = shutdown.clone();
+    Ok(async move {
+        let mut received = 0;
+        while let Some(signal) = signals.next().await {
+            if signal.is_ok() {
+                received += 1;
+                if !crate::bind::on_drain_signal(&shutdown, received) {
+                    return;
+                }
+            }
+        }
+    })
+}
