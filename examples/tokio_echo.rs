@@ -11,44 +11,14 @@
 //! `LAMEDUCK_STALE_NEW_MS`, `LAMEDUCK_GRACE_MS` (0 = close idle at once) and
 //! `LAMEDUCK_DEADLINE_MS` tune the shutdown.
 
+mod echo_config;
+
 use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, IdlePolicy, Stream};
+use echo_config::{config, env_ms, verbose};
+
+use lameduck_tokio::{self as lameduck, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-/// `ECHO_VERBOSE=1` prints every request line (tests wait on it).
-fn verbose() -> bool {
-    std::env::var_os("ECHO_VERBOSE").is_some()
-}
-
-fn env_ms(name: &str) -> Option<Duration> {
-    let value = std::env::var(name).ok()?;
-    match value.parse() {
-        Ok(ms) => Some(Duration::from_millis(ms)),
-        Err(_) => {
-            eprintln!("{name}={value:?} is not a number of milliseconds");
-            std::process::exit(2);
-        }
-    }
-}
-
-fn config() -> Config {
-    let mut config = Config::default();
-    if let Some(d) = env_ms("LAMEDUCK_STALE_NEW_MS") {
-        config = config.with_stale_new(d);
-    }
-    if let Some(grace) = env_ms("LAMEDUCK_GRACE_MS") {
-        config = config.with_idle_policy(if grace.is_zero() {
-            IdlePolicy::CloseImmediately
-        } else {
-            IdlePolicy::AwaitNextRequest { grace }
-        });
-    }
-    if let Some(d) = env_ms("LAMEDUCK_DEADLINE_MS") {
-        config = config.with_deadline(Some(d));
-    }
-    config
-}
 
 async fn echo(stream: Stream, delay: Option<Duration>) {
     let notices = stream.conn().notices();

@@ -1,5 +1,6 @@
-//! The tokio echo example (`examples/tokio_echo.rs`) as a real child process: signals,
-//! inherited sockets from a parent acting as the supervisor, and fd exhaustion.
+//! The echo examples as real child processes, on each runtime (`tokio_echo`, and
+//! `async_io_echo` on smol and on async-std): signals, inherited sockets from a parent
+//! acting as the supervisor, bad inherited sockets, and fd exhaustion.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,22 +10,64 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Builds the example once and returns its path.
-fn echo_binary() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+/// One echo server on one runtime.
+#[derive(Clone, Copy)]
+struct Kind {
+    example: &'static str,
+    runtime: Option<&'static str>,
+}
+
+/// Builds the examples once and returns the path of `example`.
+fn example_binary(example: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "tokio_echo"])
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "tokio_echo",
+                "--example",
+                "async_io_echo",
+            ])
             .current_dir(root)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the example failed");
+        assert!(status.success(), "building the examples failed");
         let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
-        PathBuf::from(target).join("debug/examples/tokio_echo")
-    })
-    .clone()
+        PathBuf::from(target).join("debug/examples")
+    });
+    dir.join(example)
+}
+
+impl Kind {
+    fn binary(self) -> PathBuf {
+        example_binary(self.example)
+    }
+
+    /// The server, started directly.
+    fn command(self) -> Command {
+        let mut command = Command::new(self.binary());
+        self.env(&mut command);
+        command
+    }
+
+    /// The server, started by `bash -c SCRIPT` whose `$0` is the server's path (bash, not
+    /// sh: dash cannot redirect from an fd above 9).
+    fn shell(self, script: &str) -> Command {
+        let mut command = Command::new("bash");
+        command.arg("-c").arg(script).arg(self.binary());
+        self.env(&mut command);
+        command
+    }
+
+    fn env(self, command: &mut Command) {
+        if let Some(runtime) = self.runtime {
+            command.env("ECHO_RUNTIME", runtime);
+        }
+    }
 }
 
 struct Server {
@@ -116,8 +159,8 @@ fn stderr_of(child: &mut Child) -> String {
     err
 }
 
-fn echo() -> Command {
-    let mut command = Command::new(echo_binary());
+fn echo(kind: Kind) -> Command {
+    let mut command = kind.command();
     command.arg("127.0.0.1:0");
     command
 }
@@ -130,9 +173,8 @@ fn read_all(stream: &mut TcpStream) -> String {
     text
 }
 
-#[test]
-fn sigterm_drains_the_in_flight_exchange_then_exits_zero() {
-    let mut command = echo();
+fn sigterm_drains_the_in_flight_exchange_then_exits_zero(kind: Kind) {
+    let mut command = echo(kind);
     command.env("ECHO_DELAY_MS", "300");
     let mut server = Server::start(command);
     let mut client = server.connect();
@@ -146,9 +188,8 @@ fn sigterm_drains_the_in_flight_exchange_then_exits_zero() {
     assert!(rest.contains("deadline_hit: false"), "{rest}");
 }
 
-#[test]
-fn a_second_sigterm_cuts_at_once() {
-    let mut command = echo();
+fn a_second_sigterm_cuts_at_once(kind: Kind) {
+    let mut command = echo(kind);
     command.env("ECHO_DELAY_MS", "600000");
     let mut server = Server::start(command);
     let mut client = server.connect();
@@ -187,10 +228,9 @@ fn serves_and_drains(mut server: Server, expect_addr: &str) {
     assert_eq!(code, 0, "{rest}");
 }
 
-#[test]
-fn serves_a_socket_inherited_through_server_starter_port() {
+fn serves_a_socket_inherited_through_server_starter_port(kind: Kind) {
     let (listener, addr) = inheritable_listener();
-    let mut command = Command::new(echo_binary());
+    let mut command = kind.command();
     command.env(
         "SERVER_STARTER_PORT",
         format!("{addr}={}", listener.as_raw_fd()),
@@ -198,24 +238,18 @@ fn serves_a_socket_inherited_through_server_starter_port() {
     serves_and_drains(Server::start(command), &addr);
 }
 
-#[test]
-fn serves_a_socket_inherited_through_listen_fds() {
+fn serves_a_socket_inherited_through_listen_fds(kind: Kind) {
     let (listener, addr) = inheritable_listener();
     // systemd passes fd 3 and names the pid: the shell moves the socket to fd 3 and execs
     // the server in its own process, so $$ is the server's pid.
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(format!(
-            "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec \"$0\" 3<&{}",
-            listener.as_raw_fd()
-        ))
-        .arg(echo_binary());
+    let command = kind.shell(&format!(
+        "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec \"$0\" 3<&{}",
+        listener.as_raw_fd()
+    ));
     serves_and_drains(Server::start(command), &addr);
 }
 
-#[test]
-fn bad_inherited_sockets_fail_with_the_variable_named() {
+fn bad_inherited_sockets_fail_with_the_variable_named(kind: Kind) {
     let (listener, addr) = inheritable_listener();
     let fd = listener.as_raw_fd();
     let cases: Vec<(Vec<(&str, String)>, String)> = vec![
@@ -241,7 +275,7 @@ fn bad_inherited_sockets_fail_with_the_variable_named() {
         ),
     ];
     for (vars, message) in cases {
-        let mut command = Command::new(echo_binary());
+        let mut command = kind.command();
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -272,13 +306,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-#[test]
-fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains() {
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("ulimit -n 40 && exec \"$0\" 127.0.0.1:0")
-        .arg(echo_binary());
+fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains(kind: Kind) {
+    let command = kind.shell("ulimit -n 40 && exec \"$0\" 127.0.0.1:0");
     let mut server = Server::start(command);
     let mut existing = server.connect();
     existing.write_all(b"before\n").unwrap();
@@ -327,3 +356,65 @@ fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains() {
     let (code, rest) = server.wait(Duration::from_secs(15));
     assert_eq!(code, 0, "{rest}");
 }
+
+macro_rules! on_runtime {
+    ($name:ident, $kind:expr) => {
+        mod $name {
+            use super::Kind;
+
+            const KIND: Kind = $kind;
+
+            #[test]
+            fn sigterm_drains_the_in_flight_exchange_then_exits_zero() {
+                super::sigterm_drains_the_in_flight_exchange_then_exits_zero(KIND);
+            }
+
+            #[test]
+            fn a_second_sigterm_cuts_at_once() {
+                super::a_second_sigterm_cuts_at_once(KIND);
+            }
+
+            #[test]
+            fn serves_a_socket_inherited_through_server_starter_port() {
+                super::serves_a_socket_inherited_through_server_starter_port(KIND);
+            }
+
+            #[test]
+            fn serves_a_socket_inherited_through_listen_fds() {
+                super::serves_a_socket_inherited_through_listen_fds(KIND);
+            }
+
+            #[test]
+            fn bad_inherited_sockets_fail_with_the_variable_named() {
+                super::bad_inherited_sockets_fail_with_the_variable_named(KIND);
+            }
+
+            #[test]
+            fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains() {
+                super::out_of_fds_the_server_backs_off_keeps_serving_and_still_drains(KIND);
+            }
+        }
+    };
+}
+
+on_runtime!(
+    tokio,
+    Kind {
+        example: "tokio_echo",
+        runtime: None
+    }
+);
+on_runtime!(
+    smol,
+    Kind {
+        example: "async_io_echo",
+        runtime: Some("smol")
+    }
+);
+on_runtime!(
+    async_std,
+    Kind {
+        example: "async_io_echo",
+        runtime: Some("async-std")
+    }
+);
