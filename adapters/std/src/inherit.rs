@@ -28,6 +28,10 @@ pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 /// The first fd systemd passes.
 pub const SD_LISTEN_FDS_START: RawFd = 3;
 
+/// The most fds `LISTEN_FDS` may announce. No process has this many listening sockets; a
+/// larger count is garbage, and believing it would allocate without bound.
+pub const MAX_LISTEN_FDS: usize = 65_536;
+
 /// What an inherited socket's entry says it listens on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ListenSpec {
@@ -102,7 +106,7 @@ pub enum Reason {
     BadFd,
     /// The same fd appears twice.
     DuplicateFd,
-    /// `LISTEN_FDS` is not a non-negative decimal count (or is absurdly large).
+    /// `LISTEN_FDS` is not a decimal count up to [`MAX_LISTEN_FDS`].
     BadCount,
     /// `LISTEN_PID` is not a decimal pid.
     BadPid,
@@ -140,7 +144,7 @@ impl fmt::Display for Reason {
             Reason::EmptySpec => f.write_str("nothing before `=`"),
             Reason::BadFd => f.write_str("the fd is not a non-negative number"),
             Reason::DuplicateFd => f.write_str("the fd appears twice"),
-            Reason::BadCount => f.write_str("not a non-negative count"),
+            Reason::BadCount => write!(f, "not a count from 0 to {MAX_LISTEN_FDS}"),
             Reason::BadPid => f.write_str("not a pid"),
             Reason::PidMismatch { ours } => {
                 write!(f, "the sockets are for another process (we are pid {ours})")
@@ -259,7 +263,7 @@ pub fn parse_listen_fds(
         .parse()
         .ok()
         .filter(|_| listen_fds.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|&n: &usize| n <= (RawFd::MAX - SD_LISTEN_FDS_START) as usize)
+        .filter(|&n: &usize| n <= MAX_LISTEN_FDS)
         .ok_or_else(|| InheritError {
             var: LISTEN_FDS,
             entry: listen_fds.to_owned(),
@@ -539,22 +543,12 @@ mod tests {
             e("1", Some("+42"), None),
             "LISTEN_PID entry `+42`: not a pid"
         );
-        assert_eq!(
-            e("one", Some("42"), None),
-            "LISTEN_FDS entry `one`: not a non-negative count"
-        );
-        assert_eq!(
-            e("-1", Some("42"), None),
-            "LISTEN_FDS entry `-1`: not a non-negative count"
-        );
-        assert_eq!(
-            e("", Some("42"), None),
-            "LISTEN_FDS entry ``: not a non-negative count"
-        );
-        assert_eq!(
-            e("99999999999", Some("42"), None),
-            "LISTEN_FDS entry `99999999999`: not a non-negative count"
-        );
+        let count = |v: &str| format!("LISTEN_FDS entry `{v}`: not a count from 0 to 65536");
+        for bad in ["one", "-1", "", "+1", "99999999999", "65537"] {
+            assert_eq!(e(bad, Some("42"), None), count(bad));
+        }
+        // Found by the listen_fds fuzz target: a huge count must not allocate.
+        assert_eq!(e("2000000000", Some("42"), None), count("2000000000"));
         assert_eq!(
             e("2", Some("42"), Some("http")),
             "LISTEN_FDNAMES entry `http`: 1 names for 2 fds"
