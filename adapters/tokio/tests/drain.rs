@@ -423,3 +423,30 @@ async fn a_panicking_handler_closes_only_its_connection() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
 }
+
+#[tokio::test]
+async fn several_listeners_share_one_lifecycle_and_drained_waits_for_all() {
+    let shutdown = lameduck::shutdown(config());
+    let mut first = lameduck::track_tcp(
+        &shutdown,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let mut second = lameduck::track_tcp(
+        &shutdown,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (first_done_tx, first_done) = oneshot::channel();
+    tokio::spawn(async move {
+        while first.accept().await.is_some() {}
+        first_done_tx.send(()).unwrap();
+    });
+    shutdown.begin();
+    first_done.await.unwrap();
+    // One listener is closed, the other has not drained its backlog yet: not drained.
+    assert_eq!(shutdown.phase(), lameduck::Phase::Draining);
+    assert!(second.accept().await.is_none());
+    let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+        .await
+        .expect("drained once both listeners closed");
+    assert!(report.is_clean());
+}
