@@ -38,12 +38,7 @@
 #![warn(missing_docs)]
 
 pub use lameduck_std::async_io::UnixTracked as UnixListener;
-pub use lameduck_std::async_io::{bind_or_inherit, drain_on, drain_on_signals, listeners};
-pub use lameduck_std::async_io::{track_std, track_tcp, track_unix};
-pub use lameduck_std::async_io::{Listener, Stream, TcpTracked as TcpListener};
-pub use lameduck_std::core::{Config, DrainReport, IdlePolicy, Phase};
-pub use lameduck_std::inherit::{self, InheritError};
-pub use lameduck_std::{accept, Conn, Notice, Notices, Runtime, Shutdown, Tracked};
+pub use lameduck_std::async_io::*;
 
 /// The system clock, `async-io`'s timer and smol's spawner.
 pub const RUNTIME: Runtime = Runtime {

@@ -11,7 +11,12 @@ use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 
-use crate::{inherit, AnyListener, AnyStream, Shutdown, Sleep, Tracked, TrackedListener};
+use crate::{AnyListener, AnyStream, Sleep, TrackedListener};
+
+// What a runtime crate on `async-io` re-exports whole (`pub use lameduck_std::async_io::*`).
+pub use crate::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use crate::inherit::{self, InheritError};
+pub use crate::{accept, Conn, Notice, Notices, Runtime, Shutdown, Tracked};
 
 /// A tracked TCP listener.
 pub type TcpTracked = TrackedListener<Async<TcpListener>, Async<TcpStream>>;
@@ -19,6 +24,10 @@ pub type TcpTracked = TrackedListener<Async<TcpListener>, Async<TcpStream>>;
 pub type UnixTracked = TrackedListener<Async<UnixListener>, Async<UnixStream>>;
 /// A tracked TCP or Unix listener.
 pub type Listener = AnyListener<TcpTracked, UnixTracked>;
+/// A tracked TCP listener (the name the runtime crates export).
+pub type TrackedTcpListener = TcpTracked;
+/// A tracked Unix listener (the name the runtime crates export).
+pub type TrackedUnixListener = UnixTracked;
 /// What a [`Listener`] accepts.
 pub type Stream = AnyStream<Tracked<Async<TcpStream>>, Tracked<Async<UnixStream>>>;
 
