@@ -238,12 +238,7 @@ impl Shutdown {
             drop(state);
             self.inner.changed.notify(usize::MAX);
         }
-        Ok(Conn {
-            shutdown: self.clone(),
-            id,
-            state: ConnState::New,
-            mailbox,
-        })
+        Ok(Conn::new(self.clone(), id, mailbox))
     }
 
     /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
@@ -400,62 +395,131 @@ impl Drop for ListenerGuard {
 /// One tracked connection: its id in the lifecycle, its state, its mailbox. Dropping it
 /// reports the connection Closed, exactly once — on a normal end, on a panic that unwinds
 /// through its task, or when the task is cancelled.
+///
+/// It dereferences to a [`ConnHandle`], which has the event and notice methods; clone a
+/// handle with [`Conn::handle`] for code that must report events while something else owns
+/// the connection (a protocol's service, say).
 #[derive(Debug)]
 pub struct Conn {
+    handle: ConnHandle,
+}
+
+/// A shared handle to a tracked connection: reports its events and reads its notices. Unlike
+/// [`Conn`], dropping it does not close anything; once the connection closed, its events
+/// return [`Error::Closed`].
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    shared: Arc<ConnShared>,
+}
+
+#[derive(Debug)]
+struct ConnShared {
     shutdown: Shutdown,
     id: ConnId,
-    /// The state as this handle last set it, so that reads need no lock once Active.
-    state: ConnState,
+    /// The state as last reported, so that reads need no lock once Active.
+    state: AtomicU8,
     mailbox: Arc<Mailbox>,
 }
 
+fn state_to_u8(state: ConnState) -> u8 {
+    match state {
+        ConnState::New => 0,
+        ConnState::Active => 1,
+        ConnState::Idle => 2,
+        ConnState::Upgraded => 3,
+        ConnState::Closed => 4,
+    }
+}
+
+fn state_from_u8(n: u8) -> ConnState {
+    match n {
+        0 => ConnState::New,
+        1 => ConnState::Active,
+        2 => ConnState::Idle,
+        3 => ConnState::Upgraded,
+        _ => ConnState::Closed,
+    }
+}
+
 impl Conn {
-    /// The connection's id in the lifecycle.
-    pub fn id(&self) -> ConnId {
-        self.id
+    fn new(shutdown: Shutdown, id: ConnId, mailbox: Arc<Mailbox>) -> Conn {
+        Conn {
+            handle: ConnHandle {
+                shared: Arc::new(ConnShared {
+                    shutdown,
+                    id,
+                    state: AtomicU8::new(state_to_u8(ConnState::New)),
+                    mailbox,
+                }),
+            },
+        }
     }
 
-    /// The connection's state, as this handle last reported it.
+    /// A shared handle to this connection.
+    pub fn handle(&self) -> ConnHandle {
+        self.handle.clone()
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnHandle;
+
+    fn deref(&self) -> &ConnHandle {
+        &self.handle
+    }
+}
+
+impl ConnHandle {
+    /// The connection's id in the lifecycle.
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The connection's state, as last reported.
     pub fn state(&self) -> ConnState {
-        self.state
+        state_from_u8(self.shared.state.load(Ordering::Acquire))
     }
 
     /// Data arrived: New or Idle → Active. Cheap when already Active (no lock).
-    pub fn data_received(&mut self) {
-        if matches!(self.state, ConnState::New | ConnState::Idle) {
+    pub fn data_received(&self) {
+        if matches!(self.state(), ConnState::New | ConnState::Idle) {
             let _ = self.request_started();
         }
     }
 
     /// A request began (its first byte arrived): New or Idle → Active.
-    pub fn request_started(&mut self) -> Result<(), Error> {
+    pub fn request_started(&self) -> Result<(), Error> {
         self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
     }
 
     /// The response was completely written and the connection stays open: Active → Idle.
-    pub fn request_finished(&mut self) -> Result<(), Error> {
+    pub fn request_finished(&self) -> Result<(), Error> {
         self.transition(ConnState::Idle, |lc, id, now| lc.request_finished(id, now))
     }
 
     /// The connection was taken over by a long-lived protocol: Active → Upgraded.
-    pub fn upgraded(&mut self) -> Result<(), Error> {
+    pub fn upgraded(&self) -> Result<(), Error> {
         self.transition(ConnState::Upgraded, |lc, id, now| lc.upgraded(id, now))
     }
 
     fn transition(
-        &mut self,
+        &self,
         to: ConnState,
         f: impl FnOnce(&mut Lifecycle, ConnId, Instant) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let id = self.id;
-        self.shutdown.with(|lc, now| f(lc, id, now))?;
-        self.state = to;
-        Ok(())
+        let shared = &self.shared;
+        // The cached state is updated under the lifecycle's lock, so it never disagrees
+        // with the lifecycle for longer than a lock hold.
+        shared.shutdown.with(|lc, now| {
+            f(lc, shared.id, now)?;
+            shared.state.store(state_to_u8(to), Ordering::Release);
+            Ok(())
+        })
     }
 
     /// The strongest notice the lifecycle has given this connection, if any.
     pub fn notice(&self) -> Option<Notice> {
-        self.mailbox.read()
+        self.shared.mailbox.read()
     }
 
     /// Whether the response being written should close the connection
@@ -466,25 +530,25 @@ impl Conn {
 
     /// Resolves with the first notice (or the current one, if any).
     pub async fn wait_notice(&self) -> Notice {
-        wait_for(&self.mailbox, Notice::FinishThenClose).await
+        wait_for(&self.shared.mailbox, Notice::FinishThenClose).await
     }
 
     /// Resolves when the lifecycle asks to close this connection now.
     pub async fn wait_close(&self) {
-        wait_for(&self.mailbox, Notice::Close).await;
+        wait_for(&self.shared.mailbox, Notice::Close).await;
     }
 
     /// An owned watcher of this connection's notices, for a task that must wait for them
     /// while it holds the stream mutably (in a `select!` beside a read, say).
     pub fn notices(&self) -> Notices {
         Notices {
-            mailbox: self.mailbox.clone(),
+            mailbox: self.shared.mailbox.clone(),
         }
     }
 
     /// The shutdown handle this connection belongs to.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        &self.shared.shutdown
     }
 }
 
@@ -535,17 +599,22 @@ async fn wait_for(mailbox: &Mailbox, at_least: Notice) -> Notice {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let id = self.id;
-        let shutdown = &self.shutdown;
+        let ConnShared {
+            shutdown,
+            id,
+            state,
+            ..
+        } = &*self.handle.shared;
         let now = shutdown.now();
-        let mut state = shutdown.lock();
-        if state.lc.closed(id, now).is_ok() {
-            if let Some(slot) = state.mailboxes.get_mut(id.slot() as usize) {
+        let mut lifecycle = shutdown.lock();
+        if lifecycle.lc.closed(*id, now).is_ok() {
+            if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
                 *slot = None;
             }
         }
-        if shutdown.deliver(&mut state, now) {
-            drop(state);
+        state.store(state_to_u8(ConnState::Closed), Ordering::Release);
+        if shutdown.deliver(&mut lifecycle, now) {
+            drop(lifecycle);
             shutdown.inner.changed.notify(usize::MAX);
         }
     }
