@@ -2,7 +2,9 @@
 //! serve every inherited socket with the same loop.
 
 use std::io;
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::pin::Pin;
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::task::{Context, Poll};
 
 use crate::{Conn, Tracked, TrackedListener};
@@ -54,6 +56,7 @@ impl<ST, SU> AnyStream<Tracked<ST>, Tracked<SU>> {
     }
 }
 
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -418,6 +418,8 @@ struct ConnShared {
     id: ConnId,
     /// The state as last reported, so that reads need no lock once Active.
     state: AtomicU8,
+    /// Whether data read moves New/Idle → Active (see [`ConnHandle::set_read_starts_request`]).
+    read_starts_request: AtomicBool,
     mailbox: Arc<Mailbox>,
 }
 
@@ -449,6 +451,7 @@ impl Conn {
                     shutdown,
                     id,
                     state: AtomicU8::new(state_to_u8(ConnState::New)),
+                    read_starts_request: AtomicBool::new(true),
                     mailbox,
                 }),
             },
@@ -480,11 +483,23 @@ impl ConnHandle {
         state_from_u8(self.shared.state.load(Ordering::Acquire))
     }
 
-    /// Data arrived: New or Idle → Active. Cheap when already Active (no lock).
+    /// Data arrived: New or Idle → Active, unless turned off with
+    /// [`set_read_starts_request`](ConnHandle::set_read_starts_request). Cheap when already
+    /// Active (no lock).
     pub fn data_received(&self) {
-        if matches!(self.state(), ConnState::New | ConnState::Idle) {
+        if matches!(self.state(), ConnState::New | ConnState::Idle)
+            && self.shared.read_starts_request.load(Ordering::Acquire)
+        {
             let _ = self.request_started();
         }
+    }
+
+    /// Whether data read on the connection marks the start of a request (on by default: the
+    /// first byte of a request is the first byte read on a New or Idle connection). A
+    /// protocol that reads without a request — HTTP/2's SETTINGS, PING and WINDOW_UPDATE
+    /// frames — turns it off and reports requests itself.
+    pub fn set_read_starts_request(&self, on: bool) {
+        self.shared.read_starts_request.store(on, Ordering::Release);
     }
 
     /// A request began (its first byte arrived): New or Idle → Active.

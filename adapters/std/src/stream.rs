@@ -1,7 +1,10 @@
 //! A connection whose lifecycle is tracked.
 
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::io;
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::pin::Pin;
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::task::{ready, Context, Poll};
 
 use crate::Conn;
