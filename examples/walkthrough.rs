@@ -18,6 +18,8 @@ struct Server {
     names: BTreeMap<ConnId, &'static str>,
     /// Clients whose handshake the kernel completed but the server has not accepted yet.
     backlog: Vec<&'static str>,
+    /// Connections told to finish-then-close: their next response says `Connection: close`.
+    finishing: Vec<ConnId>,
 }
 
 impl Server {
@@ -56,6 +58,15 @@ impl Server {
         }
         let state = self.lc.state(id)?;
         self.say(format_args!("{event:<16} {}  ({state})", self.name(id)));
+        if event == Event::RequestFinished && self.finishing.contains(&id) {
+            // That response said `Connection: close`: the server closes the connection.
+            self.lc.closed(id, now)?;
+            self.say(format_args!(
+                "{:<16} {}  (after `Connection: close`)",
+                "close",
+                self.name(id)
+            ));
+        }
         Ok(())
     }
 
@@ -78,10 +89,13 @@ impl Server {
                     }
                     self.lc.stopped_accepting(self.now);
                 }
-                Action::FinishThenClose(id) => self.say(format_args!(
-                    "lifecycle:  {} — finish, answer with `Connection: close`, then close",
-                    self.name(id)
-                )),
+                Action::FinishThenClose(id) => {
+                    self.finishing.push(id);
+                    self.say(format_args!(
+                        "lifecycle:  {} — finish, answer with `Connection: close`, then close",
+                        self.name(id)
+                    ))
+                }
                 Action::GoAway(id) => {
                     self.say(format_args!("lifecycle:  {} — go away", self.name(id)))
                 }
@@ -120,6 +134,7 @@ fn main() -> Result<(), lameduck::Error> {
         now: Instant::ZERO,
         names: BTreeMap::new(),
         backlog: Vec::new(),
+        finishing: Vec::new(),
     };
 
     use Event::*;

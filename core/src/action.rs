@@ -18,7 +18,10 @@ pub enum Action {
     StopAccepting,
     /// Let the connection finish what it is doing — the request in progress, or the one
     /// already on its way if it is New or Idle — answer it with `Connection: close` (HTTP/1.1)
-    /// or GOAWAY (HTTP/2), then close it. Issued at most once per connection.
+    /// or GOAWAY (HTTP/2), then close it (the driver closes it: report
+    /// [`closed`](crate::Lifecycle::closed)). A response already under way that can no longer
+    /// say `close` keeps the connection open; it is then Idle like any other, and the notice
+    /// applies to its next request. Issued at most once per connection.
     FinishThenClose(ConnId),
     /// The connection was upgraded to a long-lived protocol: tell its peer to go away (a
     /// WebSocket close frame, an SSE end) and let it close. Issued at most once per connection.
@@ -41,8 +44,6 @@ pub enum CloseReason {
     Idle,
     /// Still New after [`stale_new`](crate::Config::stale_new) while draining.
     Stale,
-    /// It finished its last request after being told to finish-then-close.
-    Finished,
     /// The shutdown deadline passed, or [`force_close`](crate::Lifecycle::force_close) was
     /// called, with the connection still open.
     Deadline,

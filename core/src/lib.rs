@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use lameduck_core::{Action, CloseReason, Config, ConnState, Instant, Lifecycle, Phase};
+//! use lameduck_core::{Action, Config, ConnState, Instant, Lifecycle, Phase};
 //!
 //! let ms = |n: u64| Instant::from_nanos(n * 1_000_000);
 //! let mut lc = Lifecycle::new(Config::default());
@@ -28,9 +28,8 @@
 //! assert_eq!(lc.poll_action(), Some(Action::FinishThenClose(conn)));
 //! assert_eq!(lc.poll_action(), None);                 // nothing is cut while Active
 //!
-//! // The response goes out; the connection is done and closes.
+//! // The response goes out with `Connection: close`, and the server closes the connection.
 //! lc.request_finished(conn, ms(15))?;
-//! assert_eq!(lc.poll_action(), Some(Action::Close(conn, CloseReason::Finished)));
 //! lc.closed(conn, ms(15))?;
 //! assert_eq!(lc.state(conn)?, ConnState::Closed);
 //!
@@ -72,8 +71,7 @@
 //!    connections are tracked and served like any other) and reports
 //!    [`stopped_accepting`](Lifecycle::stopped_accepting).
 //!    - Active connections are told to finish-then-close and are waited for; never closed
-//!      before the deadline. When one finishes after the notice it is closed
-//!      ([`CloseReason::Finished`]).
+//!      before the deadline. The driver answers with `Connection: close` and closes them.
 //!    - Idle connections follow the [`IdlePolicy`]: closed at once, or — the default — left
 //!      open for a grace period so a request already on its way is served with
 //!      `Connection: close`.

@@ -176,11 +176,12 @@ impl Lifecycle {
         self.set_state(index, ConnState::Idle);
         self.enqueue(index);
         if self.phase != Phase::Serving {
-            if self.slab.slots[index].has(flag::FINISH_SENT) {
-                // It was told to finish-then-close before this response: the response said
-                // so, and the connection is done.
-                self.mark_close(index, CloseReason::Finished);
-            } else if self.phase == Phase::Draining
+            // A driver that applied a finish-then-close notice to this response closes the
+            // connection itself. One that could not (the response was already on its way
+            // when the notice came, so it promised keep-alive) now has an Idle connection
+            // like any other: the idle policy decides, and its next request is answered with
+            // `Connection: close`. Closing it here instead would race that next request.
+            if self.phase == Phase::Draining
                 && self.config.idle_policy == IdlePolicy::CloseImmediately
             {
                 self.mark_close(index, CloseReason::Idle);
@@ -522,7 +523,6 @@ impl Lifecycle {
                 match reason {
                     CloseReason::Idle => report.closed_idle += 1,
                     CloseReason::Stale => report.closed_stale += 1,
-                    CloseReason::Finished => report.finished += 1,
                     CloseReason::Deadline => report.cut.inc(state),
                 }
             }
@@ -551,7 +551,6 @@ fn reason_bits(reason: CloseReason) -> u8 {
     match reason {
         CloseReason::Idle => 0,
         CloseReason::Stale => 1,
-        CloseReason::Finished => 2,
         CloseReason::Deadline => 3,
     }
 }
@@ -560,7 +559,6 @@ fn reason_from_bits(bits: u8) -> CloseReason {
     match bits & 0b11 {
         0 => CloseReason::Idle,
         1 => CloseReason::Stale,
-        2 => CloseReason::Finished,
         _ => CloseReason::Deadline,
     }
 }

@@ -45,13 +45,18 @@ fn config() -> impl Strategy<Value = ScenarioConfig> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (config(), prop::collection::vec(op(), 0..120), any::<bool>()).prop_map(
-        |(config, ops, cooperative)| Scenario {
+    (
+        config(),
+        prop::collection::vec(op(), 0..120),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(config, ops, cooperative, closes_after_notice)| Scenario {
             config,
             ops,
             cooperative,
-        },
-    )
+            closes_after_notice,
+        })
 }
 
 proptest! {
@@ -115,6 +120,7 @@ fn scenarios_reach_every_rule() {
             Op::Obey,
         ],
         cooperative: false,
+        closes_after_notice: true,
     };
     let r = run(&s);
     assert_eq!(r.at_begin.total(), 4);

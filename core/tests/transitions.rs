@@ -259,15 +259,38 @@ fn await_next_request_serves_a_request_that_arrives_during_the_grace() {
         [],
         "Active, so not closed at the grace"
     );
+    // Answered with `Connection: close`; the server closes it.
     lc.request_finished(idle, ms(70)).unwrap();
-    assert_eq!(
-        drain_actions(&mut lc),
-        [Action::Close(idle, CloseReason::Finished)]
-    );
     lc.closed(idle, ms(70)).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::Drained]);
     let r = lc.report().unwrap();
     assert_eq!((r.finished, r.closed_idle), (1, 0));
+}
+
+/// The notice came after the response had promised keep-alive: the connection is Idle, not
+/// closed under the client's next request; the grace applies and the next request is the
+/// one answered with `Connection: close`.
+#[test]
+fn a_response_that_could_not_say_close_leaves_the_connection_idle() {
+    let mut lc = Lifecycle::new(config());
+    let conn = conn_in(&mut lc, ConnState::Active);
+    lc.begin_shutdown(ms(10)).unwrap();
+    lc.stopped_accepting(ms(10));
+    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(conn)]);
+    lc.request_finished(conn, ms(20)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [],
+        "no close racing the next request"
+    );
+    lc.handle_timeout(ms(69));
+    assert_eq!(drain_actions(&mut lc), []);
+    lc.handle_timeout(ms(70));
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::Close(conn, CloseReason::Idle)],
+        "the grace counts from when it went Idle"
+    );
 }
 
 #[test]

@@ -18,8 +18,6 @@ struct Conn {
     told_finish: bool,
     told_go_away: bool,
     told_close: bool,
-    /// It finished a request after being told to finish-then-close.
-    finished_after_notice: bool,
     /// `handle_timeout` ran since it entered its state, so its timers have had their chance.
     timers_seen: bool,
 }
@@ -197,7 +195,6 @@ impl Checked {
                         told_finish: false,
                         told_go_away: false,
                         told_close: false,
-                        finished_after_notice: false,
                         timers_seen: false,
                     },
                 );
@@ -377,7 +374,6 @@ impl Checked {
                     (CloseReason::Stale, ConnState::New) => {
                         draining && stale_at.is_some_and(|t| now >= t)
                     }
-                    (CloseReason::Finished, ConnState::Idle) => conn.finished_after_notice,
                     (CloseReason::Idle, ConnState::Idle) => {
                         draining
                             && match policy {
@@ -461,7 +457,6 @@ impl Checked {
             // Rules that fire on an event are owed at once; timer rules once `handle_timeout`
             // has run at or after their instant (and until then `poll_timeout` must ask for it).
             let (due, on_event) = match c.state {
-                ConnState::Idle if c.finished_after_notice => (Some(c.since), true),
                 _ if m.draining_at.is_none() => (None, false),
                 ConnState::New => (Some(m.stale_at(c)), false),
                 ConnState::Idle => match m.config.idle_policy {
@@ -508,14 +503,10 @@ impl Checked {
             (Some(s), Ok(())) if from.contains(&s) => {
                 self.model.tick(now);
                 let now = self.model.now;
-                let shutting_down = self.model.shutdown_at.is_some();
                 if to == ConnState::Closed {
                     self.model.conns.remove(&id);
                     self.model.update_drained();
                 } else if let Some(c) = self.model.conns.get_mut(&id) {
-                    if to == ConnState::Idle {
-                        c.finished_after_notice = shutting_down && c.told_finish;
-                    }
                     c.state = to;
                     c.since = now;
                     c.timers_seen = false;

@@ -94,6 +94,10 @@ pub struct Scenario {
     /// At the end, do clients finish their requests and leave when told? If not, only the
     /// deadline (or a `force_close` when there is none) ends the drain.
     pub cooperative: bool,
+    /// Does the driver close a connection after a response it sent with `Connection: close`
+    /// (one that finishes a request after being told to finish-then-close)? A driver that
+    /// does not leaves the connection Idle, to the idle policy.
+    pub closes_after_notice: bool,
 }
 
 /// The reference driver: the calls a well-behaved adapter makes, on a [`Checked`] lifecycle.
@@ -103,6 +107,9 @@ struct Driver {
     ids: Vec<ConnId>,
     /// Actions pulled but not yet carried out.
     owed: Vec<Action>,
+    /// Connections told to finish-then-close.
+    told_finish: Vec<ConnId>,
+    closes_after_notice: bool,
 }
 
 impl Driver {
@@ -112,7 +119,20 @@ impl Driver {
 
     fn pull(&mut self) {
         while let Some(action) = self.lc.poll_action() {
+            if let Action::FinishThenClose(id) = action {
+                self.told_finish.push(id);
+            }
             self.owed.push(action);
+        }
+    }
+
+    /// A response is complete; one that said `Connection: close` ends the connection.
+    fn finish_request(&mut self, id: ConnId) {
+        if self.lc.request_finished(id, self.clock).is_ok()
+            && self.closes_after_notice
+            && self.told_finish.contains(&id)
+        {
+            let _ = self.lc.closed(id, self.clock);
         }
     }
 
@@ -152,7 +172,7 @@ impl Driver {
             }
             Op::RequestFinished(i) => {
                 if let Some(id) = self.pick(i) {
-                    let _ = self.lc.request_finished(id, now);
+                    self.finish_request(id);
                 }
             }
             Op::Upgrade(i) => {
@@ -227,15 +247,12 @@ impl Driver {
             let mut progressed = false;
             if cooperative {
                 for (id, state) in self.lc.live() {
+                    match state {
+                        ConnState::Active => self.finish_request(id),
+                        ConnState::Upgraded => drop(self.lc.closed(id, self.clock)),
+                        _ => continue,
+                    }
                     progressed = true;
-                    let _ = match state {
-                        ConnState::Active => self.lc.request_finished(id, self.clock),
-                        ConnState::Upgraded => self.lc.closed(id, self.clock),
-                        _ => {
-                            progressed = false;
-                            Ok(())
-                        }
-                    };
                 }
             }
             if !progressed {
@@ -268,6 +285,8 @@ pub fn run(scenario: &Scenario) -> DrainReport {
         clock: Instant::ZERO,
         ids: Vec::new(),
         owed: Vec::new(),
+        told_finish: Vec::new(),
+        closes_after_notice: scenario.closes_after_notice,
     };
     for &op in &scenario.ops {
         driver.step(op);

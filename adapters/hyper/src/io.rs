@@ -1,0 +1,180 @@
+//! The connection's I/O as hyper sees it: the bytes read while detecting the protocol are
+//! replayed first; a flush after a finished response reports the connection Idle; and
+//! closing lingers (RFC 9112 §9.6) so unread bytes never turn into a reset that destroys
+//! the last response.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use lameduck_tokio::ConnHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// How long a closing connection keeps reading (and discarding) after its last response.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+/// How much it reads at most while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Request accounting for one connection, shared by its I/O and its service.
+#[derive(Debug)]
+pub(crate) struct HttpState {
+    pub conn: ConnHandle,
+    /// Requests (HTTP/2 streams) whose response is not yet complete.
+    inflight: AtomicUsize,
+    /// The last response completed; the next successful flush puts it on the wire.
+    finish_pending: AtomicBool,
+    pub http2: AtomicBool,
+}
+
+impl HttpState {
+    pub fn new(conn: ConnHandle) -> Arc<HttpState> {
+        Arc::new(HttpState {
+            conn,
+            inflight: AtomicUsize::new(0),
+            finish_pending: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// A request's head was parsed and handed to the service.
+    pub fn request(&self) {
+        self.finish_pending.store(false, Ordering::Release);
+        if self.inflight.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Usually Active already (its first byte was read); from Idle on HTTP/2.
+            let _ = self.conn.request_started();
+        }
+    }
+
+    /// A response is complete (its body ended, or it was dropped).
+    pub fn response_done(&self) {
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// The I/O flushed: a completed last response is now on the wire, and the connection is
+    /// Idle. (Reporting Idle before the flush would let an idle close drop the response.)
+    fn flushed(&self) {
+        if self.finish_pending.swap(false, Ordering::AcqRel) && self.inflight() == 0 {
+            let _ = self.conn.request_finished();
+        }
+    }
+}
+
+/// The I/O hyper drives: `S` (a tracked stream, which owns the connection) plus replay,
+/// flush accounting and a lingering close.
+pub(crate) struct HttpIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    io: Option<S>,
+    replay: Bytes,
+    state: Arc<HttpState>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo<S> {
+    pub fn new(io: S, replay: Bytes, state: Arc<HttpState>) -> Self {
+        HttpIo {
+            io: Some(io),
+            replay,
+            state,
+        }
+    }
+
+    fn io(&mut self) -> &mut S {
+        self.io.as_mut().expect("the stream is only taken in drop")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for HttpIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.replay.has_remaining() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(this.io()).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().io()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().io()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(this.io()).poll_flush(cx))?;
+        this.state.flushed();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(this.io()).poll_flush(cx))?;
+        this.state.flushed();
+        Pin::new(this.io()).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for HttpIo<S> {
+    /// Lingers: shut the write side (the peer reads everything sent, then EOF), keep reading
+    /// and discarding what the peer still sends until it closes, for at most [`LINGER`] —
+    /// so that a close never meets unread bytes, which would make the kernel send a reset
+    /// and destroy the response still in flight. The stream (and with it the connection's
+    /// tracking) lives until the linger ends, so a drain waits for it.
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        // What the peer sends now is not a request.
+        self.state.conn.set_read_starts_request(false);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let linger = async {
+                let _ = io.shutdown().await;
+                let mut scratch = [0u8; 8192];
+                let mut discarded = 0;
+                while discarded < LINGER_BYTES {
+                    match io.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => discarded += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, linger).await;
+            drop(io);
+        });
+    }
+}
