@@ -1,0 +1,485 @@
+//! The seed experiment, for real: Perl's `start_server` (Debian `libserver-starter-perl`)
+//! owns the listening socket and restarts the `hello` example worker on every SIGHUP while a
+//! load tool hammers it. Every cell must end with zero failed requests and zero non-2xx
+//! responses — and the same experiment against a naive server (exits at once on SIGTERM)
+//! must fail, or the experiment proves nothing.
+//!
+//! Needs `start_server`, `ab` (apache2-utils), `wrk` and `hey`; `.ci/run` installs them. The
+//! long version (`ab -n 100000 -c 1000`, 100+ restarts) is `scripts/seed-experiment.sh`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Seconds each cell's load runs.
+const SECONDS: u64 = 8;
+
+fn hello_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "--example", "hello"])
+            .current_dir(root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the hello example failed");
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+        PathBuf::from(target).join("release/examples/hello")
+    })
+    .clone()
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(found, "`{tool}` is missing: apt-get install {package}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `start_server` running `hello` on a fresh port, restarted every `restart_every`.
+struct Supervisor {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    hupper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    fn start(naive: bool, restart_every: Duration) -> Supervisor {
+        require("start_server", "libserver-starter-perl");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("lameduck-seed-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = Command::new("start_server");
+        if restart_every < Duration::from_secs(1) {
+            // start_server waits `--interval` (1 s by default) before it retires the old
+            // worker; a faster restart rate needs it at 0.
+            command.arg("--interval=0");
+        }
+        command
+            .arg(format!("--port=127.0.0.1:{port}"))
+            .arg(format!("--pid-file={}", dir.join("app.pid").display()))
+            .arg(format!("--log-file={}", dir.join("server.log").display()))
+            .arg("--")
+            .arg(hello_binary())
+            .stdin(Stdio::null());
+        if naive {
+            command.env("HELLO_NAIVE", "1");
+        }
+        let child = command.spawn().expect("start_server runs");
+        let supervisor = Supervisor {
+            child,
+            dir,
+            port,
+            stop: Arc::new(AtomicBool::new(false)),
+            hupper: None,
+        };
+        supervisor.wait_ready();
+        let mut supervisor = supervisor;
+        let (stop, pid) = (supervisor.stop.clone(), supervisor.child.id());
+        supervisor.hupper = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(restart_every);
+                signal(pid, "HUP");
+            }
+        }));
+        supervisor
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "start_server never listened: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the restarts, then start_server and its worker; returns how many workers were
+    /// replaced, as start_server's log counts them.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.hupper.take().unwrap().join().unwrap();
+        signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+        self.log()
+            .matches("starting new worker")
+            .count()
+            .saturating_sub(1)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(self.child.id(), "TERM");
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// What a load tool reported.
+#[derive(Debug)]
+struct Outcome {
+    requests: u64,
+    failed: u64,
+    non_2xx: u64,
+}
+
+fn run(tool: &str, args: &[String]) -> String {
+    let output = Command::new(tool)
+        .args(args)
+        .output()
+        .expect("load tool runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{tool} failed: {text}");
+    text
+}
+
+fn number_after(text: &str, label: &str) -> Option<u64> {
+    let rest = &text[text.find(label)? + label.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+fn ab(url: &str, keep_alive: bool, concurrency: u32) -> Outcome {
+    require("ab", "apache2-utils");
+    let mut args: Vec<String> = vec!["-r".into(), "-q".into()];
+    if keep_alive {
+        args.push("-k".into());
+    }
+    args.extend([
+        "-t".into(),
+        SECONDS.to_string(),
+        "-n".into(),
+        "10000000".into(),
+        "-c".into(),
+        concurrency.to_string(),
+        url.into(),
+    ]);
+    let text = run("ab", &args);
+    Outcome {
+        requests: number_after(&text, "Complete requests:").expect(&text),
+        failed: number_after(&text, "Failed requests:").expect(&text),
+        non_2xx: number_after(&text, "Non-2xx responses:").unwrap_or(0),
+    }
+}
+
+fn wrk(url: &str) -> Outcome {
+    require("wrk", "wrk");
+    let text = run(
+        "wrk",
+        &[
+            "-t2".into(),
+            "-c100".into(),
+            format!("-d{SECONDS}s"),
+            url.into(),
+        ],
+    );
+    // "Socket errors: connect 0, read 5, write 0, timeout 0" appears only when there are some.
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors:"))
+        .map_or(0, |line| {
+            line.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        });
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect(&text);
+    Outcome {
+        requests,
+        failed: errors,
+        non_2xx: number_after(&text, "Non-2xx or 3xx responses:").unwrap_or(0),
+    }
+}
+
+fn hey(url: &str) -> Outcome {
+    require("hey", "hey");
+    let text = run(
+        "hey",
+        &[
+            "-z".into(),
+            format!("{SECONDS}s"),
+            "-c".into(),
+            "100".into(),
+            url.into(),
+        ],
+    );
+    let ok = number_after(&text, "[200]").unwrap_or(0);
+    let all_statuses: u64 = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('[') && l.contains("responses"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    let errors: u64 = text
+        .split("Error distribution:")
+        .nth(1)
+        .map(|e| {
+            e.lines()
+                .filter_map(|l| {
+                    l.trim()
+                        .strip_prefix('[')?
+                        .split(']')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    Outcome {
+        requests: all_statuses + errors,
+        failed: errors,
+        non_2xx: all_statuses - ok,
+    }
+}
+
+/// One experiment at a time: they measure a loaded machine, and two at once would share it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> Outcome) {
+    let _serial = serial();
+    let supervisor = Supervisor::start(false, restart_every);
+    let outcome = load(&supervisor);
+    let log = supervisor.log();
+    let restarts = supervisor.stop();
+    println!("{name}: {outcome:?}, {restarts} restarts");
+    assert!(
+        restarts >= 3,
+        "{name}: too few restarts to mean anything ({restarts})"
+    );
+    assert!(
+        outcome.requests > 1000,
+        "{name}: too little load: {outcome:?}"
+    );
+    assert_eq!(
+        (outcome.failed, outcome.non_2xx),
+        (0, 0),
+        "{name}: {outcome:?} across {restarts} restarts\n{log}"
+    );
+}
+
+const EVERY_SECOND: Duration = Duration::from_secs(1);
+const FIVE_PER_SECOND: Duration = Duration::from_millis(200);
+
+#[test]
+fn ab_without_keep_alive_fails_nothing() {
+    cell("ab -c 100 /", EVERY_SECOND, |s| ab(&s.url("/"), false, 100));
+}
+
+#[test]
+fn ab_with_a_thousand_clients_fails_nothing() {
+    cell("ab -c 1000 /", EVERY_SECOND, |s| {
+        ab(&s.url("/"), false, 1000)
+    });
+}
+
+#[test]
+fn ab_with_http10_keep_alive_fails_nothing() {
+    cell("ab -k /", EVERY_SECOND, |s| ab(&s.url("/"), true, 100));
+}
+
+#[test]
+fn ab_against_a_slow_handler_fails_nothing() {
+    cell("ab /sleep?ms=100", EVERY_SECOND, |s| {
+        ab(&s.url("/sleep?ms=100"), false, 100)
+    });
+}
+
+#[test]
+fn wrk_keep_alive_fails_nothing() {
+    cell("wrk /", EVERY_SECOND, |s| wrk(&s.url("/")));
+}
+
+#[test]
+fn wrk_keep_alive_with_restarts_every_200ms_fails_nothing() {
+    cell("wrk / every 0.2 s", FIVE_PER_SECOND, |s| wrk(&s.url("/")));
+}
+
+#[test]
+fn wrk_against_a_slow_handler_with_restarts_every_200ms_fails_nothing() {
+    cell("wrk /sleep?ms=100 every 0.2 s", FIVE_PER_SECOND, |s| {
+        wrk(&s.url("/sleep?ms=100"))
+    });
+}
+
+#[test]
+fn hey_fails_nothing() {
+    cell("hey /", EVERY_SECOND, |s| hey(&s.url("/")));
+}
+
+/// The experiment can fail: the usual server, which exits at once on SIGTERM, loses
+/// requests under exactly the same load.
+#[test]
+fn a_naive_server_fails_the_same_experiment() {
+    let _serial = serial();
+    let supervisor = Supervisor::start(true, EVERY_SECOND);
+    let outcome = ab(&supervisor.url("/"), false, 100);
+    let restarts = supervisor.stop();
+    println!("naive ab -c 100 /: {outcome:?}, {restarts} restarts");
+    assert!(
+        outcome.failed + outcome.non_2xx > 0,
+        "the naive server lost nothing, so the experiment cannot tell: {outcome:?}"
+    );
+}
+
+/// An HTTP/2 load that behaves like browsers and Go's transport: prior-knowledge h2c over a
+/// pooled connection, reconnecting after GOAWAY and retrying only requests the server never
+/// processed (RFC 9113 §6.8) — hyper-util's client does both. `h2load` never reconnects, so
+/// its failure count after any GOAWAY is meaningless.
+fn h2_load(url: &str, concurrency: usize) -> Outcome {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .build_http();
+        let uri: hyper::Uri = url.parse().unwrap();
+        let until = Instant::now() + Duration::from_secs(SECONDS);
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, uri) = (client.clone(), uri.clone());
+                tokio::spawn(async move {
+                    let mut outcome = Outcome {
+                        requests: 0,
+                        failed: 0,
+                        non_2xx: 0,
+                    };
+                    while Instant::now() < until {
+                        outcome.requests += 1;
+                        let mut result = client.get(uri.clone()).await;
+                        // Refused by GOAWAY (a stream above the server's last stream id): the
+                        // server never saw it, so it is retried on a new connection — at
+                        // most a few times, so a server that refuses everything still fails.
+                        for _ in 0..3 {
+                            match &result {
+                                Err(e) if refused_by_goaway(e) => {
+                                    result = client.get(uri.clone()).await;
+                                }
+                                _ => break,
+                            }
+                        }
+                        match result {
+                            Ok(response) => {
+                                let ok = response.status().is_success();
+                                match response.into_body().collect().await {
+                                    Ok(_) if ok => {}
+                                    Ok(_) => outcome.non_2xx += 1,
+                                    Err(_) => outcome.failed += 1,
+                                }
+                            }
+                            Err(e) => {
+                                if outcome.failed < 3 {
+                                    eprintln!("h2 request failed: {e:?}");
+                                }
+                                outcome.failed += 1;
+                            }
+                        }
+                    }
+                    outcome
+                })
+            })
+            .collect();
+        let mut total = Outcome {
+            requests: 0,
+            failed: 0,
+            non_2xx: 0,
+        };
+        for task in tasks {
+            let o = task.await.unwrap();
+            total.requests += o.requests;
+            total.failed += o.failed;
+            total.non_2xx += o.non_2xx;
+        }
+        total
+    })
+}
+
+/// Whether an HTTP/2 request failed because the server's GOAWAY refused its stream
+/// (`NO_ERROR`, sent by the server): unprocessed by definition (RFC 9113 §6.8).
+fn refused_by_goaway(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[test]
+fn http2_with_reconnects_fails_nothing() {
+    cell("h2c prior knowledge /", EVERY_SECOND, |s| {
+        h2_load(&s.url("/"), 50)
+    });
+}
+
+#[test]
+fn http2_against_a_slow_handler_fails_nothing() {
+    cell("h2c /sleep?ms=100", EVERY_SECOND, |s| {
+        h2_load(&s.url("/sleep?ms=100"), 50)
+    });
+}
