@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use lameduck_tokio::ConnHandle;
+use lameduck_tokio::{Conn, ConnHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// How long a closing connection keeps reading (and discarding) after its last response.
@@ -73,21 +73,28 @@ impl HttpState {
     }
 }
 
-/// The I/O hyper drives: `S` (a tracked stream, which owns the connection) plus replay,
-/// flush accounting and a lingering close.
+/// The I/O hyper drives: the plain stream `S` and the connection's tracking, plus replay,
+/// first-byte and flush accounting, and a lingering close.
 pub(crate) struct HttpIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<S>,
+    conn: Option<Conn>,
     replay: Bytes,
     state: Arc<HttpState>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo<S> {
-    pub fn new(io: S, replay: Bytes, state: Arc<HttpState>) -> Self {
+    pub fn new(io: S, conn: Conn, state: Arc<HttpState>) -> Self {
         HttpIo {
             io: Some(io),
-            replay,
+            conn: Some(conn),
+            replay: Bytes::new(),
             state,
         }
+    }
+
+    /// Bytes already read (while detecting the protocol) to hand to hyper first.
+    pub fn replay(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 
     fn io(&mut self) -> &mut S {
@@ -108,7 +115,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for HttpIo<S>
             this.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(this.io()).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(this.io()).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            // The first byte of a request makes the connection Active (HTTP/1; HTTP/2 turns
+            // this off and counts streams).
+            this.state.conn.data_received();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -149,19 +163,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for HttpIo<S> {
-    /// Lingers: shut the write side (the peer reads everything sent, then EOF), keep reading
-    /// and discarding what the peer still sends until it closes, for at most [`LINGER`] —
-    /// so that a close never meets unread bytes, which would make the kernel send a reset
-    /// and destroy the response still in flight. The stream (and with it the connection's
-    /// tracking) lives until the linger ends, so a drain waits for it.
+    /// Closes the connection for the lifecycle (it is counted as done), then lingers: shut
+    /// the write side (the peer reads everything sent, then EOF), keep reading and
+    /// discarding what the peer still sends until it closes, for at most [`LINGER`] — so
+    /// that a close never meets unread bytes, which would make the kernel reset the
+    /// connection and destroy the response still in flight. The drain waits for the linger
+    /// ([`Shutdown::hold_drain`](lameduck_tokio::Shutdown::hold_drain)): exiting earlier
+    /// would reset exactly these sockets.
     fn drop(&mut self) {
-        let Some(mut io) = self.io.take() else { return };
-        // What the peer sends now is not a request.
-        self.state.conn.set_read_starts_request(false);
+        let (Some(mut io), Some(conn)) = (self.io.take(), self.conn.take()) else {
+            return;
+        };
+        let hold = conn.shutdown().hold_drain();
+        drop(conn);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
+            let _hold = hold;
             let linger = async {
                 let _ = io.shutdown().await;
                 let mut scratch = [0u8; 8192];

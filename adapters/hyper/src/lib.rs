@@ -58,7 +58,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-pub use lameduck_tokio::{Config, ConnHandle, IdlePolicy, Notice};
+pub use lameduck_tokio::{Config, Conn, ConnHandle, IdlePolicy, Notice};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::io::{HttpIo, HttpState};
@@ -88,7 +88,8 @@ where
 }
 
 /// Serves one tracked connection with `service` until it closes, following the lifecycle's
-/// notices. Resolves when the connection is done (a lingering close may still run).
+/// notices. Resolves when the connection is done (a lingering close may still run; the
+/// drain waits for it).
 pub fn serve_connection<S, B>(
     stream: lameduck_tokio::Stream,
     service: S,
@@ -100,13 +101,13 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = stream.conn().handle();
-    serve_io(stream, conn, service)
+    let (io, conn) = stream.into_parts();
+    serve_io(io, conn, service)
 }
 
-/// Like [`serve_connection`], for any tracked I/O: `io` owns the connection's tracking (a
-/// `Tracked` stream) and `conn` is a handle to it.
-pub async fn serve_io<I, S, B>(mut io: I, conn: ConnHandle, service: S)
+/// Like [`serve_connection`], for any I/O: `io` is the plain stream and `conn` its tracking
+/// (from [`Tracked::into_parts`](lameduck_tokio::Tracked::into_parts), say).
+pub async fn serve_io<I, S, B>(io: I, conn: Conn, service: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -115,28 +116,29 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let notices = conn.notices();
-    let state = HttpState::new(conn.clone());
+    let handle = conn.handle();
+    let notices = handle.notices();
+    let state = HttpState::new(handle.clone());
+    let mut io = HttpIo::new(io, conn, state.clone());
     // HTTP/1 or HTTP/2? Read until the bytes leave the HTTP/2 preface or complete it. The
     // connection is New until its first byte, and the stale-New rule (or the deadline) ends
     // a client that never sends.
-    let detected = notices.unless_closed(detect(&mut io)).await;
-    let Some(Ok((replay, http2))) = detected else {
-        drop(HttpIo::new(io, Bytes::new(), state));
+    let Some(Ok((replay, http2))) = notices.unless_closed(detect(&mut io)).await else {
         return;
     };
+    io.replay(replay);
     let service = service::TrackedService {
         inner: service,
         state: state.clone(),
     };
-    let io = TokioIo::new(HttpIo::new(io, replay, state.clone()));
+    let io = TokioIo::new(io);
     if http2 {
         state.http2.store(true, Ordering::Release);
         // HTTP/2 reads SETTINGS, PING and WINDOW_UPDATE frames between requests: requests are
         // its streams, counted by the service. The preface itself was no request.
-        conn.set_read_starts_request(false);
+        handle.set_read_starts_request(false);
         if state.inflight() == 0 {
-            let _ = conn.request_finished();
+            let _ = handle.request_finished();
         }
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(io, service);

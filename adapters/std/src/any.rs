@@ -54,6 +54,21 @@ impl<ST, SU> AnyStream<Tracked<ST>, Tracked<SU>> {
             AnyStream::Unix(s) => s.conn_mut(),
         }
     }
+
+    /// Splits into the plain stream and the connection handle (which still reports Closed
+    /// when dropped), for a protocol layer that does its own accounting.
+    pub fn into_parts(self) -> (AnyStream<ST, SU>, Conn) {
+        match self {
+            AnyStream::Tcp(s) => {
+                let (io, conn) = s.into_parts();
+                (AnyStream::Tcp(io), conn)
+            }
+            AnyStream::Unix(s) => {
+                let (io, conn) = s.into_parts();
+                (AnyStream::Unix(io), conn)
+            }
+        }
+    }
 }
 
 #[cfg(any(feature = "tokio", feature = "futures-io"))]

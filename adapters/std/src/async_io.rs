@@ -14,7 +14,7 @@ use futures_lite::StreamExt;
 use crate::{AnyListener, AnyStream, Sleep, TrackedListener};
 
 // What a runtime crate on `async-io` re-exports whole (`pub use lameduck_std::async_io::*`).
-pub use crate::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use crate::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use crate::inherit::{self, InheritError};
 pub use crate::{accept, Conn, ConnHandle, Notice, Notices, Runtime, Shutdown, Tracked};
 

@@ -89,6 +89,8 @@ struct State {
     listeners: usize,
     stop_accepting: bool,
     drained: bool,
+    /// Closed connections whose sockets still linger (see [`Shutdown::hold_drain`]).
+    lingering: usize,
     /// A task drives the lifecycle's timers.
     timers_driven: bool,
 }
@@ -124,6 +126,7 @@ impl Shutdown {
                     listeners: 0,
                     stop_accepting: false,
                     drained: false,
+                    lingering: 0,
                     timers_driven: false,
                 }),
                 origin: (runtime.now)(),
@@ -323,6 +326,18 @@ impl Shutdown {
         }
     }
 
+    /// Keeps [`drained`](Shutdown::drained) from returning while the guard lives: for a
+    /// connection that is closed as far as the lifecycle goes (its `Conn` dropped, counted in
+    /// the report) but whose socket still lingers — reading what the peer sends after the
+    /// last response, so that the close does not reset it. Exiting before the linger ends
+    /// would reset exactly those sockets.
+    pub fn hold_drain(&self) -> DrainHold {
+        self.lock().lingering += 1;
+        DrainHold {
+            shutdown: self.clone(),
+        }
+    }
+
     /// Sleeps for `duration` on the runtime's timer.
     pub fn sleep(&self, duration: Duration) -> Sleep {
         (self.inner.runtime.sleep_until)((self.inner.runtime.now)() + duration)
@@ -341,7 +356,10 @@ impl Shutdown {
             let listener: EventListener = self.inner.changed.listen();
             let (drained, next) = {
                 let state = self.lock();
-                (state.drained, state.lc.poll_timeout())
+                (
+                    state.drained && state.lingering == 0,
+                    state.lc.poll_timeout(),
+                )
             };
             if drained {
                 return self.report().unwrap_or_default();
@@ -366,6 +384,24 @@ impl Shutdown {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Holds the drain open; see [`Shutdown::hold_drain`].
+#[derive(Debug)]
+pub struct DrainHold {
+    shutdown: Shutdown,
+}
+
+impl Drop for DrainHold {
+    fn drop(&mut self) {
+        let mut state = self.shutdown.lock();
+        state.lingering -= 1;
+        let last = state.lingering == 0;
+        drop(state);
+        if last {
+            self.shutdown.inner.changed.notify(usize::MAX);
         }
     }
 }

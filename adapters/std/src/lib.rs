@@ -23,7 +23,9 @@ mod listener;
 mod stream;
 
 pub use any::{AnyListener, AnyStream};
-pub use handle::{Conn, ConnHandle, ListenerGuard, Notice, Notices, Runtime, Shutdown, Sleep};
+pub use handle::{
+    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, Notices, Runtime, Shutdown, Sleep,
+};
 pub use lameduck_core as core;
 pub use listener::{PollAccept, TrackedListener};
 pub use stream::Tracked;

@@ -39,7 +39,7 @@
 use std::io;
 use std::time::Instant as StdInstant;
 
-pub use lameduck_std::core::{Config, DrainReport, IdlePolicy, Phase};
+pub use lameduck_std::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use lameduck_std::inherit::{self, InheritError};
 pub use lameduck_std::{accept, Conn, ConnHandle, Notice, Notices, Runtime, Shutdown, Tracked};
 use tokio::signal::unix::{signal, SignalKind};

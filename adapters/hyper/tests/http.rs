@@ -1,0 +1,322 @@
+//! The hyper adapter seen from raw HTTP clients over loopback: Go's connection states at
+//! exactly the right moments, `Connection: close` while draining, HTTP/1.0 keep-alive,
+//! half-received requests, stale connections, pipelining with a lingering close, upgrades,
+//! and faults that must not stall the drain.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use lameduck_hyper::{ConnHandle, Notice};
+use lameduck_tokio::{self as lameduck, Config, Shutdown};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    match req.uri().path() {
+        "/panic" => panic!("handler bug"),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Response::new(Full::new(Bytes::from("slow\n"))))
+        }
+        "/ws" => {
+            // A WebSocket-style upgrade: the handler keeps the connection and leaves when
+            // the lifecycle tells it to go away.
+            let conn = req.extensions().get::<ConnHandle>().cloned().unwrap();
+            tokio::spawn(async move {
+                let upgraded = hyper::upgrade::on(req).await.unwrap();
+                let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                assert_eq!(conn.wait_notice().await, Notice::GoAway);
+                let _ = io.write_all(b"bye\n").await;
+            });
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response
+                .headers_mut()
+                .insert("upgrade", "test".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            Ok(response)
+        }
+        path => Ok(Response::new(Full::new(Bytes::from(format!("{path}\n"))))),
+    }
+}
+
+async fn start(config: Config) -> (Shutdown, SocketAddr) {
+    let shutdown = lameduck::shutdown(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    tokio::spawn(lameduck_hyper::serve(
+        listener,
+        hyper::service::service_fn(app),
+    ));
+    (shutdown, addr)
+}
+
+fn config() -> Config {
+    Config::default().with_deadline(Some(Duration::from_secs(10)))
+}
+
+/// Waits until the lifecycle's counts satisfy `f` (the server reports on its own tasks).
+async fn until(shutdown: &Shutdown, what: &str, f: impl Fn(lameduck::Counts) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f(shutdown.counts()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            shutdown.counts()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn read_to_end(client: &mut TcpStream) -> String {
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut text))
+        .await
+        .expect("closed within 10 s")
+        .expect("closed cleanly, not reset");
+    String::from_utf8(text).unwrap()
+}
+
+async fn read_response(client: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut text = String::new();
+    while !text.contains("\r\n\r\n") || !complete(&text) {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-response: {text:?}");
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    text
+}
+
+fn complete(text: &str) -> bool {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+#[tokio::test]
+async fn states_follow_the_request_byte_by_byte() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    until(&shutdown, "New on accept", |c| c.new == 1).await;
+    // The first byte of a request, long before its header is complete: Active.
+    client.write_all(b"G").await.unwrap();
+    until(&shutdown, "Active at the first byte", |c| c.active == 1).await;
+    client
+        .write_all(b"ET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    until(&shutdown, "Idle once the response is out", |c| c.idle == 1).await;
+    drop(client);
+    until(&shutdown, "Closed", |c| c.total() == 0).await;
+}
+
+#[tokio::test]
+async fn draining_answers_with_connection_close_then_closes() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until(&shutdown, "Active", |c| c.active == 1).await;
+    shutdown.begin();
+    let text = read_to_end(&mut client).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("slow\n"), "{text}");
+    let report = shutdown.drained().await;
+    assert_eq!((report.finished, report.cut.total()), (1, 0), "{report:?}");
+}
+
+#[tokio::test]
+async fn http10_keep_alive_is_not_promised_while_draining() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /one HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut client).await.to_ascii_lowercase();
+    assert!(first.contains("connection: keep-alive"), "{first}");
+    until(&shutdown, "Idle", |c| c.idle == 1).await;
+    shutdown.begin();
+    client
+        .write_all(b"GET /two HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let last = read_to_end(&mut client).await.to_ascii_lowercase();
+    assert!(last.starts_with("http/1.0 200"), "{last}");
+    assert!(
+        !last.contains("keep-alive"),
+        "no keep-alive promised before closing: {last}"
+    );
+    assert!(last.ends_with("/two\n"), "{last}");
+}
+
+/// hyperium/hyper#3792: a request whose header is still arriving when the drain begins is
+/// served, not closed.
+#[tokio::test]
+async fn a_half_received_request_at_shutdown_is_served() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /half HTTP/1.1\r\nHo").await.unwrap();
+    until(&shutdown, "Active", |c| c.active == 1).await;
+    shutdown.begin();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.write_all(b"st: x\r\n\r\n").await.unwrap();
+    let text = read_to_end(&mut client).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("/half\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_is_closed_once_stale() {
+    let (shutdown, addr) = start(config().with_stale_new(Duration::from_millis(200))).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    until(&shutdown, "New", |c| c.new == 1).await;
+    shutdown.begin();
+    assert_eq!(
+        read_to_end(&mut client).await,
+        "",
+        "no response it did not ask for"
+    );
+    assert_eq!(shutdown.drained().await.closed_stale, 1);
+}
+
+/// Two pipelined requests as the drain begins: both answered, the second says close, and
+/// the close lingers so the client reads everything instead of a reset.
+#[tokio::test]
+async fn pipelined_requests_are_both_answered_without_a_reset() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut client).await;
+    until(&shutdown, "Idle", |c| c.idle == 1).await;
+    shutdown.begin();
+    client
+        .write_all(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_end(&mut client).await;
+    assert!(text.contains("/p1\n"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        1,
+        "one answer, with close: {text}"
+    );
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn upgraded_connections_stay_tracked_and_are_told_to_go_away() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    until(&shutdown, "Upgraded", |c| c.upgraded == 1).await;
+    shutdown.begin();
+    let rest = read_to_end(&mut client).await;
+    assert_eq!(rest, "bye\n");
+    let report = shutdown.drained().await;
+    assert_eq!((report.at_begin.upgraded, report.cut.total()), (1, 0));
+}
+
+#[tokio::test]
+async fn faults_close_only_their_connection_and_never_stall_the_drain() {
+    let (shutdown, addr) = start(config()).await;
+    // A handler that panics.
+    let mut panicking = TcpStream::connect(addr).await.unwrap();
+    panicking
+        .write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = read_to_end(&mut panicking).await;
+    // A malformed request: hyper answers 400.
+    let mut malformed = TcpStream::connect(addr).await.unwrap();
+    malformed
+        .write_all(b"NOT HTTP AT ALL\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_end(&mut malformed).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    // A client that leaves mid-response.
+    let mut leaving = TcpStream::connect(addr).await.unwrap();
+    leaving
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until(&shutdown, "Active", |c| c.active >= 1).await;
+    drop(leaving);
+    until(&shutdown, "all Closed, none leaked", |c| c.total() == 0).await;
+    shutdown.begin();
+    let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+        .await
+        .expect("the drain is not stalled");
+    assert!(report.is_clean());
+}
+
+#[tokio::test]
+async fn http2_gets_goaway_and_its_streams_finish() {
+    use http_body_util::{BodyExt, Empty};
+    let (shutdown, addr) = start(config()).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = Request::get(format!("http://{addr}/slow"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let in_flight = tokio::spawn(sender.send_request(request));
+    until(&shutdown, "the stream is Active", |c| c.active == 1).await;
+    shutdown.begin();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"slow\n");
+    // The server said GOAWAY and closed; the client's connection ends cleanly.
+    tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("the h2 connection ends")
+        .unwrap()
+        .unwrap();
+    let report = shutdown.drained().await;
+    assert_eq!((report.finished, report.cut.total()), (1, 0));
+}
