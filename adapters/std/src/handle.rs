@@ -603,7 +603,7 @@ impl ConnHandle {
     }
 }
 
-/// Watches one connection's notices; see [`Conn::notices`]. Cheap to clone.
+/// Watches one connection's notices; see [`ConnHandle::notices`]. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notices {
     mailbox: Arc<Mailbox>,

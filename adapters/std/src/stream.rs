@@ -13,8 +13,8 @@ use crate::Conn;
 ///
 /// Protocol-agnostic by default: the first byte read on a New or Idle connection moves it to
 /// Active. A protocol layer marks the end of each exchange with
-/// [`conn_mut().request_finished()`](Conn::request_finished) (Active → Idle) and upgrades with
-/// [`Conn::upgraded`]; its task awaits [`Conn::wait_notice`] or [`Conn::wait_close`] to learn
+/// [`conn_mut().request_finished()`](crate::ConnHandle::request_finished) (Active → Idle) and upgrades with
+/// [`ConnHandle::upgraded`](crate::ConnHandle::upgraded); its task awaits [`ConnHandle::wait_notice`](crate::ConnHandle::wait_notice) or [`ConnHandle::wait_close`](crate::ConnHandle::wait_close) to learn
 /// what shutdown wants of it. Dropping the `Tracked` — normally, in a panic, or by cancelling
 /// its task — reports the connection Closed, exactly once.
 ///
@@ -48,7 +48,7 @@ impl<S> Tracked<S> {
     }
 
     /// The stream, mutably. Bytes read through it directly do not mark the connection
-    /// Active; call [`Conn::data_received`] if you bypass the wrapper.
+    /// Active; call [`ConnHandle::data_received`](crate::ConnHandle::data_received) if you bypass the wrapper.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.io
     }
