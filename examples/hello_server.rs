@@ -1,0 +1,77 @@
+//! The seed experiment's `hello` server, shared by the `hello` and `demo` examples.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use lameduck_tokio::{self as lameduck, Config};
+
+/// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
+/// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
+pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/sleep" {
+        let ms = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(100);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = format!("from pid {:>10}\n", std::process::id());
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+/// Serves with lameduck: the inherited socket (or `addr`), drained on SIGTERM. Calls `ready`
+/// once it accepts; returns the exit code (0 when nothing was cut).
+pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
+    let shutdown = lameduck::shutdown(Config::default());
+    let listener = match lameduck::bind_or_inherit(&shutdown, addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hello: {e}");
+            return 2;
+        }
+    };
+    lameduck::drain_on_signals(&shutdown).expect("signal handlers");
+    tokio::spawn(lameduck_hyper::serve(
+        listener,
+        hyper::service::service_fn(hello),
+    ));
+    ready();
+    let report = shutdown.drained().await;
+    eprintln!("hello {}: drained: {report:?}", std::process::id());
+    if report.is_clean() {
+        0
+    } else {
+        3
+    }
+}
+
+/// The usual server: hyper without lameduck, serving until SIGTERM, then exiting at once.
+pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
+    use hyper_util::rt::TokioIo;
+    let listener = match lameduck::inherit::from_env() {
+        Ok(Some(mut inherited)) => match inherited.remove(0).listener {
+            lameduck::inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
+            lameduck::inherit::Listener::Unix(_) => panic!("TCP only"),
+        },
+        _ => tokio::net::TcpListener::bind(addr).await.unwrap(),
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    ready();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello)));
+            }
+            _ = term.recv() => return 0,
+        }
+    }
+}
