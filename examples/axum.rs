@@ -23,7 +23,9 @@ async fn main() {
             }),
         );
 
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let shutdown = lameduck::shutdown(Config::default());
     let listener = match lameduck::bind_or_inherit(&shutdown, &addr) {
         Ok(listener) => listener,
@@ -34,7 +36,10 @@ async fn main() {
     };
     lameduck::drain_on_signals(&shutdown).expect("signal handlers");
     // The Router is a tower Service; hyper-util adapts it to hyper's, and lameduck serves it.
-    tokio::spawn(lameduck_hyper::serve(listener, TowerToHyperService::new(app)));
+    tokio::spawn(lameduck_hyper::serve(
+        listener,
+        TowerToHyperService::new(app),
+    ));
     let report = shutdown.drained().await;
     eprintln!("drained: {report:?}");
 }

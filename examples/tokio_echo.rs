@@ -2,7 +2,7 @@
 //!
 //! `cargo run --example tokio_echo -- 127.0.0.1:7000` then `nc 127.0.0.1 7000`; each line is
 //! one request. SIGTERM (or Ctrl-C) drains: requests in flight are answered, idle
-//! connections get the idle grace, silent ones are closed once stale; a second signal cuts
+//! connections get the idle grace, silent ones are closed once stale; SIGINT while draining cuts
 //! everything. Under `start_server` (or systemd socket activation) it serves the inherited
 //! socket instead of binding.
 //!

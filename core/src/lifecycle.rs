@@ -252,7 +252,7 @@ impl Lifecycle {
     /// [`Action::Close`] with [`CloseReason::Deadline`] and the report counts it as cut.
     /// Begins shutdown first if it has not begun. Does nothing once drained.
     ///
-    /// This is what a second SIGTERM usually means.
+    /// This is what an operator's second Ctrl-C usually means.
     pub fn force_close(&mut self, now: Instant) {
         if self.phase == Phase::Serving {
             // Cannot fail: the phase is Serving.

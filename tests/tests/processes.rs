@@ -188,7 +188,7 @@ fn sigterm_drains_the_in_flight_exchange_then_exits_zero(kind: Kind) {
     assert!(rest.contains("deadline_hit: false"), "{rest}");
 }
 
-fn a_second_sigterm_cuts_at_once(kind: Kind) {
+fn sigint_while_draining_cuts_at_once(kind: Kind) {
     let mut command = echo(kind);
     command.env("ECHO_DELAY_MS", "600000");
     let mut server = Server::start(command);
@@ -196,13 +196,35 @@ fn a_second_sigterm_cuts_at_once(kind: Kind) {
     client.write_all(b"forever\n").unwrap();
     server.wait_request("forever");
     server.signal(libc::SIGTERM);
-    server.signal(libc::SIGTERM);
+    server.signal(libc::SIGINT);
     let started = Instant::now();
     assert_eq!(read_all(&mut client), "", "cut: no answer");
     let (code, rest) = server.wait(Duration::from_secs(5));
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(code, 3, "exit code 3 says connections were cut: {rest}");
     assert!(rest.contains("deadline_hit: true"), "{rest}");
+}
+
+/// Server::Starter sends SIGTERM again to a draining worker on every restart: that must not
+/// cut what the worker is finishing.
+fn a_repeated_sigterm_does_not_cut(kind: Kind) {
+    let mut command = echo(kind);
+    command.env("ECHO_DELAY_MS", "500");
+    let mut server = Server::start(command);
+    let mut client = server.connect();
+    client.write_all(b"finish me\n").unwrap();
+    server.wait_request("finish me");
+    for _ in 0..3 {
+        server.signal(libc::SIGTERM);
+    }
+    assert_eq!(
+        read_all(&mut client),
+        "finish me\n",
+        "answered despite three SIGTERMs"
+    );
+    let (code, rest) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{rest}");
+    assert!(rest.contains("deadline_hit: false"), "{rest}");
 }
 
 /// A listening socket the parent (the supervisor) owns and passes to the child.
@@ -370,8 +392,13 @@ macro_rules! on_runtime {
             }
 
             #[test]
-            fn a_second_sigterm_cuts_at_once() {
-                super::a_second_sigterm_cuts_at_once(KIND);
+            fn sigint_while_draining_cuts_at_once() {
+                super::sigint_while_draining_cuts_at_once(KIND);
+            }
+
+            #[test]
+            fn a_repeated_sigterm_does_not_cut() {
+                super::a_repeated_sigterm_does_not_cut(KIND);
             }
 
             #[test]

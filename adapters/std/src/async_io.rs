@@ -91,29 +91,30 @@ pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> 
     crate::bind::bind_or_inherit_with(shutdown, addr, track_std)
 }
 
-/// Drains on SIGTERM or SIGINT, cuts on a second one. The handlers are installed before this
-/// returns; the returned future waits for the signals (spawn it).
+/// SIGTERM and SIGINT begin the drain; SIGINT while draining cuts every connection. A
+/// repeated SIGTERM does not cut (supervisors repeat it; the deadline bounds the drain). The
+/// handlers are installed before this returns; the returned future handles the signals
+/// (spawn it).
 pub fn drain_on_signals(
     shutdown: &Shutdown,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    drain_on(shutdown, [Signal::Term, Signal::Int])
+    drain_on(shutdown, [Signal::Term, Signal::Int], [Signal::Int])
 }
 
-/// Drains on the first of `signals`, cuts on any later one.
+/// Each of `drain` begins the drain; one of `force` received while draining cuts every
+/// connection. (A signal in `force` should also be in `drain`.)
 pub fn drain_on(
     shutdown: &Shutdown,
-    signals: impl IntoIterator<Item = Signal>,
+    drain: impl IntoIterator<Item = Signal>,
+    force: impl IntoIterator<Item = Signal>,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let mut signals = Signals::new(signals)?;
+    let mut signals = Signals::new(drain)?;
+    let force: Vec<Signal> = force.into_iter().collect();
     let shutdown = shutdown.clone();
     Ok(async move {
-        let mut received = 0;
         while let Some(signal) = signals.next().await {
-            if signal.is_ok() {
-                received += 1;
-                if !crate::bind::on_drain_signal(&shutdown, received) {
-                    return;
-                }
+            if let Ok(signal) = signal {
+                crate::bind::on_signal(&shutdown, force.contains(&signal));
             }
         }
     })

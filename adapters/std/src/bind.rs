@@ -47,14 +47,14 @@ pub fn bind_or_inherit_with<L>(
     }
 }
 
-/// What a drain signal does: the first begins the graceful shutdown, any later one cuts
-/// every connection. Returns whether more signals are worth waiting for.
-pub fn on_drain_signal(shutdown: &Shutdown, received: usize) -> bool {
-    if received <= 1 {
-        shutdown.begin();
-        true
-    } else {
+/// What a signal does, for a signal that `forces` or not: it begins the graceful shutdown;
+/// a forcing signal that arrives once shutdown has begun cuts every connection.
+///
+/// Supervisors repeat SIGTERM: Server::Starter sends it again to every old worker, draining
+/// or not, on each restart. So a repeated SIGTERM must not cut — only the deadline bounds a
+/// drain it began — while an operator's second Ctrl-C (SIGINT) does.
+pub fn on_signal(shutdown: &Shutdown, forces: bool) {
+    if !shutdown.begin() && forces {
         shutdown.force_close();
-        false
     }
 }

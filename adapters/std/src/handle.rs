@@ -260,7 +260,7 @@ impl Shutdown {
         began
     }
 
-    /// Cuts every connection now (a second SIGTERM); begins the shutdown if needed.
+    /// Cuts every connection now (a second Ctrl-C); begins the shutdown if needed.
     pub fn force_close(&self) {
         trace(format_args!("lameduck: force close: {:?}", self.counts()));
         self.with(|lc, now| lc.force_close(now));

@@ -6,7 +6,7 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let shutdown = lameduck::shutdown(Config::default());
-//! lameduck::drain_on_signals(&shutdown)?;         // SIGTERM/SIGINT drain; a second one cuts
+//! lameduck::drain_on_signals(&shutdown)?;         // SIGTERM/SIGINT drain; Ctrl-C again cuts
 //! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!
 //! // Until shutdown: accept, then drain the backlog, then None.
@@ -117,39 +117,43 @@ pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> 
     lameduck_std::bind::bind_or_inherit_with(shutdown, addr, track_inherited)
 }
 
-/// Drains on SIGTERM or SIGINT; a second one cuts every connection at once
-/// ([`Shutdown::force_close`]). Returns once the handlers are installed; the returned task
-/// ends after the second signal.
+/// SIGTERM and SIGINT begin the drain; SIGINT while draining (a second Ctrl-C) cuts every
+/// connection at once ([`Shutdown::force_close`]). A repeated SIGTERM does not cut:
+/// supervisors such as Server::Starter send it again to draining workers on every restart,
+/// and the [deadline](Config::deadline) bounds the drain. Returns once the handlers are
+/// installed.
 pub fn drain_on_signals(shutdown: &Shutdown) -> io::Result<JoinHandle<()>> {
     drain_on(
         shutdown,
         &[SignalKind::terminate(), SignalKind::interrupt()],
+        &[SignalKind::interrupt()],
     )
 }
 
-/// Drains on the first of `signals`; any second one forces the close.
-pub fn drain_on(shutdown: &Shutdown, signals: &[SignalKind]) -> io::Result<JoinHandle<()>> {
-    let mut streams = signals
+/// Each of `drain` begins the drain; one of `force` received while draining cuts every
+/// connection. (A signal in `force` should also be in `drain`.)
+pub fn drain_on(
+    shutdown: &Shutdown,
+    drain: &[SignalKind],
+    force: &[SignalKind],
+) -> io::Result<JoinHandle<()>> {
+    let mut streams = drain
         .iter()
-        .map(|&kind| signal(kind))
+        .map(|&kind| Ok((signal(kind)?, force.contains(&kind))))
         .collect::<io::Result<Vec<_>>>()?;
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
-        let mut received = 0;
         loop {
-            std::future::poll_fn(|cx| {
-                for s in &mut streams {
-                    if s.poll_recv(cx).is_ready() {
-                        return std::task::Poll::Ready(());
+            let forces = std::future::poll_fn(|cx| {
+                for (stream, forces) in &mut streams {
+                    if stream.poll_recv(cx).is_ready() {
+                        return std::task::Poll::Ready(*forces);
                     }
                 }
                 std::task::Poll::Pending
             })
             .await;
-            received += 1;
-            if !lameduck_std::bind::on_drain_signal(&shutdown, received) {
-                return;
-            }
+            lameduck_std::bind::on_signal(&shutdown, forces);
         }
     }))
 }
