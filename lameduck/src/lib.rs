@@ -9,6 +9,7 @@
 //! | feature | module | streams |
 //! |---|---|---|
 //! | `tokio` | [`lameduck::tokio`](crate::tokio) | tokio's `AsyncRead`/`AsyncWrite` |
+//! | `hyper` | [`lameduck::hyper`](crate::hyper) (with `tokio`) | any hyper `Service`, HTTP/1.1 and HTTP/2 |
 //! | `smol` | [`lameduck::smol`](crate::smol) | `futures-io` |
 //! | `async-std` | [`lameduck::async_std`](crate::async_std) (discontinued upstream: prefer smol) | `futures-io` |
 //!
@@ -41,6 +42,10 @@ pub use lameduck_core as core;
 /// lameduck on tokio (feature `tokio`).
 #[cfg(feature = "tokio")]
 pub use lameduck_tokio as tokio;
+
+/// hyper servers that restart without a failed request (feature `hyper`, on tokio).
+#[cfg(feature = "hyper")]
+pub use lameduck_hyper as hyper;
 
 /// lameduck on smol (feature `smol`).
 #[cfg(feature = "smol")]
