@@ -1,17 +1,10 @@
 //! The README's first command, as a user runs it (shorter): the demo must report zero failed
 //! requests for lameduck — and failures for the naive server, or it demonstrates nothing.
 
-use std::process::Command;
-
 #[test]
 fn the_demo_shows_zero_failures_for_lameduck_and_losses_for_the_naive_server() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["run", "--quiet", "--release", "--example", "demo", "--"])
-        .args(["--seconds", "4", "--restart-ms", "250"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("cargo runs");
+    let output =
+        lameduck_tests::run_example("demo", true, &["--seconds", "4", "--restart-ms", "250"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

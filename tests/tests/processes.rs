@@ -19,27 +19,9 @@ struct Kind {
 
 /// Builds the examples once and returns the path of `example`.
 fn example_binary(example: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "tokio_echo",
-                "--example",
-                "async_io_echo",
-            ])
-            .current_dir(root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the examples failed");
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
-        PathBuf::from(target).join("debug/examples")
-    });
-    dir.join(example)
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| lameduck_tests::build_examples(&["tokio_echo", "async_io_echo"], false))
+        .join(example)
 }
 
 impl Kind {

@@ -17,20 +17,9 @@ use std::time::{Duration, Instant};
 const SECONDS: u64 = 8;
 
 fn hello_binary() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--release", "--example", "hello"])
-            .current_dir(root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the hello example failed");
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
-        PathBuf::from(target).join("release/examples/hello")
-    })
-    .clone()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| lameduck_tests::build_examples(&["hello"], true))
+        .join("hello")
 }
 
 fn require(tool: &str, package: &str) {

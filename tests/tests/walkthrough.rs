@@ -1,16 +1,9 @@
 //! The README's first command, run as a user runs it: `cargo run --example walkthrough`, in a
 //! child process. It must exit 0, drain, and account for every connection without a cut.
 
-use std::process::Command;
-
 #[test]
 fn the_walkthrough_drains_every_connection_and_cuts_none() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["run", "--quiet", "--example", "walkthrough"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("cargo runs");
+    let output = lameduck_tests::run_example("walkthrough", false, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
