@@ -151,18 +151,28 @@ fn read_all(stream: &mut TcpStream) -> String {
     let mut text = String::new();
     stream
         .read_to_string(&mut text)
-        .expect("closed cleanly, not reset");
+        .unwrap_or_else(|e| panic!("closed cleanly, not reset: {e} (read so far {text:?})"));
     text
 }
 
 fn sigterm_drains_the_in_flight_exchange_then_exits_zero(kind: Kind) {
+    a_drain_signal_drains_the_in_flight_exchange_then_exits_zero(kind, libc::SIGTERM);
+}
+
+/// SIGHUP without a supervisor (a closed terminal, an operator expecting a reload): the
+/// documented default is a graceful drain, not the default action's death mid-request.
+fn sighup_drains_like_sigterm(kind: Kind) {
+    a_drain_signal_drains_the_in_flight_exchange_then_exits_zero(kind, libc::SIGHUP);
+}
+
+fn a_drain_signal_drains_the_in_flight_exchange_then_exits_zero(kind: Kind, signal: libc::c_int) {
     let mut command = echo(kind);
     command.env("ECHO_DELAY_MS", "300");
     let mut server = Server::start(command);
     let mut client = server.connect();
     client.write_all(b"hello\n").unwrap();
     server.wait_request("hello");
-    server.signal(libc::SIGTERM);
+    server.signal(signal);
     assert_eq!(read_all(&mut client), "hello\n", "answered, then closed");
     let (code, rest) = server.wait(Duration::from_secs(10));
     assert_eq!(code, 0, "{rest}");
@@ -207,6 +217,56 @@ fn a_repeated_sigterm_does_not_cut(kind: Kind) {
     let (code, rest) = server.wait(Duration::from_secs(10));
     assert_eq!(code, 0, "{rest}");
     assert!(rest.contains("deadline_hit: false"), "{rest}");
+}
+
+/// A supervisor's TERM (or an operator's Ctrl-C) can come at any instant of a worker's
+/// start-up. Before the handlers exist the default action ends the process (nothing was
+/// accepted yet); from then on the signal drains. Never may the worker miss it and keep
+/// running: with the inherited socket it would serve on, unsupervised, forever.
+fn a_signal_at_any_instant_of_start_up_is_never_lost(kind: Kind) {
+    let mut drained = 0;
+    let mut killed = 0;
+    for i in 0..60u64 {
+        let mut command = echo(kind);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        // Spread over the first ~12 ms, where the runtime, the listener and the handlers
+        // come up (a deliberate instant, not a wait for anything).
+        std::thread::sleep(Duration::from_micros((i * 7919) % 12_000));
+        let signal = if i % 2 == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("attempt {i}: signal {signal} was lost: the server still runs after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => drained += 1,
+            (None, Some(s)) if s == signal => killed += 1,
+            other => panic!("attempt {i}: unexpected exit {other:?}"),
+        }
+    }
+    // Most attempts land after the handlers are installed; the test is about those.
+    assert!(
+        drained > 0,
+        "drained {drained}, killed before handlers {killed}"
+    );
 }
 
 /// A listening socket the parent (the supervisor) owns and passes to the child.
@@ -361,6 +421,33 @@ fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains(kind: Kind) {
     assert_eq!(code, 0, "{rest}");
 }
 
+/// SIGTERM while the accept loop is backing off (out of fds): the request in flight is
+/// answered, the connections accepted from the flood (silent) are closed as stale, and the
+/// worker exits 0 — the backoff never delays the drain.
+fn sigterm_while_out_of_fds_still_drains(kind: Kind) {
+    let mut command = kind.shell("ulimit -n 40 && exec \"$0\" 127.0.0.1:0");
+    command
+        .env("LAMEDUCK_STALE_NEW_MS", "300")
+        .env("ECHO_DELAY_MS", "300");
+    let mut server = Server::start(command);
+    let mut existing = server.connect();
+    let flood: Vec<TcpStream> = (0..120).map(|_| server.connect()).collect();
+    existing.write_all(b"in flight\n").unwrap();
+    server.wait_request("in flight");
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert_eq!(read_all(&mut existing), "in flight\n");
+    let (code, rest) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{rest}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        signalled.elapsed()
+    );
+    assert!(rest.contains("deadline_hit: false"), "{rest}");
+    drop(flood);
+}
+
 macro_rules! on_runtime {
     ($name:ident, $kind:expr) => {
         mod $name {
@@ -371,6 +458,21 @@ macro_rules! on_runtime {
             #[test]
             fn sigterm_drains_the_in_flight_exchange_then_exits_zero() {
                 super::sigterm_drains_the_in_flight_exchange_then_exits_zero(KIND);
+            }
+
+            #[test]
+            fn sighup_drains_like_sigterm() {
+                super::sighup_drains_like_sigterm(KIND);
+            }
+
+            #[test]
+            fn a_signal_at_any_instant_of_start_up_is_never_lost() {
+                super::a_signal_at_any_instant_of_start_up_is_never_lost(KIND);
+            }
+
+            #[test]
+            fn sigterm_while_out_of_fds_still_drains() {
+                super::sigterm_while_out_of_fds_still_drains(KIND);
             }
 
             #[test]

@@ -91,14 +91,20 @@ pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> 
     crate::bind::bind_or_inherit_with(shutdown, addr, track_std)
 }
 
-/// SIGTERM and SIGINT begin the drain; SIGINT while draining cuts every connection. A
-/// repeated SIGTERM does not cut (supervisors repeat it; the deadline bounds the drain). The
+/// SIGTERM, SIGINT and SIGHUP begin the drain; SIGINT while draining cuts every connection. A
+/// repeated SIGTERM does not cut (supervisors repeat it; the deadline bounds the drain).
+/// SIGHUP drains rather than killing the process mid-request (its default action): lameduck
+/// has no reload, a server is restarted by starting a new one beside it. The
 /// handlers are installed before this returns; the returned future handles the signals
 /// (spawn it).
 pub fn drain_on_signals(
     shutdown: &Shutdown,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    drain_on(shutdown, [Signal::Term, Signal::Int], [Signal::Int])
+    drain_on(
+        shutdown,
+        [Signal::Term, Signal::Int, Signal::Hup],
+        [Signal::Int],
+    )
 }
 
 /// Each of `drain` begins the drain; one of `force` received while draining cuts every

@@ -109,6 +109,13 @@ impl<L, S> TrackedListener<L, S> {
                         let delay = self.backoff.next_delay();
                         let sleep = self.shutdown.sleep(delay);
                         future::or(sleep, self.shutdown.stop_accepting()).await;
+                        // Shutdown began during (or before) the backoff: go straight to the
+                        // backlog drain. Looping back to the racing accept would spin —
+                        // accept fails at once while out of fds, so the stop branch never
+                        // wins, the task never yields, and the drain never ends.
+                        if self.shutdown.is_stopping_accepts() {
+                            self.draining_backlog = true;
+                        }
                     }
                     AcceptError::Fatal => {
                         self.close();

@@ -6,7 +6,7 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let shutdown = lameduck::shutdown(Config::default());
-//! lameduck::drain_on_signals(&shutdown)?;         // SIGTERM/SIGINT drain; Ctrl-C again cuts
+//! lameduck::drain_on_signals(&shutdown)?; // SIGTERM/SIGINT/SIGHUP drain; Ctrl-C again cuts
 //! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!
 //! // Until shutdown: accept, then drain the backlog, then None.
@@ -42,7 +42,7 @@ use std::time::Instant as StdInstant;
 pub use lameduck_std::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use lameduck_std::inherit::{self, InheritError};
 pub use lameduck_std::{accept, Conn, ConnHandle, Notice, Notices, Runtime, Shutdown, Tracked};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::task::JoinHandle;
 
 /// tokio's clock (which `tokio::time::pause` controls), timer and spawner.
@@ -117,43 +117,82 @@ pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> 
     lameduck_std::bind::bind_or_inherit_with(shutdown, addr, track_inherited)
 }
 
-/// SIGTERM and SIGINT begin the drain; SIGINT while draining (a second Ctrl-C) cuts every
-/// connection at once ([`Shutdown::force_close`]). A repeated SIGTERM does not cut:
+/// SIGTERM, SIGINT and SIGHUP begin the drain; SIGINT while draining (a second Ctrl-C) cuts
+/// every connection at once ([`Shutdown::force_close`]). A repeated SIGTERM does not cut:
 /// supervisors such as Server::Starter send it again to draining workers on every restart,
-/// and the [deadline](Config::deadline) bounds the drain. Returns once the handlers are
-/// installed.
+/// and the [deadline](Config::deadline) bounds the drain.
+///
+/// SIGHUP drains rather than doing nothing or dying: its default action would kill the
+/// process mid-request (a closed terminal, or an operator expecting a reload), and lameduck
+/// has no reload — a server is restarted by starting a new one beside it. Pick other signals
+/// with [`drain_on`].
+///
+/// Returns once the handlers are installed: every signal from then on is handled.
 pub fn drain_on_signals(shutdown: &Shutdown) -> io::Result<JoinHandle<()>> {
     drain_on(
         shutdown,
-        &[SignalKind::terminate(), SignalKind::interrupt()],
+        &[
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+        ],
         &[SignalKind::interrupt()],
     )
 }
 
 /// Each of `drain` begins the drain; one of `force` received while draining cuts every
-/// connection. (A signal in `force` should also be in `drain`.)
+/// connection. (A signal in `force` should also be in `drain`.) Must be called within the
+/// tokio runtime.
+///
+/// Signals are delivered through a socket per signal that the handler writes one byte to
+/// (`signal_hook::low_level::pipe`), not through `tokio::signal`: a tokio signal stream
+/// starts with everything before its creation marked seen, so a signal that arrives while
+/// the stream is being created — a supervisor's SIGTERM an instant after the worker
+/// started — can be lost, leaving a worker that never drains. A byte written to a socket
+/// cannot be lost that way.
 pub fn drain_on(
     shutdown: &Shutdown,
     drain: &[SignalKind],
     force: &[SignalKind],
 ) -> io::Result<JoinHandle<()>> {
-    let mut streams = drain
+    let mut sources = drain
         .iter()
-        .map(|&kind| Ok((signal(kind)?, force.contains(&kind))))
+        .map(|&kind| {
+            let (read, write) = std::os::unix::net::UnixStream::pair()?;
+            read.set_nonblocking(true)?;
+            write.set_nonblocking(true)?;
+            signal_hook::low_level::pipe::register(kind.as_raw_value(), write)?;
+            Ok((
+                tokio::net::UnixStream::from_std(read)?,
+                force.contains(&kind),
+            ))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
         loop {
-            let forces = std::future::poll_fn(|cx| {
-                for (stream, forces) in &mut streams {
-                    if stream.poll_recv(cx).is_ready() {
-                        return std::task::Poll::Ready(*forces);
+            // One byte per signal received (the handler may coalesce a burst: a full socket
+            // drops the byte, the pending ones are enough to act).
+            let (received, forces) = std::future::poll_fn(|cx| {
+                for (source, forces) in &mut sources {
+                    while source.poll_read_ready(cx).is_ready() {
+                        let mut buf = [0u8; 64];
+                        match source.try_read(&mut buf) {
+                            Ok(n) => return std::task::Poll::Ready((n, *forces)),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(_) => return std::task::Poll::Ready((0, false)),
+                        }
                     }
                 }
                 std::task::Poll::Pending
             })
             .await;
-            lameduck_std::bind::on_signal(&shutdown, forces);
+            if received == 0 {
+                return; // the write end is gone: no more signals
+            }
+            for _ in 0..received {
+                lameduck_std::bind::on_signal(&shutdown, forces);
+            }
         }
     }))
 }
