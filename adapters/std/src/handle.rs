@@ -1,9 +1,8 @@
 //! The thread-safe handle around the lifecycle that every runtime adapter shares.
 
+use crate::sync::{Arc, AtomicBool, AtomicU8, Mutex, MutexGuard, Ordering};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
 use event_listener::{Event, EventListener};

@@ -48,15 +48,21 @@ pub enum ListenSpec {
 }
 
 impl ListenSpec {
-    fn parse_server_starter(spec: &str) -> ListenSpec {
+    /// A Server::Starter spec: a path, an address, a port or `host:port`; `None` when it is
+    /// none of those (a port out of range, no host, stray characters).
+    fn parse_server_starter(spec: &str) -> Option<ListenSpec> {
         if spec.contains('/') {
-            ListenSpec::Unix(spec.to_owned())
+            Some(ListenSpec::Unix(spec.to_owned()))
         } else if let Ok(addr) = spec.parse() {
-            ListenSpec::Addr(addr)
+            Some(ListenSpec::Addr(addr))
         } else if let Ok(port) = spec.parse() {
-            ListenSpec::Port(port)
+            Some(ListenSpec::Port(port))
         } else {
-            ListenSpec::HostPort(spec.to_owned())
+            let (host, port) = spec.rsplit_once(':')?;
+            let host_ok = !host.is_empty()
+                && host.chars().all(|c| c.is_ascii_graphic())
+                && host.starts_with('[') == host.ends_with(']');
+            (host_ok && port.parse::<u16>().is_ok()).then(|| ListenSpec::HostPort(spec.to_owned()))
         }
     }
 
@@ -102,6 +108,8 @@ pub enum Reason {
     MissingEquals,
     /// An entry has nothing before its `=`.
     EmptySpec,
+    /// What is before the `=` is not a port, an address, `host:port` or a path.
+    BadSpec,
     /// The fd is not a non-negative decimal number within `RawFd`.
     BadFd,
     /// The same fd appears twice.
@@ -142,6 +150,9 @@ impl fmt::Display for Reason {
             Reason::Empty => f.write_str("the variable is empty"),
             Reason::MissingEquals => f.write_str("expected `spec=fd`, found no `=`"),
             Reason::EmptySpec => f.write_str("nothing before `=`"),
+            Reason::BadSpec => {
+                f.write_str("before `=` is not a port, an address, `host:port` or a socket path")
+            }
             Reason::BadFd => f.write_str("the fd is not a non-negative number"),
             Reason::DuplicateFd => f.write_str("the fd appears twice"),
             Reason::BadCount => write!(f, "not a count from 0 to {MAX_LISTEN_FDS}"),
@@ -221,10 +232,9 @@ pub fn parse_server_starter_port(value: &str) -> Result<Vec<InheritedFd>, Inheri
         if fds.iter().any(|f| f.fd == fd) {
             return Err(error(entry, Reason::DuplicateFd));
         }
-        fds.push(InheritedFd {
-            spec: ListenSpec::parse_server_starter(spec),
-            fd,
-        });
+        let spec =
+            ListenSpec::parse_server_starter(spec).ok_or_else(|| error(entry, Reason::BadSpec))?;
+        fds.push(InheritedFd { spec, fd });
     }
     Ok(fds)
 }
@@ -495,10 +505,56 @@ mod tests {
                 "8080=3;9090=3",
                 "SERVER_STARTER_PORT entry `9090=3`: the fd appears twice",
             ),
+            (
+                ";8080=3",
+                "SERVER_STARTER_PORT entry ``: expected `spec=fd`, found no `=`",
+            ),
+            (
+                "8080=3 ",
+                "SERVER_STARTER_PORT entry `8080=3 `: the fd is not a non-negative number",
+            ),
+            (
+                "8080=3\n",
+                "SERVER_STARTER_PORT entry `8080=3\n`: the fd is not a non-negative number",
+            ),
+            (
+                "8080=2147483648",
+                "SERVER_STARTER_PORT entry `8080=2147483648`: the fd is not a non-negative number",
+            ),
         ];
         for (value, message) in cases {
             assert_eq!(err(value), message, "{value:?}");
         }
+        // Specs that are not a port, an address, `host:port` or a path.
+        for spec in [
+            "70000",
+            "8080=",
+            "host:",
+            ":8080",
+            "host:port",
+            "[::1",
+            "::1]:80",
+            "[::1]:99999",
+            "é:80",
+            "\t",
+            "a b:80",
+            "localhost",
+        ] {
+            let value = format!("{spec}=3");
+            assert_eq!(
+                err(&value),
+                format!(
+                    "SERVER_STARTER_PORT entry `{value}`: before `=` is not a port, an \
+                     address, `host:port` or a socket path"
+                ),
+            );
+        }
+        // Accepted: a leading zero in the fd, the largest fd.
+        assert_eq!(ok("8080=03"), [(ListenSpec::Port(8080), 3)]);
+        assert_eq!(
+            ok("8080=2147483647"),
+            [(ListenSpec::Port(8080), 2147483647)]
+        );
     }
 
     #[test]
@@ -552,6 +608,34 @@ mod tests {
         assert_eq!(
             e("2", Some("42"), Some("http")),
             "LISTEN_FDNAMES entry `http`: 1 names for 2 fds"
+        );
+        for bad in [" 1", "1 ", "0x1", "1.0", "١"] {
+            assert_eq!(e(bad, Some("42"), None), count(bad));
+        }
+        for bad in ["", " 42", "42 ", "-42", "0x2a", "99999999999999999999"] {
+            assert_eq!(
+                e("1", Some(bad), None),
+                format!("LISTEN_PID entry `{bad}`: not a pid")
+            );
+        }
+        assert_eq!(
+            e("1", Some("0"), None),
+            "LISTEN_PID entry `0`: the sockets are for another process (we are pid 42)"
+        );
+        assert_eq!(
+            e("2", Some("42"), Some("a:b:c")),
+            "LISTEN_FDNAMES entry `a:b:c`: 3 names for 2 fds"
+        );
+        assert_eq!(
+            e("0", Some("42"), Some("a")),
+            "LISTEN_FDNAMES entry `a`: 1 names for 0 fds"
+        );
+        // Accepted: empty names (systemd passes what the unit says).
+        assert_eq!(
+            parse_listen_fds("2", Some("42"), Some("a:"), 42)
+                .unwrap()
+                .len(),
+            2
         );
     }
 

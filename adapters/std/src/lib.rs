@@ -21,6 +21,7 @@ mod handle;
 pub mod inherit;
 mod listener;
 mod stream;
+mod sync;
 
 pub use any::{AnyListener, AnyStream};
 pub use handle::{

@@ -1,0 +1,13 @@
+//! The synchronisation primitives of the shared handle: std's, or `loom`'s when built with
+//! `--cfg loom`, so that `tests/loom.rs` can explore every interleaving of the real code.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicU8, Ordering},
+    Arc, Mutex, MutexGuard,
+};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicU8, Ordering},
+    Arc, Mutex, MutexGuard,
+};

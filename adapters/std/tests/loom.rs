@@ -1,0 +1,183 @@
+//! Every interleaving of the shared handle's races, explored by `loom` on the real code
+//! (`Shutdown`, `Conn` and their mailboxes and events, on loom's mutex and atomics):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p lameduck-std --test loom --release
+//! ```
+//!
+//! A lost wake-up shows up as loom's deadlock report (every thread blocked), a double close
+//! or a wrong count as a failed assertion in some interleaving. The clock is frozen and the
+//! runtime's timer never fires, so every drain here must end through events alone.
+#![cfg(loom)]
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use lameduck_std::core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
+use lameduck_std::{Runtime, Shutdown};
+use loom::thread;
+
+/// A frozen clock, a timer that never fires, no spawner (the drain waiters drive).
+fn runtime() -> Runtime {
+    Runtime {
+        now: || {
+            static ORIGIN: OnceLock<Instant> = OnceLock::new();
+            *ORIGIN.get_or_init(Instant::now)
+        },
+        sleep_until: |_| Box::pin(std::future::pending()),
+        spawn: |_| false,
+    }
+}
+
+fn shutdown() -> Shutdown {
+    Shutdown::new(
+        Config::default().with_idle_policy(IdlePolicy::CloseImmediately),
+        runtime(),
+    )
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    // Bounded preemptions: the standard loom trade-off (bugs need few preemptions), and it
+    // keeps each model to seconds.
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+fn assert_accounted(report: &DrainReport, shutdown: &Shutdown) {
+    assert_eq!(shutdown.counts(), Counts::default(), "a connection leaked");
+    assert_eq!(report.accounted(), report.total(), "{report:?}");
+    assert!(report.drained_at.is_some(), "{report:?}");
+}
+
+/// The last connection finishes and closes on one thread while the drain begins and is
+/// awaited on another: the drain sees the close whichever comes first.
+#[test]
+fn the_last_close_racing_the_drain_start_is_never_missed() {
+    model(|| {
+        let shutdown = shutdown();
+        let listener = shutdown.register_listener();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let worker = thread::spawn(move || {
+            // The response is out; the connection goes.
+            let _ = conn.request_finished();
+            drop(conn);
+        });
+        assert!(shutdown.begin());
+        drop(listener); // the backlog is drained
+        let report = loom::future::block_on(shutdown.drained());
+        worker.join().unwrap();
+        assert_accounted(&report, &shutdown);
+        assert_eq!(
+            report.at_begin.total(),
+            report.finished + report.closed_idle
+        );
+        assert_eq!(report.cut, Counts::default());
+    });
+}
+
+/// A listener accepts while another thread begins the shutdown: the connection is either
+/// tracked (and then drained and counted) or refused with `NotAccepting` — never accepted
+/// untracked, never left out of the report.
+#[test]
+fn accept_racing_begin_shutdown_is_tracked_or_refused() {
+    model(|| {
+        let shutdown = shutdown();
+        let listener = shutdown.register_listener();
+        let acceptor = {
+            let shutdown = shutdown.clone();
+            thread::spawn(move || match shutdown.accept() {
+                Ok(conn) => {
+                    // Serve until the drain asks this connection to finish: it is open when
+                    // the shutdown begins, or accepted during it — counted either way.
+                    conn.request_started().unwrap();
+                    loom::future::block_on(conn.wait_notice());
+                    conn.request_finished().unwrap();
+                    assert_eq!(conn.state(), ConnState::Idle);
+                    drop(conn);
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e, Error::NotAccepting);
+                    false
+                }
+            })
+        };
+        shutdown.begin();
+        drop(listener);
+        let report = loom::future::block_on(shutdown.drained());
+        let accepted = acceptor.join().unwrap();
+        assert_accounted(&report, &shutdown);
+        assert_eq!(
+            report.at_begin.total() + report.accepted_during,
+            usize::from(accepted)
+        );
+    });
+}
+
+/// Two tasks wait for the drain at once while the last connection closes: both wake, both
+/// get the same report.
+#[test]
+fn two_drain_waiters_both_wake() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        shutdown.begin();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let shutdown = shutdown.clone();
+                thread::spawn(move || loom::future::block_on(shutdown.drained()))
+            })
+            .collect();
+        drop(conn);
+        let reports: Vec<DrainReport> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(reports[0], reports[1]);
+        assert_accounted(&reports[0], &shutdown);
+        assert_eq!(reports[0].finished, 1);
+    });
+}
+
+/// A forced close (a second Ctrl-C) races a connection closing on its own: the connection
+/// is closed once — counted either finished or cut, never both, never neither.
+#[test]
+fn force_close_racing_a_close_counts_the_connection_once() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let closer = thread::spawn(move || drop(conn));
+        shutdown.force_close();
+        let report = loom::future::block_on(shutdown.drained());
+        closer.join().unwrap();
+        assert_accounted(&report, &shutdown);
+        // Closed before the force (not in the report) or during it: finished or cut, once.
+        assert_eq!(
+            report.finished + report.cut.total(),
+            report.at_begin.total(),
+            "{report:?}"
+        );
+    });
+}
+
+/// A connection's task waits for its close notice while another thread forces the close:
+/// the notice always wakes it (no lost wake-up on the mailbox), and the drain ends once the
+/// task lets the connection go.
+#[test]
+fn a_close_notice_always_wakes_the_waiting_task() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let task = thread::spawn(move || {
+            loom::future::block_on(conn.wait_close());
+            drop(conn);
+        });
+        shutdown.force_close();
+        let report = loom::future::block_on(shutdown.drained());
+        task.join().unwrap();
+        assert_accounted(&report, &shutdown);
+        assert_eq!(report.cut.active, 1, "{report:?}");
+    });
+}
