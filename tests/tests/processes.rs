@@ -132,6 +132,15 @@ impl Server {
     }
 }
 
+/// A failed test must not leave its server behind (a spinning one would skew everything
+/// measured on the machine afterwards).
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn stderr_of(child: &mut Child) -> String {
     let _ = child.wait();
     let mut err = String::new();

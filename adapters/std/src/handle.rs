@@ -92,6 +92,10 @@ struct State {
     lingering: usize,
     /// A task drives the lifecycle's timers.
     timers_driven: bool,
+    /// The timeout drain waiters last armed their timer for: an event wakes them only when
+    /// the lifecycle's next timeout becomes earlier than this, not on every event (with
+    /// 10,000 connections closing, waking them 10,000 times cost a third of the drain).
+    armed: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -127,6 +131,7 @@ impl Shutdown {
                     drained: false,
                     lingering: 0,
                     timers_driven: false,
+                    armed: None,
                 }),
                 origin: (runtime.now)(),
                 runtime,
@@ -172,16 +177,15 @@ impl Shutdown {
         result
     }
 
-    /// Delivers pending actions; returns whether shutdown-level waiters must wake.
+    /// Delivers pending actions; returns whether shutdown-level waiters must wake: listeners
+    /// must stop, the drain completed, or a timer is due earlier than the waiters know.
     fn deliver(&self, state: &mut State, now: Instant) -> bool {
-        let mut changed = state.lc.phase() != Phase::Serving;
+        let mut changed = false;
         while let Some(action) = state.lc.poll_action() {
-            let mailbox = |state: &State, id: ConnId| {
-                state
-                    .mailboxes
-                    .get(id.slot() as usize)
-                    .and_then(Option::clone)
-            };
+            // Borrowed, not cloned: a sweep posts to every connection.
+            fn mailbox(state: &State, id: ConnId) -> Option<&Mailbox> {
+                state.mailboxes.get(id.slot() as usize)?.as_deref()
+            }
             match action {
                 Action::StopAccepting => {
                     trace(format_args!(
@@ -215,6 +219,14 @@ impl Shutdown {
                 Action::Drained => {
                     trace(format_args!("lameduck: drained: {:?}", state.lc.report()));
                     state.drained = true;
+                    changed = true;
+                }
+            }
+        }
+        if state.lc.phase() != Phase::Serving {
+            if let Some(next) = state.lc.poll_timeout() {
+                if state.armed.is_none_or(|armed| next < armed) {
+                    state.armed = Some(next);
                     changed = true;
                 }
             }
@@ -351,14 +363,16 @@ impl Shutdown {
     /// may wait at once. The timers fire only while someone waits here, so a server awaits
     /// this once it has begun shutting down.
     pub async fn drained(&self) -> DrainReport {
+        // The timer, kept across wake-ups while its instant stays the lifecycle's next.
+        let mut timer: Option<(Instant, Sleep)> = None;
         loop {
             let listener: EventListener = self.inner.changed.listen();
             let (drained, next) = {
-                let state = self.lock();
-                (
-                    state.drained && state.lingering == 0,
-                    state.lc.poll_timeout(),
-                )
+                let mut state = self.lock();
+                let next = state.lc.poll_timeout();
+                // Waiters sleep until `next`: events wake them only for an earlier one.
+                state.armed = next;
+                (state.drained && state.lingering == 0, next)
             };
             if drained {
                 return self.report().unwrap_or_default();
@@ -366,7 +380,13 @@ impl Shutdown {
             match next {
                 None => listener.await,
                 Some(t) => {
-                    let sleep = (self.inner.runtime.sleep_until)(self.std_instant_of(t));
+                    if timer.as_ref().is_none_or(|(at, _)| *at != t) {
+                        let sleep = (self.inner.runtime.sleep_until)(self.std_instant_of(t));
+                        timer = Some((t, sleep));
+                    }
+                    let Some((_, sleep)) = timer.as_mut() else {
+                        continue;
+                    };
                     let fired = future::or(
                         async {
                             listener.await;
@@ -379,6 +399,7 @@ impl Shutdown {
                     )
                     .await;
                     if fired {
+                        timer = None;
                         self.with(|lc, now| lc.handle_timeout(now));
                     }
                 }

@@ -1,0 +1,3 @@
+module lameduck/benches/go
+
+go 1.19

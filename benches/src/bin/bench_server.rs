@@ -1,0 +1,200 @@
+//! One hyper hello-world, served five ways, for `benches/run.sh`:
+//!
+//! - `plain`: hyper's HTTP/1 connection, untracked, exits at SIGTERM (the baseline);
+//! - `lameduck`: `lameduck_hyper::serve`, drains on SIGTERM;
+//! - `hyper-util`: hyper-util's `GracefulShutdown` around each connection;
+//! - `axum`: `axum::serve(..).with_graceful_shutdown(SIGTERM)`.
+//!
+//! `bench_server VARIANT FLAVOR ADDR` — FLAVOR is `multi` (tokio, 2 workers) or `current`.
+//! Serves the socket start_server passes (`SERVER_STARTER_PORT`) when there is one. Prints
+//! `listening on ADDR` once it accepts. `GET /` answers `hello`; `GET /sleep?ms=N` sleeps N ms
+//! first. `LAMEDUCK_IDLE=close` makes lameduck close idle connections at once when draining
+//! (`IdlePolicy::CloseImmediately`, what the others do).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use lameduck_tokio::{self as lameduck, Config, IdlePolicy};
+use tokio::signal::unix::{signal, SignalKind};
+
+// Counts heap bytes, so that SIGUSR1 can report the live heap (bytes per connection).
+#[global_allocator]
+static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// On SIGUSR1, prints `heap BYTES`: the bytes allocated and not yet freed.
+async fn report_heap() {
+    let mut usr1 = signal(SignalKind::user_defined1()).unwrap();
+    while usr1.recv().await.is_some() {
+        let stats = HEAP.stats();
+        // (Reallocations are already in both counters.)
+        println!(
+            "heap {}",
+            stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+        );
+    }
+}
+
+async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/sleep" {
+        let ms = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(100);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
+}
+
+/// Prints `drained at NS` (wall clock, Unix nanoseconds): the moment the graceful shutdown
+/// reported done, for `drain_timer` to compare with when its last response arrived.
+fn drained_now() {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    println!("drained at {ns}");
+}
+
+/// The inherited socket, or `addr` bound.
+fn std_listener(addr: &str) -> std::net::TcpListener {
+    match lameduck::inherit::from_env() {
+        Ok(Some(mut inherited)) => match inherited.remove(0).listener {
+            lameduck::inherit::Listener::Tcp(l) => l,
+            lameduck::inherit::Listener::Unix(_) => panic!("TCP only"),
+        },
+        Ok(None) => {
+            let l = std::net::TcpListener::bind(addr).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn ready(listener: &tokio::net::TcpListener) {
+    println!("listening on {}", listener.local_addr().unwrap());
+}
+
+async fn plain(addr: &str) {
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    ready(&listener);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello)));
+            }
+            _ = term.recv() => return,
+        }
+    }
+}
+
+async fn with_lameduck(addr: &str) {
+    let mut config = Config::default();
+    if std::env::var("LAMEDUCK_IDLE").as_deref() == Ok("close") {
+        config = config.with_idle_policy(IdlePolicy::CloseImmediately);
+    }
+    let shutdown = lameduck::shutdown(config);
+    lameduck::drain_on_signals(&shutdown).unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    ready(&listener);
+    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    tokio::spawn(lameduck_hyper::serve(
+        listener,
+        hyper::service::service_fn(hello),
+    ));
+    let report = shutdown.drained().await;
+    drained_now();
+    if std::env::var_os("BENCH_REPORT").is_some() {
+        eprintln!("{report:?}");
+    }
+}
+
+async fn with_hyper_util(addr: &str) {
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    ready(&listener);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello));
+                tokio::spawn(graceful.watch(conn));
+            }
+            _ = term.recv() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    drained_now();
+}
+
+async fn with_axum(addr: &str) {
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    ready(&listener);
+    let app = axum::Router::new().fallback(axum::routing::any(
+        |req: axum::extract::Request| async move {
+            if req.uri().path() == "/sleep" {
+                let ms = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            "hello\n"
+        },
+    ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+    drained_now();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (variant, flavor, addr) = match &args[1..] {
+        [v, f, a] => (v.clone(), f.clone(), a.clone()),
+        _ => {
+            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum multi|current ADDR");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match flavor.as_str() {
+        "multi" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        other => panic!("flavor {other:?}: multi or current"),
+    }
+    .unwrap();
+    runtime.block_on(async {
+        tokio::spawn(report_heap());
+        match variant.as_str() {
+            "plain" => plain(&addr).await,
+            "lameduck" => with_lameduck(&addr).await,
+            "hyper-util" => with_hyper_util(&addr).await,
+            "axum" => with_axum(&addr).await,
+            other => panic!("variant {other:?}"),
+        }
+    });
+}
