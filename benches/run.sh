@@ -36,7 +36,7 @@ out=target/bench
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 # Never leave a server behind, whatever fails.
-trap 'pkill -f "target/release/bench_server" 2>/dev/null; pkill -f "target/release/go_server" 2>/dev/null; true' EXIT
+trap 'pkill -f "target/release/bench_server" 2>/dev/null || true; pkill -f "target/release/go_server" 2>/dev/null || true' EXIT
 
 echo "== building"
 cargo build --quiet --release -p lameduck-benches --bins
@@ -79,7 +79,7 @@ stop() {
 ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
 # CPU microseconds per request: ticks used over requests served.
-per_req() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.2f", n > 0 ? t * 10000 / n : 0 }'; }
+per_req() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.2f", (n > 0 ? t * 10000 / n : 0) }'; }
 
 # wrk's "99%  1.23ms" -> milliseconds.
 to_ms() {
@@ -116,6 +116,32 @@ for round in $(seq "$rounds"); do
         done
     done
 done
+
+echo "== 1b. instructions per request (callgrind: deterministic, whatever the noise)"
+echo "variant,instructions_per_request" > "$out/instructions.csv"
+if command -v valgrind >/dev/null 2>&1 && command -v hey >/dev/null 2>&1; then
+    # Two runs with different request counts; the difference excludes start-up and exit.
+    for variant in plain lameduck hyper-util axum; do
+        totals=()
+        for n in 2000 6000; do
+            cg="$out/callgrind.$variant.$n"
+            fifo="$out/cg.fifo"; rm -f "$fifo"; mkfifo "$fifo"
+            valgrind --tool=callgrind --callgrind-out-file="$cg" \
+                "$bin/bench_server" "$variant" current 127.0.0.1:0 > "$fifo" 2>/dev/null &
+            vg=$!
+            exec 8< "$fifo"
+            read -r line <&8
+            hey -n "$n" -c 10 "http://${line#listening on }/" > /dev/null
+            kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+            exec 8<&-
+            totals+=("$(awk '/^summary:/ { print $2 }' "$cg")")
+        done
+        echo "$variant,$(( (totals[1] - totals[0]) / 4000 ))" >> "$out/instructions.csv"
+        echo "   $variant: $(tail -1 "$out/instructions.csv")"
+    done
+else
+    echo "warning: valgrind or hey missing: no instruction counts" >&2
+fi
 
 echo "== 2. drain speed: $drain_rounds rounds"
 echo "round,variant,case,conns,heap_per_conn,rss_per_conn,sigterm_to_exit_ms,sigterm_to_drained_ms,last_response_to_drained_ms" > "$out/drain.csv"

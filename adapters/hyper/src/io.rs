@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use lameduck_tokio::{Conn, ConnHandle};
+use lameduck_tokio::{Conn, ConnHandle, ConnState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// How long a closing connection keeps reading (and discarding) after its last response.
@@ -51,8 +51,11 @@ impl HttpState {
     /// A request's head was parsed and handed to the service.
     pub fn request(&self) {
         self.finish_pending.store(false, Ordering::Release);
-        if self.inflight.fetch_add(1, Ordering::AcqRel) == 0 {
-            // Usually Active already (its first byte was read); from Idle on HTTP/2.
+        // Usually Active already (HTTP/1: its first byte was read): then nothing to report,
+        // and no lock to take. From Idle on HTTP/2.
+        if self.inflight.fetch_add(1, Ordering::AcqRel) == 0
+            && self.conn.state() != ConnState::Active
+        {
             let _ = self.conn.request_started();
         }
     }

@@ -30,7 +30,10 @@
 //! - **New** on accept; **Active** from the first byte of a request (not after its header is
 //!   parsed, so a half-received request is never mistaken for an idle connection); **Idle**
 //!   once the response is flushed; **Upgraded** on `101 Switching Protocols` — still tracked,
-//!   its handler finds the [`ConnHandle`] in the request's extensions and watches its notices.
+//!   its handler finds the [`ConnHandle`] in the request's extensions (requests that ask
+//!   for an upgrade carry it) and watches its notices. A streaming handler (SSE) that wants
+//!   to end its stream when the drain asks builds its service per connection with
+//!   [`serve_connection`], capturing `stream.conn().handle()`.
 //! - While draining, every HTTP/1.1 response carries `Connection: close` and the connection
 //!   closes after it (an HTTP/1.0 keep-alive client is not promised `keep-alive`); HTTP/2
 //!   gets the graceful double GOAWAY. HTTP/1 never uses hyper's `graceful_shutdown`: it would
@@ -59,10 +62,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 pub use lameduck_tokio::{Config, Conn, ConnHandle, IdlePolicy, Notice};
+use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::io::{HttpIo, HttpState};
-pub use crate::service::TrackedBody;
+pub use crate::service::{TrackedBody, TrackedFuture};
 
 /// The HTTP/2 client preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -144,7 +148,10 @@ where
             .serve_connection(io, service);
         // Boxed: an HTTP/2 connection is ~2.7 KB, and inline it would size every
         // connection's task, HTTP/1 ones included (measured: 3.3 KB → 0.8 KB per task).
-        Box::pin(drive(connection, &notices, &state, |c| c.graceful_shutdown())).await;
+        Box::pin(drive(connection, &notices, &state, |c| {
+            c.graceful_shutdown()
+        }))
+        .await;
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
@@ -184,26 +191,33 @@ async fn drive<C, F>(
     F: Fn(std::pin::Pin<&mut C>),
 {
     let mut connection = std::pin::pin!(connection);
+    let mut watch = notices.watch();
     let mut told = false;
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            notice = notices.wait_notice(), if !told => {
-                if notice == Notice::Close {
-                    return;
-                }
+    std::future::poll_fn(|cx| loop {
+        if connection.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let at_least = if told {
+            Notice::Close
+        } else {
+            Notice::FinishThenClose
+        };
+        match watch.poll_notice(cx, at_least) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Notice::Close) => return Poll::Ready(()),
+            Poll::Ready(_) => {
                 // HTTP/2: GOAWAY now; in-flight streams finish, the client retries the rest
-                // on a new connection. HTTP/1: never hyper's `graceful_shutdown`, which closes
-                // a connection whose request is still arriving, and closes after a response
-                // that already promised keep-alive — into the client's next request. The
-                // service marks the next response `Connection: close` instead, and hyper
-                // closes after it.
+                // on a new connection. HTTP/1: never hyper's `graceful_shutdown`, which
+                // closes a connection whose request is still arriving, and closes after a
+                // response that already promised keep-alive — into the client's next
+                // request. The service marks the next response `Connection: close` instead,
+                // and hyper closes after it.
                 if state.is_http2() {
                     graceful_shutdown(connection.as_mut());
                 }
-                told = true;
+                told = true; // then poll the connection again
             }
-            _ = notices.wait_close(), if told => return,
         }
-    }
+    })
+    .await
 }

@@ -27,10 +27,12 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// A body of `chunks` lines, one every `every` (`None` chunks: endless, like SSE).
+/// A body of `chunks` lines, one every `every` (`None` chunks: endless, like SSE). A polite
+/// one ends at the next tick once its connection was asked to finish.
 struct Ticker {
     interval: tokio::time::Interval,
     left: Option<u32>,
+    polite: Option<lameduck::Notices>,
 }
 
 impl Ticker {
@@ -38,6 +40,7 @@ impl Ticker {
         Ticker {
             interval: tokio::time::interval(every),
             left: chunks,
+            polite: None,
         }
     }
 }
@@ -56,11 +59,35 @@ impl Body for Ticker {
         if self.interval.poll_tick(cx).is_pending() {
             return Poll::Pending;
         }
+        if self.polite.as_ref().is_some_and(|n| n.notice().is_some()) {
+            return Poll::Ready(None);
+        }
         if let Some(left) = &mut self.left {
             *left -= 1;
         }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"data: tick\n\n")))))
     }
+}
+
+/// A streaming service built per connection, so that it can watch the connection's
+/// notices: it ends its SSE stream at a message boundary when the drain asks.
+async fn start_polite(config: Config) -> (Shutdown, SocketAddr) {
+    let shutdown = lameduck::shutdown(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    tokio::spawn(async move {
+        while let Some(Ok(stream)) = listener.accept().await {
+            let notices = stream.conn().notices();
+            let service = hyper::service::service_fn(move |_req| {
+                let mut body = Ticker::new(Duration::from_millis(50), None);
+                body.polite = Some(notices.clone());
+                async move { Ok::<_, Infallible>(Response::new(body)) }
+            });
+            tokio::spawn(lameduck_hyper::serve_connection(stream, service));
+        }
+    });
+    (shutdown, addr)
 }
 
 async fn app(req: Request<Incoming>) -> Result<Response<Ticker>, Infallible> {
@@ -268,6 +295,33 @@ async fn an_endless_stream_is_cut_at_the_deadline_and_reported() {
     assert!(
         !got.ends_with("0\r\n\r\n"),
         "a cut stream must not look complete: {got}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_watches_its_connection_ends_cleanly_when_asked() {
+    let config = Config::default().with_deadline(Some(Duration::from_secs(5)));
+    let (shutdown, addr) = start_polite(config).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 16];
+    let n = client.read(&mut first).await.unwrap();
+    let reader = read_until_closed(client);
+    let (report, took) = drain(&shutdown).await;
+    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "ended when asked, not at the deadline: {took:?}"
+    );
+    let mut got = first[..n].to_vec();
+    got.extend(reader.await.unwrap().unwrap());
+    let got = String::from_utf8(got).unwrap();
+    assert!(
+        got.ends_with("0\r\n\r\n"),
+        "the chunked body ended properly: {got}"
     );
 }
 

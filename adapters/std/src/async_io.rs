@@ -16,7 +16,9 @@ use crate::{AnyListener, AnyStream, Sleep, TrackedListener};
 // What a runtime crate on `async-io` re-exports whole (`pub use lameduck_std::async_io::*`).
 pub use crate::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use crate::inherit::{self, InheritError};
-pub use crate::{accept, Conn, ConnHandle, Notice, Notices, Runtime, Shutdown, Tracked};
+pub use crate::{
+    accept, Conn, ConnHandle, Notice, NoticeWatch, Notices, Runtime, Shutdown, Tracked,
+};
 
 /// A tracked TCP listener.
 pub type TcpTracked = TrackedListener<Async<TcpListener>, Async<TcpStream>>;

@@ -25,7 +25,8 @@ mod sync;
 
 pub use any::{AnyListener, AnyStream};
 pub use handle::{
-    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, Notices, Runtime, Shutdown, Sleep,
+    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, NoticeWatch, Notices, Runtime, Shutdown,
+    Sleep,
 };
 pub use lameduck_core as core;
 pub use listener::{PollAccept, TrackedListener};

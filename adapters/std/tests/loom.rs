@@ -181,3 +181,63 @@ fn a_close_notice_always_wakes_the_waiting_task() {
         assert_eq!(report.cut.active, 1, "{report:?}");
     });
 }
+
+/// The poll-based watcher a protocol driver uses: a close forced on another thread always
+/// wakes it, whether it lands before the watcher listens, between, or after.
+#[test]
+fn a_notice_watch_never_misses_the_close() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let mut watch = conn.notices().watch();
+        let forcer = {
+            let shutdown = shutdown.clone();
+            thread::spawn(move || shutdown.force_close())
+        };
+        let notice = loom::future::block_on(std::future::poll_fn(|cx| {
+            watch.poll_notice(cx, lameduck_std::Notice::Close)
+        }));
+        assert_eq!(notice, lameduck_std::Notice::Close);
+        forcer.join().unwrap();
+        drop(conn);
+    });
+}
+
+/// The watcher of a connection first told to finish, then (the deadline) to close: the
+/// second notice wakes it too, though the first one used up its listener.
+#[test]
+fn a_notice_watch_sees_the_close_after_the_finish() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let mut watch = conn.notices().watch();
+        let driver = {
+            let shutdown = shutdown.clone();
+            thread::spawn(move || {
+                shutdown.begin(); // FinishThenClose
+                shutdown.force_close(); // Close
+            })
+        };
+        // One task (one waker) waits for both, as a protocol driver does.
+        let mut told = false;
+        let close = loom::future::block_on(std::future::poll_fn(|cx| loop {
+            let at_least = if told {
+                lameduck_std::Notice::Close
+            } else {
+                lameduck_std::Notice::FinishThenClose
+            };
+            match watch.poll_notice(cx, at_least) {
+                std::task::Poll::Ready(lameduck_std::Notice::Close) => {
+                    return std::task::Poll::Ready(lameduck_std::Notice::Close)
+                }
+                std::task::Poll::Ready(_) => told = true,
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }));
+        assert_eq!(close, lameduck_std::Notice::Close);
+        driver.join().unwrap();
+        drop(conn);
+    });
+}

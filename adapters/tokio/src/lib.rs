@@ -41,7 +41,9 @@ use std::time::Instant as StdInstant;
 
 pub use lameduck_std::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use lameduck_std::inherit::{self, InheritError};
-pub use lameduck_std::{accept, Conn, ConnHandle, Notice, Notices, Runtime, Shutdown, Tracked};
+pub use lameduck_std::{
+    accept, Conn, ConnHandle, Notice, NoticeWatch, Notices, Runtime, Shutdown, Tracked,
+};
 use tokio::signal::unix::SignalKind;
 use tokio::task::JoinHandle;
 

@@ -169,7 +169,9 @@ fn main() {
     signal(pid, "-TERM");
     let last_response_ns = slow.map(|mut slow| {
         runtime.block_on(async move {
-            read_response(&mut slow).await.expect("the in-flight response");
+            read_response(&mut slow)
+                .await
+                .expect("the in-flight response");
             let at = unix_ns();
             let mut rest = Vec::new();
             let _ = slow.read_to_end(&mut rest).await;

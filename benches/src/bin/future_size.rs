@@ -1,17 +1,29 @@
 //! Prints the size of the per-connection futures (what a spawned connection task allocates).
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let shutdown = lameduck_tokio::shutdown(lameduck_tokio::Config::default());
         let conn = shutdown.accept().unwrap();
         let (io, _peer) = tokio::io::duplex(64);
         let svc = hyper::service::service_fn(|_req| async {
-            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::new(),
+            )))
         });
         let f = lameduck_hyper::serve_io(io, conn, svc);
-        println!("lameduck serve_io future: {} bytes", std::mem::size_of_val(&f));
+        println!(
+            "lameduck serve_io future: {} bytes",
+            std::mem::size_of_val(&f)
+        );
         let (io, _peer) = tokio::io::duplex(64);
-        let c = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc);
-        println!("hyper http1 connection: {} bytes", std::mem::size_of_val(&c));
+        let c = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+        println!(
+            "hyper http1 connection: {} bytes",
+            std::mem::size_of_val(&c)
+        );
     });
 }

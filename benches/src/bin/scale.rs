@@ -80,7 +80,10 @@ fn handle(n: usize) -> (i64, Duration) {
 }
 
 fn main() {
-    for n in std::env::args().skip(1).map(|a| a.parse::<usize>().unwrap()) {
+    for n in std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().unwrap())
+    {
         let (core_bytes, core_sweep) = core(n);
         let (handle_bytes, handle_sweep) = handle(n);
         println!(
