@@ -94,23 +94,7 @@ if drain:
         by[(r["variant"], r["case"])].append(r)
     conns = next((r["conns"] for r in drain if r["case"] == "idle"), "?")
     lines += [
-        "### 1b. Instructions
-instructions = rows("instructions.csv")
-if instructions:
-    ins = {r["variant"]: int(r["instructions_per_request"]) for r in instructions}
-    base = ins.get("plain")
-    lines += [
-        "### 1b. Server instructions per request (callgrind, hey -c10 keep-alive, current-thread)",
-        "",
-        "| variant | instructions/request | × plain |",
-        "|---|---|---|",
-    ]
-    for variant in ("plain", "lameduck", "hyper-util", "axum"):
-        if variant in ins and base:
-            lines.append(f"| {variant} | {ins[variant]:,} | {ins[variant] / base:.3f} |")
-    lines.append("")
-
-# 2. Drain speed (median)",
+        "### 2. Drain speed (median)",
         "",
         f"| server | SIGTERM → drained, {int(conns):,} idle | SIGTERM → exit | heap B/conn | RSS B/conn | last response → drained (1 in flight) |",
         "|---|---|---|---|---|---|",
