@@ -39,16 +39,20 @@ async fn report_heap() {
     }
 }
 
-async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() == "/sleep" {
-        let ms = req
-            .uri()
+/// `GET /sleep?ms=N` sleeps N ms (100 by default); any other path answers at once.
+async fn maybe_sleep(uri: &hyper::Uri) {
+    if uri.path() == "/sleep" {
+        let ms = uri
             .query()
             .and_then(|q| q.strip_prefix("ms="))
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(100);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+}
+
+async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    maybe_sleep(req.uri()).await;
     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 }
 
@@ -146,15 +150,7 @@ async fn with_axum(addr: &str) {
     ready(&listener);
     let app = axum::Router::new().fallback(axum::routing::any(
         |req: axum::extract::Request| async move {
-            if req.uri().path() == "/sleep" {
-                let ms = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.strip_prefix("ms="))
-                    .and_then(|ms| ms.parse().ok())
-                    .unwrap_or(100);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+            maybe_sleep(req.uri()).await;
             "hello\n"
         },
     ));
