@@ -11,6 +11,8 @@
 //!   and an upgraded connection that ignores GOAWAY are cut at the deadline, reported;
 //! - disconnects mid-request and mid-stream: counted Closed, live counts back to zero.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -72,10 +74,7 @@ impl Body for Ticker {
 /// A streaming service built per connection, so that it can watch the connection's
 /// notices: it ends its SSE stream at a message boundary when the drain asks.
 async fn start_polite(config: Config) -> (Shutdown, SocketAddr) {
-    let shutdown = lameduck::shutdown(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let (shutdown, mut listener, addr) = common::listen(config).await;
     tokio::spawn(async move {
         while let Some(Ok(stream)) = listener.accept().await {
             let notices = stream.conn().notices();
@@ -124,10 +123,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Ticker>, Infallible> {
 }
 
 async fn start(config: Config) -> (Shutdown, SocketAddr) {
-    let shutdown = lameduck::shutdown(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let (shutdown, listener, addr) = common::listen(config).await;
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(app),

@@ -3,6 +3,8 @@
 //! half-received requests, stale connections, pipelining with a lingering close, upgrades,
 //! and faults that must not stall the drain.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,10 +50,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
 }
 
 async fn start(config: Config) -> (Shutdown, SocketAddr) {
-    let shutdown = lameduck::shutdown(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let (shutdown, listener, addr) = common::listen(config).await;
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(app),
