@@ -163,6 +163,44 @@ fn read_until_closed(mut client: TcpStream) -> JoinHandle<std::io::Result<Vec<u8
     })
 }
 
+/// A client streaming `GET path`: it has read the first bytes of the response (so the
+/// stream is under way), and reads the rest until the server closes.
+struct Streaming {
+    first: Vec<u8>,
+    rest: JoinHandle<std::io::Result<Vec<u8>>>,
+}
+
+impl Streaming {
+    async fn get(addr: SocketAddr, path: &str) -> Streaming {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut first = vec![0u8; 16];
+        let n = client.read(&mut first).await.unwrap();
+        first.truncate(n);
+        Streaming {
+            first,
+            rest: read_until_closed(client),
+        }
+    }
+
+    /// Everything received, ended by a clean close (not a reset).
+    async fn received(self) -> String {
+        let mut got = self.first;
+        got.extend(self.rest.await.unwrap().expect("closed cleanly, not reset"));
+        String::from_utf8(got).unwrap()
+    }
+
+    /// Everything received before the server closed or cut the connection.
+    async fn received_until_cut(self) -> String {
+        let mut got = self.first;
+        got.extend(self.rest.await.unwrap().unwrap_or_default());
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_closed_as_stale_without_a_byte() {
     const CLIENTS: usize = 1000;
@@ -241,22 +279,13 @@ async fn a_finite_stream_finishes_during_the_drain() {
     let grace = Duration::from_millis(200);
     let config = Config::default().with_idle_policy(IdlePolicy::AwaitNextRequest { grace });
     let (shutdown, addr) = start(config).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = [0u8; 16];
-    let n = client.read(&mut first).await.unwrap();
-    let reader = read_until_closed(client);
+    let stream = Streaming::get(addr, "/stream").await;
     let (report, _) = drain(&shutdown).await;
     // Its headers had promised keep-alive before the drain began, so the connection ends
     // Idle after the last chunk and the idle policy closes it: nothing cut.
     assert_eq!(report.finished + report.closed_idle, 1, "{report:?}");
     assert!(report.is_clean(), "{report:?}");
-    let mut got = first[..n].to_vec();
-    got.extend(reader.await.unwrap().unwrap());
-    let got = String::from_utf8(got).unwrap();
+    let got = stream.received().await;
     assert_eq!(
         got.matches("data: tick").count(),
         20,
@@ -269,21 +298,12 @@ async fn a_finite_stream_finishes_during_the_drain() {
 async fn an_endless_stream_is_cut_at_the_deadline_and_reported() {
     let deadline = Duration::from_millis(600);
     let (shutdown, addr) = start(Config::default().with_deadline(Some(deadline))).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = [0u8; 16];
-    let n = client.read(&mut first).await.unwrap();
-    let reader = read_until_closed(client);
+    let stream = Streaming::get(addr, "/sse").await;
     let (report, took) = drain(&shutdown).await;
     assert!(took >= deadline, "cut before the deadline: {took:?}");
     assert_eq!(report.cut.active, 1, "{report:?}");
     assert!(report.deadline_hit, "{report:?}");
-    let mut got = first[..n].to_vec();
-    got.extend(reader.await.unwrap().unwrap_or_default());
-    let got = String::from_utf8_lossy(&got);
+    let got = stream.received_until_cut().await;
     assert!(
         got.matches("data: tick").count() >= 5,
         "streamed until cut: {got}"
@@ -298,23 +318,14 @@ async fn an_endless_stream_is_cut_at_the_deadline_and_reported() {
 async fn a_stream_that_watches_its_connection_ends_cleanly_when_asked() {
     let config = Config::default().with_deadline(Some(Duration::from_secs(5)));
     let (shutdown, addr) = start_polite(config).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = [0u8; 16];
-    let n = client.read(&mut first).await.unwrap();
-    let reader = read_until_closed(client);
+    let stream = Streaming::get(addr, "/events").await;
     let (report, took) = drain(&shutdown).await;
     assert!(report.is_clean(), "{report:?}");
     assert!(
         took < Duration::from_secs(2),
         "ended when asked, not at the deadline: {took:?}"
     );
-    let mut got = first[..n].to_vec();
-    got.extend(reader.await.unwrap().unwrap());
-    let got = String::from_utf8(got).unwrap();
+    let got = stream.received().await;
     assert!(
         got.ends_with("0\r\n\r\n"),
         "the chunked body ended properly: {got}"

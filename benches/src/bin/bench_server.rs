@@ -9,7 +9,8 @@
 //! Serves the socket start_server passes (`SERVER_STARTER_PORT`) when there is one. Prints
 //! `listening on ADDR` once it accepts. `GET /` answers `hello`; `GET /sleep?ms=N` sleeps N ms
 //! first. `LAMEDUCK_IDLE=close` makes lameduck close idle connections at once when draining
-//! (`IdlePolicy::CloseImmediately`, what the others do).
+//! (`IdlePolicy::CloseImmediately`, what the others do); `BENCH_REPORT=1` prints lameduck's
+//! drain report on stderr.
 
 use std::convert::Infallible;
 use std::time::Duration;
