@@ -1,8 +1,13 @@
 //! Helpers for the end-to-end tests in `tests/`: building and running the workspace's
-//! examples the way a user does, through cargo.
+//! examples the way a user does, through cargo, and keeping every child process bounded in
+//! time, so that a server that never exits fails its test instead of hanging the run.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -35,13 +40,113 @@ pub fn build_examples(examples: &[&str], release: bool) -> PathBuf {
         .join("examples")
 }
 
-/// `cargo run --quiet [--release] --example NAME -- ARGS`, as the README says to.
-pub fn run_example(name: &str, release: bool, args: &[&str]) -> Output {
+/// `cargo run --quiet [--release] --example NAME -- ARGS`, as the README says to, once the
+/// example is built: the run itself must end within `limit` (see [`output_within`]).
+pub fn run_example(name: &str, release: bool, args: &[&str], limit: Duration) -> Output {
+    build_examples(&[name], release);
     let mut command = cargo();
     command.args(["run", "--quiet"]);
     if release {
         command.arg("--release");
     }
     command.args(["--example", name, "--"]).args(args);
-    command.output().expect("cargo runs")
+    output_within(&mut command, limit)
+}
+
+/// Runs `command` to its end and collects what it printed, like [`Command::output`], but
+/// panics (after killing it and everything it started) if it runs longer than `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let program = format!("{:?}", command.get_program());
+    let child = own_group(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} does not start: {e}"));
+    let watchdog = Watchdog::new(child.id(), &program, limit);
+    // Reads both pipes to their end: after a kill, nothing in the group holds them open.
+    let output = child.wait_with_output().expect("collect the output");
+    assert!(
+        !watchdog.fired(),
+        "{program} ran longer than {limit:?} and was killed; it printed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Makes `command` start a process group of its own (its id is the child's pid), so that
+/// the child and every process it starts can be signalled together.
+pub fn own_group(command: &mut Command) -> &mut Command {
+    std::os::unix::process::CommandExt::process_group(command, 0)
+}
+
+/// Sends `signal` (`"TERM"`, `"KILL"`, …) to every process of the group `group`.
+pub fn signal_group(group: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{group}"))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// What is still running in process group `group`: one line per process (pid, state, CPU
+/// share, age, command), for a failure message.
+pub fn describe_group(group: u32) -> String {
+    Command::new("ps")
+        .args(["-o", "pid,stat,pcpu,etime,args", "-g", &group.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(ps failed: {e})"))
+}
+
+/// Kills a process group (see [`own_group`]) that is still alive `limit` after the
+/// watchdog was made; dropping the watchdog disarms it. A test that waits on a child
+/// without a bound of its own (reading its output to the end, `Child::wait`) thus ends
+/// with a clear failure instead of hanging the whole test run.
+pub struct Watchdog {
+    disarm: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    /// Watches process group `group`; `what` names it in the message printed on a kill.
+    pub fn new(group: u32, what: &str, limit: Duration) -> Watchdog {
+        let (disarm, disarmed) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (fired, what) = (fired.clone(), what.to_owned());
+            move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
+                    fired.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "watchdog: {what} still running after {limit:?}; killing it:\n{}",
+                        describe_group(group)
+                    );
+                    signal_group(group, "KILL");
+                }
+            }
+        });
+        Watchdog {
+            disarm: Some(disarm),
+            thread: Some(thread),
+            fired,
+        }
+    }
+
+    /// Whether the limit passed and the group was killed.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -1,10 +1,17 @@
 //! The README's first command, as a user runs it (shorter): the demo must report zero failed
 //! requests for lameduck — and failures for the naive server, or it demonstrates nothing.
 
+use std::time::Duration;
+
 #[test]
 fn the_demo_shows_zero_failures_for_lameduck_and_losses_for_the_naive_server() {
-    let output =
-        lameduck_tests::run_example("demo", true, &["--seconds", "4", "--restart-ms", "250"]);
+    // Two 4 s runs, each worker's drain bounded by its 30 s deadline.
+    let output = lameduck_tests::run_example(
+        "demo",
+        true,
+        &["--seconds", "4", "--restart-ms", "250"],
+        Duration::from_secs(120),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

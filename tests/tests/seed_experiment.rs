@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use lameduck_tests::{describe_group, output_within, own_group, signal_group, Watchdog};
+
 /// Seconds each cell's load runs.
 const SECONDS: u64 = 8;
 
@@ -47,7 +49,16 @@ struct Supervisor {
     port: u16,
     stop: Arc<AtomicBool>,
     hupper: Option<std::thread::JoinHandle<()>>,
+    /// start_server and its workers form one process group, killed if a cell overruns.
+    watchdog: Watchdog,
 }
+
+/// How long one cell (start, load, stop) may take before its processes are killed.
+const CELL_LIMIT: Duration = Duration::from_secs(SECONDS + 150);
+
+/// How long start_server may take to exit after TERM: its workers drain, bounded by their
+/// 30 s deadline (`Config::default()`).
+const EXIT_LIMIT: Duration = Duration::from_secs(45);
 
 impl Supervisor {
     fn start(naive: bool, restart_every: Duration) -> Supervisor {
@@ -71,16 +82,17 @@ impl Supervisor {
         if naive {
             command.env("HELLO_NAIVE", "1");
         }
-        let child = command.spawn().expect("start_server runs");
-        let supervisor = Supervisor {
+        let child = own_group(&mut command).spawn().expect("start_server runs");
+        let watchdog = Watchdog::new(child.id(), "start_server", CELL_LIMIT);
+        let mut supervisor = Supervisor {
             child,
             dir,
             port,
             stop: Arc::new(AtomicBool::new(false)),
             hupper: None,
+            watchdog,
         };
         supervisor.wait_ready();
-        let mut supervisor = supervisor;
         let (stop, pid) = (supervisor.stop.clone(), supervisor.child.id());
         supervisor.hupper = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -114,37 +126,93 @@ impl Supervisor {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
-    /// Stops the restarts, then start_server and its worker; returns how many workers were
-    /// replaced, as start_server's log counts them.
-    fn stop(mut self) -> usize {
+    /// Stops the restarts, then start_server and its workers (TERM, as a service manager
+    /// does). Returns each worker's exit status as start_server's log reports it, in start
+    /// order, and the log; panics if start_server does not exit in time or lost track of a
+    /// worker.
+    fn stop(mut self) -> (Vec<(u32, i32)>, String) {
         self.stop.store(true, Ordering::Relaxed);
         self.hupper.take().unwrap().join().unwrap();
-        // start_server forwards TERM to its workers and waits for them. A worker started an
-        // instant earlier can miss that TERM (tokio can drop a signal that arrives while its
-        // handler is being registered; seen once in ~200 worker starts): repeat it, bounded,
-        // rather than hang. The load has finished, so no request depends on it.
-        for _ in 0..6 {
-            signal(self.child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if self.child.try_wait().ok().flatten().is_some() {
-                    let log = self.log();
-                    return log.matches("starting new worker").count().saturating_sub(1);
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + EXIT_LIMIT;
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                panic!(
+                    "start_server did not exit within {EXIT_LIMIT:?} of TERM; still running:\n{}\nits log:\n{}",
+                    describe_group(self.child.id()),
+                    self.log()
+                );
             }
-            println!("start_server still waits for a worker after TERM; sending it again");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("start_server did not exit: {}", self.log());
+        assert!(
+            !self.watchdog.fired(),
+            "killed by the watchdog:\n{}",
+            self.log()
+        );
+        let log = self.log();
+        let statuses = worker_statuses(&log);
+        assert!(
+            statuses.len() >= 2,
+            "start_server's log shows no restart:\n{log}"
+        );
+        (statuses, log)
     }
+}
+
+/// Each worker start_server started, with the exit status it logged for it (`wait(2)`'s
+/// status: 0 is exit code 0, `hello`'s "drained, nothing cut"); panics on a worker whose
+/// end it never logged.
+fn worker_statuses(log: &str) -> Vec<(u32, i32)> {
+    let number = |line: &str, prefix: &str| -> Option<u32> {
+        line.strip_prefix(prefix)?
+            .split([' ', ','])
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut workers: Vec<(u32, Option<i32>)> = Vec::new();
+    for line in log.lines() {
+        if let Some(pid) = number(line, "starting new worker ") {
+            workers.push((pid, None));
+        }
+        let died = line.strip_prefix("old ").unwrap_or(line);
+        if let (Some(pid), Some(status)) = (
+            number(died, "worker "),
+            died.split("status:")
+                .nth(1)
+                .and_then(|s| s.trim().parse().ok()),
+        ) {
+            if let Some(worker) = workers.iter_mut().find(|(p, _)| *p == pid) {
+                worker.1 = Some(status);
+            }
+        }
+    }
+    workers
+        .into_iter()
+        .map(|(pid, status)| {
+            let status =
+                status.unwrap_or_else(|| panic!("worker {pid} never logged its end:\n{log}"));
+            (pid, status)
+        })
+        .collect()
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if self.child.try_wait().ok().flatten().is_none() {
-            signal(self.child.id(), "TERM");
+            // A failed cell: take its processes down (bounded) so the next one starts clean.
+            signal_group(self.child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            signal_group(self.child.id(), "KILL");
             let _ = self.child.wait();
+        }
+        if let Some(hupper) = self.hupper.take() {
+            let _ = hupper.join();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -166,10 +234,9 @@ struct Outcome {
 }
 
 fn run(tool: &str, args: &[String]) -> String {
-    let output = Command::new(tool)
-        .args(args)
-        .output()
-        .expect("load tool runs");
+    // Every load runs SECONDS; ab's own socket timeout is 30 s.
+    let limit = Duration::from_secs(SECONDS + 60);
+    let output = output_within(Command::new(tool).args(args), limit);
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{tool} failed: {text}");
@@ -295,8 +362,8 @@ fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> O
     let _serial = serial();
     let supervisor = Supervisor::start(false, restart_every);
     let outcome = load(&supervisor);
-    let log = supervisor.log();
-    let restarts = supervisor.stop();
+    let (workers, log) = supervisor.stop();
+    let restarts = workers.len() - 1;
     println!("{name}: {outcome:?}, {restarts} restarts");
     assert!(
         restarts >= 3,
@@ -310,6 +377,12 @@ fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> O
         (outcome.failed, outcome.non_2xx),
         (0, 0),
         "{name}: {outcome:?} across {restarts} restarts\n{log}"
+    );
+    // `hello` exits 0 only when its drain report is clean: nothing cut at a deadline.
+    let unclean: Vec<_> = workers.iter().filter(|(_, status)| *status != 0).collect();
+    assert!(
+        unclean.is_empty(),
+        "{name}: workers that did not drain cleanly (pid, wait status): {unclean:?}\n{log}"
     );
 }
 
@@ -369,7 +442,7 @@ fn a_naive_server_fails_the_same_experiment() {
     let _serial = serial();
     let supervisor = Supervisor::start(true, EVERY_SECOND);
     let outcome = ab(&supervisor.url("/"), false, 100);
-    let restarts = supervisor.stop();
+    let restarts = supervisor.stop().0.len() - 1;
     println!("naive ab -c 100 /: {outcome:?}, {restarts} restarts");
     assert!(
         outcome.failed + outcome.non_2xx > 0,

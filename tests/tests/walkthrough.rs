@@ -1,9 +1,11 @@
 //! The README's first command, run as a user runs it: `cargo run --example walkthrough`, in a
 //! child process. It must exit 0, drain, and account for every connection without a cut.
 
+use std::time::Duration;
+
 #[test]
 fn the_walkthrough_drains_every_connection_and_cuts_none() {
-    let output = lameduck_tests::run_example("walkthrough", false, &[]);
+    let output = lameduck_tests::run_example("walkthrough", false, &[], Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

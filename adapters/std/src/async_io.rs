@@ -8,14 +8,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant as StdInstant;
 
 use async_io::{Async, Timer};
-use async_signal::{Signal, Signals};
-use futures_lite::StreamExt;
+use futures_lite::AsyncReadExt;
 
 use crate::{AnyListener, AnyStream, Sleep, TrackedListener};
 
 // What a runtime crate on `async-io` re-exports whole (`pub use lameduck_std::async_io::*`).
 pub use crate::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
 pub use crate::inherit::{self, InheritError};
+pub use crate::signal::Signal;
 pub use crate::{
     accept, Conn, ConnHandle, Notice, NoticeWatch, Notices, Runtime, Shutdown, Tracked,
 };
@@ -97,15 +97,16 @@ pub fn bind_or_inherit(shutdown: &Shutdown, addr: &str) -> io::Result<Listener> 
 /// repeated SIGTERM does not cut (supervisors repeat it; the deadline bounds the drain).
 /// SIGHUP drains rather than killing the process mid-request (its default action): lameduck
 /// has no reload, a server is restarted by starting a new one beside it. The
-/// handlers are installed before this returns; the returned future handles the signals
-/// (spawn it).
+/// handlers are installed before this returns, and a signal that arrives while they are
+/// being installed is not lost (see [`signal`](crate::signal)); the returned future
+/// handles the signals (spawn it).
 pub fn drain_on_signals(
     shutdown: &Shutdown,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     drain_on(
         shutdown,
-        [Signal::Term, Signal::Int, Signal::Hup],
-        [Signal::Int],
+        [Signal::TERM, Signal::INT, Signal::HUP],
+        [Signal::INT],
     )
 }
 
@@ -116,14 +117,17 @@ pub fn drain_on(
     drain: impl IntoIterator<Item = Signal>,
     force: impl IntoIterator<Item = Signal>,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let mut signals = Signals::new(drain)?;
+    let drain: Vec<Signal> = drain.into_iter().collect();
     let force: Vec<Signal> = force.into_iter().collect();
+    let (socket, subscription) = crate::signal::subscribe(&drain)?;
+    let mut socket = Async::new(socket)?;
     let shutdown = shutdown.clone();
     Ok(async move {
-        while let Some(signal) = signals.next().await {
-            if let Ok(signal) = signal {
-                crate::bind::on_signal(&shutdown, force.contains(&signal));
-            }
+        let _subscription = subscription;
+        let mut received = [0u8; 64];
+        // The write end lives in `subscription`: the read ends only with an error.
+        while let Ok(n @ 1..) = socket.read(&mut received).await {
+            crate::signal::deliver(&shutdown, &received[..n], &force);
         }
     })
 }

@@ -7,7 +7,8 @@
 //!   `event-listener`, drain waiters that fire the lifecycle's timers with whatever timer the
 //!   runtime provides;
 //! - [`inherit`]: listening sockets passed by Server::Starter or systemd, parsed and checked;
-//! - [`accept`]: what an accept loop does with each kind of error, and its backoff.
+//! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
+//! - [`signal`]: shutdown signals as bytes on a socket, none lost at start-up.
 //!
 //! Applications use it through the `lameduck` crate and a runtime feature.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod bind;
 mod handle;
 pub mod inherit;
 mod listener;
+pub mod signal;
 mod stream;
 mod sync;
 

@@ -146,54 +146,31 @@ pub fn drain_on_signals(shutdown: &Shutdown) -> io::Result<JoinHandle<()>> {
 /// connection. (A signal in `force` should also be in `drain`.) Must be called within the
 /// tokio runtime.
 ///
-/// Signals are delivered through a socket per signal that the handler writes one byte to
-/// (`signal_hook::low_level::pipe`), not through `tokio::signal`: a tokio signal stream
-/// starts with everything before its creation marked seen, so a signal that arrives while
-/// the stream is being created — a supervisor's SIGTERM an instant after the worker
-/// started — can be lost, leaving a worker that never drains. A byte written to a socket
-/// cannot be lost that way.
+/// The handlers are installed before this returns, and a signal that arrives while they are
+/// being installed — a supervisor's SIGTERM an instant after it started the worker — is
+/// never lost: it is either handled or takes its default action (see
+/// [`lameduck_std::signal`]; `tokio::signal` can lose it).
 pub fn drain_on(
     shutdown: &Shutdown,
     drain: &[SignalKind],
     force: &[SignalKind],
 ) -> io::Result<JoinHandle<()>> {
-    let mut sources = drain
-        .iter()
-        .map(|&kind| {
-            let (read, write) = std::os::unix::net::UnixStream::pair()?;
-            read.set_nonblocking(true)?;
-            write.set_nonblocking(true)?;
-            signal_hook::low_level::pipe::register(kind.as_raw_value(), write)?;
-            Ok((
-                tokio::net::UnixStream::from_std(read)?,
-                force.contains(&kind),
-            ))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let signal = |kind: &SignalKind| lameduck_std::signal::Signal::from_raw(kind.as_raw_value());
+    let force: Vec<_> = force.iter().map(signal).collect();
+    let drain: Vec<_> = drain.iter().map(signal).collect();
+    let (socket, subscription) = lameduck_std::signal::subscribe(&drain)?;
+    let socket = tokio::net::UnixStream::from_std(socket)?;
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
-        loop {
-            // One byte per signal received (the handler may coalesce a burst: a full socket
-            // drops the byte, the pending ones are enough to act).
-            let (received, forces) = std::future::poll_fn(|cx| {
-                for (source, forces) in &mut sources {
-                    while source.poll_read_ready(cx).is_ready() {
-                        let mut buf = [0u8; 64];
-                        match source.try_read(&mut buf) {
-                            Ok(n) => return std::task::Poll::Ready((n, *forces)),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                            Err(_) => return std::task::Poll::Ready((0, false)),
-                        }
-                    }
-                }
-                std::task::Poll::Pending
-            })
-            .await;
-            if received == 0 {
-                return; // the write end is gone: no more signals
-            }
-            for _ in 0..received {
-                lameduck_std::bind::on_signal(&shutdown, forces);
+        let _subscription = subscription;
+        let mut received = [0u8; 64];
+        // The write end lives in `subscription`: the socket ends only with an error.
+        while socket.readable().await.is_ok() {
+            match socket.try_read(&mut received) {
+                Ok(0) => return,
+                Ok(n) => lameduck_std::signal::deliver(&shutdown, &received[..n], &force),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
             }
         }
     }))
