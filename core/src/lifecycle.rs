@@ -311,7 +311,9 @@ impl Lifecycle {
     ///
     /// Drain it completely after every input. Connection actions are decided when pulled,
     /// from the connection's state at that moment, and each is issued at most once per
-    /// connection; [`Action::Drained`] comes last and once.
+    /// connection; [`Action::Drained`] comes last and once. While [`Phase::Serving`] there is
+    /// never one: every action follows [`begin_shutdown`](Lifecycle::begin_shutdown) (a
+    /// driver may skip polling until then).
     pub fn poll_action(&mut self) -> Option<Action> {
         if self.stop_pending {
             self.stop_pending = false;

@@ -316,6 +316,11 @@ impl Checked {
     pub fn poll_action(&mut self) -> Option<Action> {
         let action = self.lc.poll_action();
         let m = &mut self.model;
+        if action.is_some() && m.shutdown_at.is_none() {
+            // Drivers rely on it: they skip polling on a connection's own transitions while
+            // Serving.
+            violation!("{action:?} issued while Serving");
+        }
         match action {
             None => {}
             Some(Action::StopAccepting) => {
