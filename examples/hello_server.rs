@@ -43,7 +43,9 @@ pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
     ));
     ready();
     let report = shutdown.drained().await;
-    eprintln!("hello {}: drained: {report:?}", std::process::id());
+    // One write, so the line stays whole in a log it shares with its supervisor.
+    let line = format!("hello {}: drained: {report:?}\n", std::process::id());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     if report.is_clean() {
         0
     } else {

@@ -94,11 +94,17 @@ pub fn signal_group(group: u32, signal: &str) {
 /// What is still running in process group `group`: one line per process (pid, state, CPU
 /// share, age, command), for a failure message.
 pub fn describe_group(group: u32) -> String {
-    Command::new("ps")
-        .args(["-o", "pid,stat,pcpu,etime,args", "-g", &group.to_string()])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_else(|e| format!("(ps failed: {e})"))
+    let listing = Command::new("ps")
+        .args(["-e", "-o", "pgid=,pid=,stat=,pcpu=,etime=,args="])
+        .output();
+    match listing {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|line| line.split_whitespace().next() == Some(&group.to_string()))
+            .map(|line| format!("{line}\n"))
+            .collect(),
+        Err(e) => format!("(ps failed: {e})"),
+    }
 }
 
 /// Kills a process group (see [`own_group`]) that is still alive `limit` after the

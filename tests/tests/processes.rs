@@ -10,6 +10,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use lameduck_tests::{output_within, own_group, signal_group, Watchdog};
+
 /// One echo server on one runtime.
 #[derive(Clone, Copy)]
 struct Kind {
@@ -56,6 +58,9 @@ struct Server {
     child: Child,
     stdout: BufReader<ChildStdout>,
     addr: String,
+    /// The server (and its `bash` wrapper) is one process group, killed if a test that
+    /// waits on it (reading its output, say) would otherwise wait forever.
+    _watchdog: Watchdog,
 }
 
 impl Server {
@@ -65,7 +70,8 @@ impl Server {
             .env("ECHO_VERBOSE", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn the example");
+        let mut child = own_group(&mut command).spawn().expect("spawn the example");
+        let watchdog = Watchdog::new(child.id(), "the echo server", Duration::from_secs(60));
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -78,6 +84,7 @@ impl Server {
             child,
             stdout,
             addr,
+            _watchdog: watchdog,
         }
     }
 
@@ -136,7 +143,7 @@ impl Server {
 /// measured on the machine afterwards).
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        signal_group(self.child.id(), "KILL");
         let _ = self.child.wait();
     }
 }
@@ -231,7 +238,9 @@ fn a_repeated_sigterm_does_not_cut(kind: Kind) {
 /// A supervisor's TERM (or an operator's Ctrl-C) can come at any instant of a worker's
 /// start-up. Before the handlers exist the default action ends the process (nothing was
 /// accepted yet); from then on the signal drains. Never may the worker miss it and keep
-/// running: with the inherited socket it would serve on, unsupervised, forever.
+/// running: with the inherited socket it would serve on, unsupervised, forever. (The
+/// instant the handler is installed, which these coarse instants rarely hit, is probed
+/// sub-microsecond by `lameduck-std`'s `signal_race` test.)
 fn a_signal_at_any_instant_of_start_up_is_never_lost(kind: Kind) {
     let mut drained = 0;
     let mut killed = 0;
@@ -356,7 +365,7 @@ fn bad_inherited_sockets_fail_with_the_variable_named(kind: Kind) {
         for (k, v) in &vars {
             command.env(k, v);
         }
-        let output = command.output().unwrap();
+        let output = output_within(&mut command, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
         assert!(

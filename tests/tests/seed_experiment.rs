@@ -48,7 +48,8 @@ struct Supervisor {
     dir: PathBuf,
     port: u16,
     stop: Arc<AtomicBool>,
-    hupper: Option<std::thread::JoinHandle<()>>,
+    /// Sends the HUPs; returns how many it sent.
+    hupper: Option<std::thread::JoinHandle<usize>>,
     /// start_server and its workers form one process group, killed if a cell overruns.
     watchdog: Watchdog,
 }
@@ -94,10 +95,21 @@ impl Supervisor {
         };
         supervisor.wait_ready();
         let (stop, pid) = (supervisor.stop.clone(), supervisor.child.id());
+        let log = supervisor.dir.join("server.log");
         supervisor.hupper = Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            let mut sent = 0;
+            loop {
                 std::thread::sleep(restart_every);
-                signal(pid, "HUP");
+                if stop.load(Ordering::Relaxed) {
+                    return sent;
+                }
+                // One HUP at a time: the kernel merges a HUP into one still pending, and
+                // the count must be exact for `stop` to know when the restarts are over.
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                if log.matches("received HUP").count() == sent {
+                    signal(pid, "HUP");
+                    sent += 1;
+                }
             }
         }));
         supervisor
@@ -126,13 +138,51 @@ impl Supervisor {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Waits until start_server has finished every restart it was asked for and its newest
+    /// worker has installed its TERM handler. start_server forwards TERM to a worker it has
+    /// just forked, and a TERM that reaches the child before it `exec`s is taken by the
+    /// Perl handler the child inherited, then lost with it: the worker would run forever,
+    /// and start_server wait for it. (A TERM between `exec` and the handler ends the worker
+    /// by the default action; lameduck's own handler install is probed by `lameduck-std`'s
+    /// `signal_race` test.)
+    fn wait_restarts_over(&self, hups: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let newest = loop {
+            let log = self.log();
+            let done = log.matches("received HUP").count() == hups
+                && log.matches("new worker is now running").count() == hups;
+            let newest = log
+                .rsplit("starting new worker ")
+                .next()
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if let (true, Some(newest)) = (done, newest) {
+                break newest;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "start_server did not finish its {hups} restarts:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        while !handles_term(newest) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {newest} never installed its TERM handler:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the restarts, then start_server and its workers (TERM, as a service manager
     /// does). Returns each worker's exit status as start_server's log reports it, in start
     /// order, and the log; panics if start_server does not exit in time or lost track of a
     /// worker.
     fn stop(mut self) -> (Vec<(u32, i32)>, String) {
         self.stop.store(true, Ordering::Relaxed);
-        self.hupper.take().unwrap().join().unwrap();
+        let hups = self.hupper.take().unwrap().join().unwrap();
+        self.wait_restarts_over(hups);
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + EXIT_LIMIT;
         while self.child.try_wait().unwrap().is_none() {
@@ -160,40 +210,51 @@ impl Supervisor {
     }
 }
 
+/// Whether `pid` runs `hello` (it has `exec`ed) and catches SIGTERM, per /proc; also true
+/// once it is gone (it can no longer miss a TERM).
+fn handles_term(pid: u32) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return true;
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let caught = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    exe.file_name() == hello_binary().file_name() && caught & (1 << (libc::SIGTERM - 1)) != 0
+}
+
 /// Each worker start_server started, with the exit status it logged for it (`wait(2)`'s
 /// status: 0 is exit code 0, `hello`'s "drained, nothing cut"); panics on a worker whose
-/// end it never logged.
+/// end it never logged. start_server's messages are whole writes, but may land inside a
+/// line a worker is writing to the same log: they are found anywhere, not at line starts.
 fn worker_statuses(log: &str) -> Vec<(u32, i32)> {
-    let number = |line: &str, prefix: &str| -> Option<u32> {
-        line.strip_prefix(prefix)?
-            .split([' ', ','])
-            .next()?
-            .parse()
-            .ok()
-    };
-    let mut workers: Vec<(u32, Option<i32>)> = Vec::new();
-    for line in log.lines() {
-        if let Some(pid) = number(line, "starting new worker ") {
-            workers.push((pid, None));
-        }
-        let died = line.strip_prefix("old ").unwrap_or(line);
-        if let (Some(pid), Some(status)) = (
-            number(died, "worker "),
-            died.split("status:")
-                .nth(1)
-                .and_then(|s| s.trim().parse().ok()),
-        ) {
-            if let Some(worker) = workers.iter_mut().find(|(p, _)| *p == pid) {
-                worker.1 = Some(status);
-            }
-        }
+    fn leading_number<T: std::str::FromStr>(text: &str) -> Option<(T, &str)> {
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        Some((text[..end].parse().ok()?, &text[end..]))
     }
-    workers
-        .into_iter()
-        .map(|(pid, status)| {
-            let status =
-                status.unwrap_or_else(|| panic!("worker {pid} never logged its end:\n{log}"));
-            (pid, status)
+    let started = log
+        .split("starting new worker ")
+        .skip(1)
+        .filter_map(|rest| Some(leading_number::<u32>(rest)?.0));
+    let ended: Vec<(u32, i32)> = log
+        .split("worker ")
+        .skip(1)
+        .filter_map(|rest| {
+            let (pid, rest) = leading_number(rest)?;
+            let (status, _) = leading_number(rest.strip_prefix(" died, status:")?)?;
+            Some((pid, status))
+        })
+        .collect();
+    started
+        .map(|pid| match ended.iter().find(|(p, _)| *p == pid) {
+            Some(&ended) => ended,
+            None => panic!("worker {pid} never logged its end:\n{log}"),
         })
         .collect()
 }
@@ -378,8 +439,13 @@ fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> O
         (0, 0),
         "{name}: {outcome:?} across {restarts} restarts\n{log}"
     );
-    // `hello` exits 0 only when its drain report is clean: nothing cut at a deadline.
-    let unclean: Vec<_> = workers.iter().filter(|(_, status)| *status != 0).collect();
+    // `hello` exits 0 only when its drain report is clean: nothing cut at a deadline. Or
+    // a TERM right after its start (start_server is stopped, or restarts with
+    // `--interval=0`) ended it before its handlers existed — before it accepted anything.
+    let unclean: Vec<_> = workers
+        .iter()
+        .filter(|&&(_, status)| status != 0 && status != libc::SIGTERM)
+        .collect();
     assert!(
         unclean.is_empty(),
         "{name}: workers that did not drain cleanly (pid, wait status): {unclean:?}\n{log}"

@@ -101,6 +101,11 @@ async fn app(req: Request<Incoming>) -> Result<Response<Ticker>, Infallible> {
                 .insert("content-type", "text/event-stream".parse().unwrap());
             response
         }
+        "/upload" => {
+            // Reads the whole request body first: Active until the last byte arrives.
+            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+            Response::new(Ticker::new(tick, Some(1)))
+        }
         "/stubborn-ws" => {
             // An upgraded connection whose handler ignores GOAWAY: only the deadline's
             // close (which the adapter delivers to the connection) ends it.
@@ -354,10 +359,11 @@ async fn an_upgraded_connection_that_ignores_goaway_is_cut_at_the_deadline() {
 #[tokio::test]
 async fn clients_vanishing_mid_request_and_mid_stream_are_counted_closed() {
     let (shutdown, addr) = start(Config::default()).await;
-    // Mid-request: headers promise a body that never comes in full.
+    // Mid-request: headers promise a body that never comes in full, to a handler that reads
+    // it all (one that answered at once would close the connection before it could vanish).
     let mut mid_request = TcpStream::connect(addr).await.unwrap();
     mid_request
-        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         .await
         .unwrap();
     // Mid-stream: reading an endless body.
