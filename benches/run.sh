@@ -25,6 +25,8 @@
 # (golang-go) for the Go rows (skipped with a warning when absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/start_server.sh
+source scripts/start_server.sh
 
 quick="${QUICK:-0}"
 if [ "$quick" = 1 ]; then
@@ -190,7 +192,7 @@ for variant in "${restart_variants[@]}"; do
         fi
         wrk_out=$(wrk -t1 -c50 "-d${restart_secs}s" --latency "http://127.0.0.1:$port/")
         [ -n "$hupper" ] && kill "$hupper" 2>/dev/null || true
-        kill -TERM "$supervisor"; wait "$supervisor" 2>/dev/null || true
+        stop_start_server "$supervisor"
         requests=$(awk '/requests in/ { print $1 }' <<< "$wrk_out")
         rps=$(awk '/Requests\/sec/ { print $2 }' <<< "$wrk_out")
         p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<< "$wrk_out")")

@@ -10,6 +10,8 @@
 # default 1000), SECONDS_PER_TOOL (wrk/hey duration, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/start_server.sh
+source scripts/start_server.sh
 
 restart="${RESTART:-1}"
 requests="${REQUESTS:-100000}"
@@ -40,7 +42,7 @@ run() {
     echo "== $name"
     "$@" "$url" 2>&1 | grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|requests in|Socket errors|Requests/sec|\[[0-9]{3}\]|Error distribution" -A0 || true
     kill "$hupper" 2>/dev/null || true
-    kill -TERM "$supervisor"; wait "$supervisor" 2>/dev/null || true
+    stop_start_server "$supervisor"
     echo "   restarts: $(( $(grep -c 'starting new worker' "$work/server.log") - 1 )) in $((SECONDS - started)) s"
     echo "   workers that cut connections: $(grep -c 'deadline_hit: true' "$work/server.log" || true)"
     : > "$work/server.log"

@@ -12,6 +12,8 @@
 # Needs: start_server (libserver-starter-perl), ab (apache2-utils), wrk. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/start_server.sh
+source scripts/start_server.sh
 
 restarts="${RESTARTS:-1000}"
 restart=0.2
@@ -62,7 +64,7 @@ done
 wait "$wrk_pid" "$ab_pid" 2>/dev/null || true
 kill "$hupper" 2>/dev/null || true
 total_restarts=$(restarts_so_far)
-kill -TERM "$supervisor"; wait "$supervisor" 2>/dev/null || true
+stop_start_server "$supervisor"
 
 echo "== wrk -c50 (keep-alive)"
 grep -E "requests in|Socket errors|Non-2xx|Requests/sec" "$work/wrk.txt" || true
