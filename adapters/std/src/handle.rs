@@ -62,13 +62,39 @@ impl Notice {
 }
 
 /// Per-connection mailbox: the strongest notice so far, and an event to wake its task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Mailbox {
     level: AtomicU8,
     event: Event,
+    /// The connection's state as it reported it, plus [`SERVING_OVER`]. While Serving,
+    /// New/Idle ↔ Active moves only this (see [`ConnHandle::request_started`]); the
+    /// lifecycle is made to match, under the lock, whenever it is about to read it
+    /// ([`sync`]).
+    state: AtomicU8,
 }
 
 impl Mailbox {
+    fn new(serving: bool) -> Mailbox {
+        let over = if serving { 0 } else { SERVING_OVER };
+        Mailbox {
+            level: AtomicU8::new(0),
+            event: Event::new(),
+            state: AtomicU8::new(state_to_u8(ConnState::New) | over),
+        }
+    }
+
+    fn state(&self) -> ConnState {
+        state_from_u8(self.state.load(Ordering::Acquire) & !SERVING_OVER)
+    }
+
+    /// Sets the state, keeping [`SERVING_OVER`] as it is (it changes only under the lock,
+    /// which the caller holds).
+    fn set_state(&self, state: ConnState) {
+        let over = self.state.load(Ordering::Acquire) & SERVING_OVER;
+        self.state
+            .store(state_to_u8(state) | over, Ordering::Release);
+    }
+
     fn post(&self, notice: Notice) {
         if self.level.fetch_max(notice.level(), Ordering::AcqRel) < notice.level() {
             self.event.notify(usize::MAX);
@@ -84,7 +110,7 @@ impl Mailbox {
 struct State {
     lc: Lifecycle,
     /// Mailboxes by connection slot.
-    mailboxes: Vec<Option<Arc<Mailbox>>>,
+    mailboxes: Vec<Option<(ConnId, Arc<Mailbox>)>>,
     /// Listeners still open.
     listeners: usize,
     stop_accepting: bool,
@@ -97,6 +123,9 @@ struct State {
     /// the lifecycle's next timeout becomes earlier than this, not on every event (with
     /// 10,000 connections closing, waking them 10,000 times cost a third of the drain).
     armed: Option<Instant>,
+    /// True until shutdown begins: until then connections move between New, Idle and Active
+    /// on their own (see [`ConnHandle::request_started`]).
+    serving: bool,
 }
 
 #[derive(Debug)]
@@ -113,7 +142,10 @@ struct Inner {
 ///
 /// Cheap to clone; every clone is the same server. Every call locks once, feeds the
 /// lifecycle, delivers the actions it produced (to connection mailboxes, listeners and drain
-/// waiters) and unlocks; nothing blocks while the lock is held.
+/// waiters) and unlocks; nothing blocks while the lock is held. The exception is the
+/// per-request hot path: while Serving, a connection moving between New, Idle and Active
+/// only swaps its own state atomically, and the lifecycle is brought up to date under the
+/// lock when something reads it ([`counts`](Shutdown::counts), a close) or shutdown begins.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     inner: Arc<Inner>,
@@ -133,6 +165,7 @@ impl Shutdown {
                     lingering: 0,
                     timers_driven: false,
                     armed: None,
+                    serving: true,
                 }),
                 origin: (runtime.now)(),
                 runtime,
@@ -173,28 +206,22 @@ impl Shutdown {
         self.apply(state, now, f)
     }
 
-    /// Like [`with`](Self::with), for a connection's own transitions (New/Idle → Active,
-    /// Active → Idle or Upgraded): while Serving no timer depends on their time — an Idle
-    /// connection's grace starts at the drain's start at the earliest, Active and Upgraded
-    /// ones have none — so they take the lifecycle's latest time (never later than the
-    /// drain's start, read from the clock) instead of the clock's. Reading and converting
-    /// the clock was the largest single cost lameduck added to a keep-alive request (~160
-    /// instructions). Once shutdown has begun they read the clock, under the lock.
-    ///
-    /// Nor is there anything to deliver while Serving: the lifecycle gives actions only once
-    /// shutdown has begun, and a connection's own transition cannot begin it.
-    fn with_own_transition<R>(&self, f: impl FnOnce(&mut Lifecycle, Instant) -> R) -> R {
+    /// Like [`with`](Self::with), for what ends Serving (beginning the shutdown, or cutting
+    /// everything): connections stop moving on their own first, then the lifecycle is
+    /// brought up to date with where they are, then `f` runs — all under one lock hold.
+    fn with_serving_over<R>(&self, f: impl FnOnce(&mut Lifecycle, Instant) -> R) -> R {
+        let now = self.now();
         let mut state = self.lock();
-        match state.lc.phase() {
-            Phase::Serving => {
-                let now = state.lc.now();
-                f(&mut state.lc, now)
-            }
-            Phase::Draining | Phase::LameDuck | Phase::Drained => {
-                let now = self.now();
-                self.apply(state, now, f)
+        if state.serving {
+            state.serving = false;
+            let State { lc, mailboxes, .. } = &mut *state;
+            for (id, mailbox) in mailboxes.iter().flatten() {
+                // Atomically: the state as of now, and no more moves on its own.
+                let reported = mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
+                sync_to(lc, *id, state_from_u8(reported & !SERVING_OVER));
             }
         }
+        self.apply(state, now, f)
     }
 
     fn apply<R>(
@@ -218,7 +245,8 @@ impl Shutdown {
         while let Some(action) = state.lc.poll_action() {
             // Borrowed, not cloned: a sweep posts to every connection.
             fn mailbox(state: &State, id: ConnId) -> Option<&Mailbox> {
-                state.mailboxes.get(id.slot() as usize)?.as_deref()
+                let (_, mailbox) = state.mailboxes.get(id.slot() as usize)?.as_ref()?;
+                Some(mailbox)
             }
             match action {
                 Action::StopAccepting => {
@@ -272,16 +300,16 @@ impl Shutdown {
     /// listener has closed (the caller then closes the connection; a tracked listener never
     /// hits this).
     pub fn accept(&self) -> Result<Conn, Error> {
-        let mailbox = Arc::new(Mailbox::default());
         let now = self.now();
         let mut state = self.lock();
+        let mailbox = Arc::new(Mailbox::new(state.serving));
         let id = state.lc.accept(now)?;
         let slot = id.slot() as usize;
         if state.mailboxes.len() <= slot {
             state.mailboxes.resize(slot + 1, None);
         }
         // Registered before delivering, so a notice for an accept during shutdown lands.
-        state.mailboxes[slot] = Some(mailbox.clone());
+        state.mailboxes[slot] = Some((id, mailbox.clone()));
         if self.deliver(&mut state, now) {
             drop(state);
             self.inner.changed.notify(usize::MAX);
@@ -294,7 +322,9 @@ impl Shutdown {
     /// From here on a background task fires the lifecycle's timers (stale New connections,
     /// the idle grace, the deadline), so nothing has to be awaited for them to act.
     pub fn begin(&self) -> bool {
-        let began = self.with(|lc, now| lc.begin_shutdown(now)).is_ok();
+        let began = self
+            .with_serving_over(|lc, now| lc.begin_shutdown(now))
+            .is_ok();
         if began {
             trace(format_args!(
                 "lameduck: shutdown began: {:?}",
@@ -308,7 +338,7 @@ impl Shutdown {
     /// Cuts every connection now (a second Ctrl-C); begins the shutdown if needed.
     pub fn force_close(&self) {
         trace(format_args!("lameduck: force close: {:?}", self.counts()));
-        self.with(|lc, now| lc.force_close(now));
+        self.with_serving_over(|lc, now| lc.force_close(now));
         self.drive_timers();
     }
 
@@ -332,7 +362,15 @@ impl Shutdown {
 
     /// Live connections per state.
     pub fn counts(&self) -> Counts {
-        self.lock().lc.counts()
+        let mut state = self.lock();
+        if state.serving {
+            // Connections may have moved without the lock since the lifecycle last looked.
+            let State { lc, mailboxes, .. } = &mut *state;
+            for (id, mailbox) in mailboxes.iter().flatten() {
+                sync(lc, *id, mailbox);
+            }
+        }
+        state.lc.counts()
     }
 
     /// The drain report so far (`None` before shutdown began).
@@ -506,11 +544,37 @@ pub struct ConnHandle {
 struct ConnShared {
     shutdown: Shutdown,
     id: ConnId,
-    /// The state as last reported, so that reads need no lock once Active.
-    state: AtomicU8,
     /// Whether data read moves New/Idle → Active (see [`ConnHandle::set_read_starts_request`]).
     read_starts_request: AtomicBool,
     mailbox: Arc<Mailbox>,
+}
+
+/// In a connection's own state: shutdown has begun, the connection no longer moves on its
+/// own (every transition goes through the lifecycle).
+const SERVING_OVER: u8 = 0x80;
+
+/// Brings the lifecycle's state of connection `id` up to date with the state the
+/// connection reported on its own while Serving. Idempotent.
+fn sync(lc: &mut Lifecycle, id: ConnId, mailbox: &Mailbox) {
+    sync_to(lc, id, mailbox.state());
+}
+
+/// Brings the lifecycle's state of `id` to `reported` (New, Idle and Active are the only
+/// states a connection reaches on its own). The lifecycle's latest time is used: no timer
+/// depends on these moves' times before the drain begins.
+fn sync_to(lc: &mut Lifecycle, id: ConnId, reported: ConnState) {
+    let Ok(known) = lc.state(id) else {
+        return;
+    };
+    let now = lc.now();
+    let _ = match (known, reported) {
+        (ConnState::New | ConnState::Idle, ConnState::Active) => lc.request_started(id, now),
+        (ConnState::Active, ConnState::Idle) => lc.request_finished(id, now),
+        (ConnState::New, ConnState::Idle) => lc
+            .request_started(id, now)
+            .and_then(|()| lc.request_finished(id, now)),
+        _ => Ok(()),
+    };
 }
 
 fn state_to_u8(state: ConnState) -> u8 {
@@ -540,7 +604,6 @@ impl Conn {
                 shared: Arc::new(ConnShared {
                     shutdown,
                     id,
-                    state: AtomicU8::new(state_to_u8(ConnState::New)),
                     read_starts_request: AtomicBool::new(true),
                     mailbox,
                 }),
@@ -570,7 +633,7 @@ impl ConnHandle {
 
     /// The connection's state, as last reported.
     pub fn state(&self) -> ConnState {
-        state_from_u8(self.shared.state.load(Ordering::Acquire))
+        self.shared.mailbox.state()
     }
 
     /// Data arrived: New or Idle → Active, unless turned off with
@@ -593,12 +656,24 @@ impl ConnHandle {
     }
 
     /// A request began (its first byte arrived): New or Idle → Active.
+    ///
+    /// While Serving this is a compare-and-swap on the connection's own state, no lock:
+    /// nothing reads the Idle/Active distinction before shutdown begins, which brings the
+    /// lifecycle up to date first. Once shutdown has begun, it takes the lock and feeds the
+    /// lifecycle directly.
     pub fn request_started(&self) -> Result<(), Error> {
+        if self.moved_on_its_own(&[ConnState::New, ConnState::Idle], ConnState::Active) {
+            return Ok(());
+        }
         self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
     }
 
     /// The response was completely written and the connection stays open: Active → Idle.
+    /// Lock-free while Serving, like [`request_started`](ConnHandle::request_started).
     pub fn request_finished(&self) -> Result<(), Error> {
+        if self.moved_on_its_own(&[ConnState::Active], ConnState::Idle) {
+            return Ok(());
+        }
         self.transition(ConnState::Idle, |lc, id, now| lc.request_finished(id, now))
     }
 
@@ -607,17 +682,44 @@ impl ConnHandle {
         self.transition(ConnState::Upgraded, |lc, id, now| lc.upgraded(id, now))
     }
 
+    /// While Serving, moves the connection's own state from one of `from` to `to`, without
+    /// the lock; false when it cannot (shutdown began, or the transition is not one of
+    /// these: the lifecycle then decides, and reports an error if it is illegal).
+    ///
+    /// The race with shutdown beginning on another thread is settled on this one atomic:
+    /// `begin` sets [`SERVING_OVER`] in it with a read-modify-write, which returns the state
+    /// it brings the lifecycle to. A swap here that comes first is in that state; one that
+    /// comes after fails (the bit is not in what it expects), and the lifecycle decides.
+    fn moved_on_its_own(&self, from: &[ConnState], to: ConnState) -> bool {
+        let state = &self.shared.mailbox.state;
+        let current = state.load(Ordering::Acquire);
+        current & SERVING_OVER == 0
+            && from.contains(&state_from_u8(current))
+            && state
+                .compare_exchange(
+                    current,
+                    state_to_u8(to),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Feeds a transition to the lifecycle under the lock, after bringing it up to date
+    /// with this connection's own state; the own state then follows the lifecycle's.
     fn transition(
         &self,
         to: ConnState,
         f: impl FnOnce(&mut Lifecycle, ConnId, Instant) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let shared = &self.shared;
-        // The cached state is updated under the lifecycle's lock, so it never disagrees
-        // with the lifecycle for longer than a lock hold.
-        shared.shutdown.with_own_transition(|lc, now| {
+        let shutdown = &shared.shutdown;
+        let now = shutdown.now();
+        let state = shutdown.lock();
+        shutdown.apply(state, now, |lc, now| {
+            sync(lc, shared.id, &shared.mailbox);
             f(lc, shared.id, now)?;
-            shared.state.store(state_to_u8(to), Ordering::Release);
+            shared.mailbox.set_state(to);
             Ok(())
         })
     }
@@ -772,17 +874,19 @@ impl Drop for Conn {
         let ConnShared {
             shutdown,
             id,
-            state,
+            mailbox,
             ..
         } = &*self.handle.shared;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
+        // The lifecycle counts the connection out of the state it knows: the current one.
+        sync(&mut lifecycle.lc, *id, mailbox);
         if lifecycle.lc.closed(*id, now).is_ok() {
             if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
                 *slot = None;
             }
         }
-        state.store(state_to_u8(ConnState::Closed), Ordering::Release);
+        mailbox.set_state(ConnState::Closed);
         if shutdown.deliver(&mut lifecycle, now) {
             drop(lifecycle);
             shutdown.inner.changed.notify(usize::MAX);

@@ -3,9 +3,9 @@
 //! What the tokio, smol and async-std adapters would each otherwise write lives here once:
 //!
 //! - [`Shutdown`] and [`Conn`]: the thread-safe handle around the
-//!   [`Lifecycle`](lameduck_core::Lifecycle) — one mutex, per-connection mailboxes woken with
-//!   `event-listener`, drain waiters that fire the lifecycle's timers with whatever timer the
-//!   runtime provides;
+//!   [`Lifecycle`](lameduck_core::Lifecycle) — one mutex (no lock at all for a request's
+//!   start and end while Serving), per-connection mailboxes woken with `event-listener`,
+//!   drain waiters that fire the lifecycle's timers with whatever timer the runtime provides;
 //! - [`inherit`]: listening sockets passed by Server::Starter or systemd, parsed and checked;
 //! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
 //! - [`signal`]: shutdown signals as bytes on a socket, none lost at start-up.

@@ -241,3 +241,55 @@ fn a_notice_watch_sees_the_close_after_the_finish() {
         drop(conn);
     });
 }
+
+/// While Serving, a response's end is a lock-free store on the connection's own state. Here
+/// it races the drain's start: the lifecycle must still learn the connection went Idle —
+/// before `begin` reads it, or from the connection itself, which sees that Serving ended —
+/// so that the idle policy closes it and the drain can end.
+#[test]
+fn a_lock_free_transition_racing_begin_reaches_the_lifecycle() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        let worker = thread::spawn(move || {
+            conn.request_finished().unwrap();
+            conn
+        });
+        assert!(shutdown.begin());
+        let conn = worker.join().unwrap();
+        assert_eq!(conn.state(), ConnState::Idle);
+        assert_eq!(shutdown.counts().idle, 1, "{:?}", shutdown.counts());
+        // CloseImmediately: an Idle connection is told to close, whichever came first.
+        assert_eq!(conn.notice(), Some(lameduck_std::Notice::Close));
+        drop(conn);
+        let report = loom::future::block_on(shutdown.drained());
+        assert_eq!(report.closed_idle, 1, "{report:?}");
+        assert_accounted(&report, &shutdown);
+    });
+}
+
+/// A request starting lock-free on an Idle connection while the drain begins: started
+/// either way (the connection is still open), and the lifecycle counts it where it is.
+#[test]
+fn a_request_starting_as_the_drain_begins_is_counted_where_it_is() {
+    model(|| {
+        let shutdown = shutdown();
+        let conn = shutdown.accept().unwrap();
+        conn.request_started().unwrap();
+        conn.request_finished().unwrap();
+        let worker = thread::spawn(move || {
+            let started = conn.request_started();
+            (conn, started)
+        });
+        assert!(shutdown.begin());
+        let (conn, started) = worker.join().unwrap();
+        assert!(started.is_ok(), "{started:?}");
+        assert_eq!(conn.state(), ConnState::Active);
+        let counts = shutdown.counts();
+        assert_eq!((counts.active, counts.idle), (1, 0), "{counts:?}");
+        drop(conn);
+        let report = loom::future::block_on(shutdown.drained());
+        assert_accounted(&report, &shutdown);
+    });
+}
