@@ -36,6 +36,14 @@ fn shutdown() -> Shutdown {
     )
 }
 
+/// A fresh handle with one connection, mid-request.
+fn an_active_connection() -> (Shutdown, lameduck_std::Conn) {
+    let shutdown = shutdown();
+    let conn = shutdown.accept().unwrap();
+    conn.request_started().unwrap();
+    (shutdown, conn)
+}
+
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     // Bounded preemptions: the standard loom trade-off (bugs need few preemptions), and it
@@ -121,9 +129,7 @@ fn accept_racing_begin_shutdown_is_tracked_or_refused() {
 #[test]
 fn two_drain_waiters_both_wake() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         shutdown.begin();
         let waiters: Vec<_> = (0..2)
             .map(|_| {
@@ -144,9 +150,7 @@ fn two_drain_waiters_both_wake() {
 #[test]
 fn force_close_racing_a_close_counts_the_connection_once() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         let closer = thread::spawn(move || drop(conn));
         shutdown.force_close();
         let report = loom::future::block_on(shutdown.drained());
@@ -167,9 +171,7 @@ fn force_close_racing_a_close_counts_the_connection_once() {
 #[test]
 fn a_close_notice_always_wakes_the_waiting_task() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         let task = thread::spawn(move || {
             loom::future::block_on(conn.wait_close());
             drop(conn);
@@ -187,9 +189,7 @@ fn a_close_notice_always_wakes_the_waiting_task() {
 #[test]
 fn a_notice_watch_never_misses_the_close() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         let mut watch = conn.notices().watch();
         let forcer = {
             let shutdown = shutdown.clone();
@@ -209,9 +209,7 @@ fn a_notice_watch_never_misses_the_close() {
 #[test]
 fn a_notice_watch_sees_the_close_after_the_finish() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         let mut watch = conn.notices().watch();
         let driver = {
             let shutdown = shutdown.clone();
@@ -242,16 +240,14 @@ fn a_notice_watch_sees_the_close_after_the_finish() {
     });
 }
 
-/// While Serving, a response's end is a lock-free store on the connection's own state. Here
-/// it races the drain's start: the lifecycle must still learn the connection went Idle —
-/// before `begin` reads it, or from the connection itself, which sees that Serving ended —
-/// so that the idle policy closes it and the drain can end.
+/// While Serving, a response's end is a compare-and-swap on the connection's own state, no
+/// lock. Here it races the drain's start: the lifecycle must still learn the connection
+/// went Idle — `begin` reads the swapped state, or the swap fails on `begin`'s mark and
+/// goes through the lifecycle — so that the idle policy closes it and the drain can end.
 #[test]
 fn a_lock_free_transition_racing_begin_reaches_the_lifecycle() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         let worker = thread::spawn(move || {
             conn.request_finished().unwrap();
             conn
@@ -274,9 +270,7 @@ fn a_lock_free_transition_racing_begin_reaches_the_lifecycle() {
 #[test]
 fn a_request_starting_as_the_drain_begins_is_counted_where_it_is() {
     model(|| {
-        let shutdown = shutdown();
-        let conn = shutdown.accept().unwrap();
-        conn.request_started().unwrap();
+        let (shutdown, conn) = an_active_connection();
         conn.request_finished().unwrap();
         let worker = thread::spawn(move || {
             let started = conn.request_started();
