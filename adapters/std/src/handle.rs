@@ -360,7 +360,10 @@ impl Shutdown {
         self.lock().lc.phase()
     }
 
-    /// Live connections per state.
+    /// Live connections per state. While Serving it first folds each connection's own
+    /// state into the lifecycle (connections start and end requests without the lock), so
+    /// it takes time in proportion to the live connections: for tests and dashboards, not
+    /// for every request.
     pub fn counts(&self) -> Counts {
         let mut state = self.lock();
         if state.serving {
