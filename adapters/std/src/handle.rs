@@ -74,12 +74,11 @@ struct Mailbox {
 }
 
 impl Mailbox {
-    fn new(serving: bool) -> Mailbox {
-        let over = if serving { 0 } else { SERVING_OVER };
+    fn new() -> Mailbox {
         Mailbox {
             level: AtomicU8::new(0),
             event: Event::new(),
-            state: AtomicU8::new(state_to_u8(ConnState::New) | over),
+            state: AtomicU8::new(state_to_u8(ConnState::New)),
         }
     }
 
@@ -300,9 +299,12 @@ impl Shutdown {
     /// listener has closed (the caller then closes the connection; a tracked listener never
     /// hits this).
     pub fn accept(&self) -> Result<Conn, Error> {
+        let mailbox = Arc::new(Mailbox::new());
         let now = self.now();
         let mut state = self.lock();
-        let mailbox = Arc::new(Mailbox::new(state.serving));
+        if !state.serving {
+            mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
+        }
         let id = state.lc.accept(now)?;
         let slot = id.slot() as usize;
         if state.mailboxes.len() <= slot {
