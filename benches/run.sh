@@ -152,10 +152,10 @@ drain_variants=(lameduck hyper-util axum)
 for round in $(seq "$drain_rounds"); do
     for variant in "${drain_variants[@]}"; do
         # shellcheck disable=SC2046
-        line=$(LAMEDUCK_IDLE=close "$bin/drain_timer" "$drain_conns" 0 -- $(server_cmd "$variant" multi))
+        line=$(LAMEDUCK_IDLE_GRACE=close "$bin/drain_timer" "$drain_conns" 0 -- $(server_cmd "$variant" multi))
         echo "$round,$variant,idle,$line" >> "$out/drain.csv"
         # shellcheck disable=SC2046
-        line=$(LAMEDUCK_IDLE=close "$bin/drain_timer" 100 1 -- $(server_cmd "$variant" multi))
+        line=$(LAMEDUCK_IDLE_GRACE=close "$bin/drain_timer" 100 1 -- $(server_cmd "$variant" multi))
         echo "$round,$variant,in-flight,$line" >> "$out/drain.csv"
         echo "   round $round $variant done"
     done

@@ -2,14 +2,15 @@
 //! SIGTERM lose no request.
 //!
 //! `cargo run --example axum -- 127.0.0.1:3000`, then SIGTERM (Ctrl-C) while requests run.
-//! Under `start_server` or systemd it serves the inherited socket.
+//! Under `start_server` or systemd it serves the inherited socket; `LAMEDUCK_*` variables
+//! tune the drain.
 
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use hyper_util::service::TowerToHyperService;
-use lameduck_tokio::{self as lameduck, Config};
+use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
 
 #[tokio::main]
 async fn main() {
@@ -26,7 +27,12 @@ async fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".into());
-    let shutdown = lameduck::shutdown(Config::default());
+    // `LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_LAME_DUCK=2s`, ... tune the drain.
+    let config = Config::from_env().unwrap_or_else(|e| {
+        eprintln!("axum example: {e}");
+        std::process::exit(2);
+    });
+    let shutdown = lameduck::shutdown(config);
     let listener = match lameduck::bind_or_inherit(&shutdown, &addr) {
         Ok(listener) => listener,
         Err(e) => {

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use lameduck::{Config, IdlePolicy};
+use lameduck::smol::ConfigFromEnv;
+use lameduck::Config;
 
 /// A duration in milliseconds from `name`; exits with code 2 if it is not a number.
 pub fn env_ms(name: &str) -> Option<Duration> {
@@ -16,24 +17,14 @@ pub fn env_ms(name: &str) -> Option<Duration> {
     }
 }
 
-/// The lifecycle configuration: the defaults, tuned by `LAMEDUCK_STALE_NEW_MS`,
-/// `LAMEDUCK_GRACE_MS` (0 = close idle connections at once) and `LAMEDUCK_DEADLINE_MS`.
+/// The lifecycle configuration: the defaults, tuned by the `LAMEDUCK_*` variables
+/// (`LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_IDLE_GRACE=close`, ...; see
+/// `lameduck::tokio::ConfigFromEnv`). Exits with code 2, naming the variable, on a bad value.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    if let Some(d) = env_ms("LAMEDUCK_STALE_NEW_MS") {
-        config = config.with_stale_new(d);
-    }
-    if let Some(grace) = env_ms("LAMEDUCK_GRACE_MS") {
-        config = config.with_idle_policy(if grace.is_zero() {
-            IdlePolicy::CloseImmediately
-        } else {
-            IdlePolicy::AwaitNextRequest { grace }
-        });
-    }
-    if let Some(d) = env_ms("LAMEDUCK_DEADLINE_MS") {
-        config = config.with_deadline(Some(d));
-    }
-    config
+    Config::from_env().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    })
 }
 
 /// `ECHO_VERBOSE` prints every request line (the end-to-end tests wait on it).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck_tokio::{self as lameduck, Config};
+use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
@@ -25,10 +25,18 @@ pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
     Ok(Response::new(Full::new(Bytes::from(body))))
 }
 
-/// Serves with lameduck: the inherited socket (or `addr`), drained on SIGTERM. Calls `ready`
-/// once it accepts; returns the exit code (0 when nothing was cut).
+/// Serves with lameduck: the inherited socket (or `addr`), drained on SIGTERM, tuned by the
+/// `LAMEDUCK_*` variables. Calls `ready` once it accepts; returns the exit code (0 when
+/// nothing was cut, 2 for bad settings).
 pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
-    let shutdown = lameduck::shutdown(Config::default());
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hello: {e}");
+            return 2;
+        }
+    };
+    let shutdown = lameduck::shutdown(config);
     let listener = match lameduck::bind_or_inherit(&shutdown, addr) {
         Ok(l) => l,
         Err(e) => {

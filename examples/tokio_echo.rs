@@ -8,8 +8,8 @@
 //!
 //! Environment: `ECHO_DELAY_MS` delays every answer (to hold requests in flight),
 //! `ECHO_VERBOSE` prints every request,
-//! `LAMEDUCK_STALE_NEW_MS`, `LAMEDUCK_GRACE_MS` (0 = close idle at once) and
-//! `LAMEDUCK_DEADLINE_MS` tune the shutdown.
+//! `LAMEDUCK_STALE_NEW`, `LAMEDUCK_IDLE_GRACE` (`close` = close idle at once),
+//! `LAMEDUCK_LAME_DUCK` and `LAMEDUCK_DEADLINE` (`500ms`, `2s`, `off`) tune the shutdown.
 
 mod echo_config;
 

@@ -213,6 +213,62 @@ fn sigint_while_draining_cuts_at_once(kind: Kind) {
     assert!(rest.contains("deadline_hit: true"), "{rest}");
 }
 
+/// `LAMEDUCK_DEADLINE` reaches the server: a request that would take ten minutes is cut
+/// about 400 ms after SIGTERM (the default deadline would wait 30 s), and the exit code says so.
+fn the_deadline_comes_from_lameduck_deadline(kind: Kind) {
+    let mut command = echo(kind);
+    command
+        .env("ECHO_DELAY_MS", "600000")
+        .env("LAMEDUCK_DEADLINE", "400ms");
+    let mut server = Server::start(command);
+    let mut client = server.connect();
+    client.write_all(b"too slow\n").unwrap();
+    server.wait_request("too slow");
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert_eq!(read_all(&mut client), "", "cut: no answer");
+    let (code, rest) = server.wait(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "cut after {took:?}"
+    );
+    assert_eq!(code, 3, "exit code 3 says connections were cut: {rest}");
+    assert!(rest.contains("deadline_hit: true"), "{rest}");
+}
+
+/// A malformed `LAMEDUCK_*` value stops the server before it binds: exit code 2 and a
+/// message naming the variable and the value, never a panic or a silent default.
+fn bad_lameduck_settings_fail_with_the_variable_named(kind: Kind) {
+    let cases = [
+        ("LAMEDUCK_DEADLINE", "5 parsecs"),
+        ("LAMEDUCK_LAME_DUCK", "off"),
+        ("LAMEDUCK_STALE_NEW", ""),
+        ("LAMEDUCK_IDLE_GRACE", "soon"),
+        ("LAMEDUCK_DEADLNE", "5s"),
+    ];
+    for (name, value) in cases {
+        let mut command = kind.command();
+        command
+            .arg("127.0.0.1:0")
+            .env(name, value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = output_within(&mut command, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value:?}: {stderr}");
+        let named = format!("{name}={value:?}: ");
+        assert!(stderr.contains(&named), "expected {named:?} in {stderr:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "it must not listen: {:?}",
+            output.stdout
+        );
+    }
+}
+
 /// Server::Starter sends SIGTERM again to a draining worker on every restart: that must not
 /// cut what the worker is finishing.
 fn a_repeated_sigterm_does_not_cut(kind: Kind) {
@@ -445,7 +501,7 @@ fn out_of_fds_the_server_backs_off_keeps_serving_and_still_drains(kind: Kind) {
 fn sigterm_while_out_of_fds_still_drains(kind: Kind) {
     let mut command = kind.shell("ulimit -n 40 && exec \"$0\" 127.0.0.1:0");
     command
-        .env("LAMEDUCK_STALE_NEW_MS", "300")
+        .env("LAMEDUCK_STALE_NEW", "300ms")
         .env("ECHO_DELAY_MS", "300");
     let mut server = Server::start(command);
     let mut existing = server.connect();
@@ -496,6 +552,16 @@ macro_rules! on_runtime {
             #[test]
             fn sigint_while_draining_cuts_at_once() {
                 super::sigint_while_draining_cuts_at_once(KIND);
+            }
+
+            #[test]
+            fn the_deadline_comes_from_lameduck_deadline() {
+                super::the_deadline_comes_from_lameduck_deadline(KIND);
+            }
+
+            #[test]
+            fn bad_lameduck_settings_fail_with_the_variable_named() {
+                super::bad_lameduck_settings_fail_with_the_variable_named(KIND);
             }
 
             #[test]

@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use lameduck_tokio::{Conn, ConnHandle, ConnState};
+use lameduck_tokio::{Conn, ConnHandle, ConnState, Notice};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// How long a closing connection keeps reading (and discarding) after its last response.
@@ -100,6 +100,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo<S> {
         self.replay = bytes;
     }
 
+    /// Reads and writes fail once the lifecycle closed the connection: a cut is done, also
+    /// to a handler that holds the upgraded stream.
+    fn check_cut(&self) -> io::Result<()> {
+        if self.state.conn.notice() == Some(Notice::Close) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "lameduck closed the connection",
+            ));
+        }
+        Ok(())
+    }
+
     fn io(&mut self) -> &mut S {
         self.io.as_mut().expect("the stream is only taken in drop")
     }
@@ -112,6 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for HttpIo<S>
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut()?;
         if this.replay.has_remaining() {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
@@ -144,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         Pin::new(self.get_mut().io()).poll_write(cx, buf)
     }
 
@@ -152,6 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         Pin::new(self.get_mut().io()).poll_write_vectored(cx, bufs)
     }
 

@@ -54,6 +54,7 @@ mod io;
 mod service;
 
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -105,8 +106,9 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (io, conn) = stream.into_parts();
-    serve_io(io, conn, service)
+    serve_tracked_io(io, conn, Some(fd), service)
 }
 
 /// Like [`serve_connection`], for any I/O: `io` is the plain stream and `conn` its tracking
@@ -120,10 +122,28 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_tracked_io(io, conn, None, service).await
+}
+
+/// [`serve_io`], with the socket `fd` (if any) shut down by a deadline cut.
+async fn serve_tracked_io<I, S, B>(io: I, conn: Conn, fd: Option<RawFd>, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let handle = conn.handle();
     let notices = handle.notices();
     let state = HttpState::new(handle.clone());
     let mut io = HttpIo::new(io, conn, state.clone());
+    if let Some(fd) = fd {
+        // SAFETY: `fd` is `io`'s socket (from the same stream), and `HttpIo` drops its `Conn`
+        // before its stream (see its `Drop`), so the fd is open while the cut is armed.
+        unsafe { handle.cut_at_socket(fd) };
+    }
     // HTTP/1 or HTTP/2? Read until the bytes leave the HTTP/2 preface or complete it. The
     // connection is New until its first byte, and the stale-New rule (or the deadline) ends
     // a client that never sends.

@@ -107,14 +107,13 @@ async fn app(req: Request<Incoming>) -> Result<Response<Ticker>, Infallible> {
             Response::new(Ticker::new(tick, Some(1)))
         }
         "/stubborn-ws" => {
-            // An upgraded connection whose handler ignores GOAWAY: only the deadline's
-            // close (which the adapter delivers to the connection) ends it.
-            let conn = req.extensions().get::<ConnHandle>().cloned().unwrap();
+            // An upgraded connection whose handler ignores every notice: it holds the
+            // stream forever and never reads, writes or watches. Only the deadline's cut,
+            // done at the socket, ends it for the client.
             tokio::spawn(async move {
                 let upgraded = hyper::upgrade::on(req).await.unwrap();
-                let io = hyper_util::rt::TokioIo::new(upgraded);
-                conn.wait_close().await;
-                drop(io);
+                let _held_forever = hyper_util::rt::TokioIo::new(upgraded);
+                std::future::pending::<()>().await;
             });
             let mut response = Response::new(Ticker::new(tick, Some(0)));
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -349,11 +348,16 @@ async fn an_upgraded_connection_that_ignores_goaway_is_cut_at_the_deadline() {
         .await
         .unwrap();
     until(&shutdown, "Upgraded", |c| c.upgraded == 1).await;
-    let _reader = read_until_closed(client);
+    let reader = read_until_closed(client);
     let (report, took) = drain(&shutdown).await;
     assert!(took >= deadline, "cut before the deadline: {took:?}");
     assert_eq!(report.cut.upgraded, 1, "{report:?}");
     assert!(report.deadline_hit, "{report:?}");
+    // The client sees the connection end right at the cut, though the handler still holds
+    // the stream (the shutdown(2) of its socket, not a drop, ended it).
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .expect("the client saw the connection end within 2 s of the cut");
 }
 
 #[tokio::test]

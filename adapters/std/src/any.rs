@@ -27,7 +27,9 @@ pub enum AnyStream<T, U> {
     Unix(U),
 }
 
-impl<LT, ST, LU, SU> AnyListener<TrackedListener<LT, ST>, TrackedListener<LU, SU>> {
+impl<LT, ST: std::os::fd::AsRawFd, LU, SU: std::os::fd::AsRawFd>
+    AnyListener<TrackedListener<LT, ST>, TrackedListener<LU, SU>>
+{
     /// The next tracked connection; `None` once the listener has stopped and closed. See
     /// [`TrackedListener::accept`].
     pub async fn accept(&mut self) -> Option<io::Result<AnyStream<Tracked<ST>, Tracked<SU>>>> {
@@ -154,5 +156,14 @@ where
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_close(cx))
+    }
+}
+
+impl<T: std::os::fd::AsRawFd, U: std::os::fd::AsRawFd> std::os::fd::AsRawFd for AnyStream<T, U> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            AnyStream::Tcp(s) => s.as_raw_fd(),
+            AnyStream::Unix(s) => s.as_raw_fd(),
+        }
     }
 }

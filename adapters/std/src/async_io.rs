@@ -14,6 +14,7 @@ use crate::{AnyListener, AnyStream, Sleep, TrackedListener};
 
 // What a runtime crate on `async-io` re-exports whole (`pub use lameduck_std::async_io::*`).
 pub use crate::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+pub use crate::env::{ConfigFromEnv, EnvError};
 pub use crate::inherit::{self, InheritError};
 pub use crate::signal::Signal;
 pub use crate::{

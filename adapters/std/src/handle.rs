@@ -1,7 +1,8 @@
 //! The thread-safe handle around the lifecycle that every runtime adapter shares.
 
-use crate::sync::{Arc, AtomicBool, AtomicU8, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicU8, Mutex, MutexGuard, Ordering};
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
@@ -71,6 +72,10 @@ struct Mailbox {
     /// lifecycle is made to match, under the lock, whenever it is about to read it
     /// ([`sync`]).
     state: AtomicU8,
+    /// The connection's socket, shut down when the lifecycle cuts the connection (see
+    /// [`ConnHandle::cut_at_socket`]); -1 when there is none to cut. Read and changed only
+    /// under the handle's lock, so a cut never meets an fd its owner has closed.
+    fd: AtomicI32,
 }
 
 impl Mailbox {
@@ -79,6 +84,7 @@ impl Mailbox {
             level: AtomicU8::new(0),
             event: Event::new(),
             state: AtomicU8::new(state_to_u8(ConnState::New)),
+            fd: AtomicI32::new(-1),
         }
     }
 
@@ -270,11 +276,20 @@ impl Shutdown {
                     }
                 }
                 Action::Close(id, reason) => {
+                    let Some(m) = mailbox(state, id) else {
+                        continue;
+                    };
+                    m.post(Notice::Close);
                     if reason == lameduck_core::CloseReason::Deadline {
                         trace(format_args!("lameduck: deadline: cutting {id}"));
-                    }
-                    if let Some(m) = mailbox(state, id) {
-                        m.post(Notice::Close);
+                        if cut_socket(m) {
+                            // The client saw the connection end: it is closed, whatever
+                            // its handler still holds (its `Conn`'s drop then changes
+                            // nothing). Without this a handler that never lets go would
+                            // hold the drain open forever past the deadline.
+                            let _ = state.lc.closed(id, now);
+                            state.mailboxes[id.slot() as usize] = None;
+                        }
                     }
                 }
                 Action::Drained => {
@@ -582,6 +597,23 @@ fn sync_to(lc: &mut Lifecycle, id: ConnId, reported: ConnState) {
     };
 }
 
+/// Shuts down the socket armed in `mailbox` (both directions: the peer reads EOF, its writes
+/// fail) and disarms it; false when none was armed. Called under the handle's lock.
+fn cut_socket(mailbox: &Mailbox) -> bool {
+    let fd = mailbox.fd.swap(-1, Ordering::AcqRel);
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was armed by `ConnHandle::cut_at_socket`, whose contract keeps it an open
+    // socket of this connection until the `Conn` is dropped or `disarm_cut` runs; both take
+    // the handle's lock, which our caller holds, so the fd is still that socket. shutdown(2)
+    // neither closes nor frees the fd: its owner still closes it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+    true
+}
+
 fn state_to_u8(state: ConnState) -> u8 {
     match state {
         ConnState::New => 0,
@@ -734,6 +766,36 @@ impl ConnHandle {
         self.shared.mailbox.read()
     }
 
+    /// Makes a deadline cut (or [`Shutdown::force_close`]) end the connection at the socket:
+    /// the moment the lifecycle cuts it, `shutdown(2)` ends both directions of `fd`, so the
+    /// client sees the connection end even if the handler holding the stream never polls it
+    /// again, and the connection counts as closed at once, so that the drain completes.
+    /// [`Tracked`](crate::Tracked) streams from a tracked listener are armed this way.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be this connection's open socket, and stay open until the [`Conn`] is
+    /// dropped or [`disarm_cut`](ConnHandle::disarm_cut) has returned (whichever is first):
+    /// close the socket only after that. The cut only shuts the socket down; it never closes
+    /// the fd.
+    pub unsafe fn cut_at_socket(&self, fd: RawFd) {
+        let shutdown = &self.shared.shutdown;
+        let _state = shutdown.lock();
+        if self.shared.mailbox.read() != Some(Notice::Close) {
+            self.shared.mailbox.fd.store(fd, Ordering::Release);
+        }
+    }
+
+    /// Undoes [`cut_at_socket`](ConnHandle::cut_at_socket): once this returns, no cut touches
+    /// the fd. Cheap when nothing is armed.
+    pub fn disarm_cut(&self) {
+        if self.shared.mailbox.fd.load(Ordering::Acquire) < 0 {
+            return;
+        }
+        let _state = self.shared.shutdown.lock();
+        self.shared.mailbox.fd.store(-1, Ordering::Release);
+    }
+
     /// Whether the response being written should close the connection
     /// (`Connection: close`): shutdown asked this connection to finish.
     pub fn should_close_after_response(&self) -> bool {
@@ -884,6 +946,8 @@ impl Drop for Conn {
         } = &*self.handle.shared;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
+        // No cut may reach the socket once its owner may close it.
+        mailbox.fd.store(-1, Ordering::Release);
         // The lifecycle counts the connection out of the state it knows: the current one.
         sync(&mut lifecycle.lc, *id, mailbox);
         if lifecycle.lc.closed(*id, now).is_ok() {

@@ -18,6 +18,7 @@ mod any;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 pub mod bind;
+pub mod env;
 mod handle;
 pub mod inherit;
 mod listener;

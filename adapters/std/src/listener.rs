@@ -35,7 +35,7 @@ pub struct TrackedListener<L, S> {
     draining_backlog: bool,
 }
 
-impl<L, S> TrackedListener<L, S> {
+impl<L, S: std::os::fd::AsRawFd> TrackedListener<L, S> {
     /// Tracks `listener`, which accepts with `poll_accept`.
     pub fn new(shutdown: &Shutdown, listener: L, poll_accept: PollAccept<L, S>) -> Self {
         TrackedListener {
@@ -92,7 +92,7 @@ impl<L, S> TrackedListener<L, S> {
                 Ok(io) => {
                     self.backoff.reset();
                     return Some(match self.shutdown.accept() {
-                        Ok(conn) => Ok(Tracked::new(io, conn)),
+                        Ok(conn) => Ok(Tracked::with_socket(io, conn)),
                         Err(e) => Err(io::Error::other(e)),
                     });
                 }

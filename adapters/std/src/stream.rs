@@ -20,16 +20,47 @@ use crate::Conn;
 ///
 /// Implements tokio's `AsyncRead`/`AsyncWrite` (feature `tokio`) and `futures-io`'s
 /// (feature `futures-io`) when the stream does.
+///
+/// A cut is done, not only counted: from the lifecycle's close on, reads and writes through
+/// the wrapper fail (`ConnectionAborted`), and a stream made by a tracked listener
+/// ([`Tracked::with_socket`]) has its socket shut down at the deadline's cut even if the
+/// task holding it never polls again.
 #[derive(Debug)]
 pub struct Tracked<S> {
-    io: S,
+    // Declared first, so dropped first: the connection (and any armed cut, see
+    // `with_socket`) is gone before the stream closes its fd.
     conn: Conn,
+    io: S,
 }
 
 impl<S> Tracked<S> {
     /// Pairs a stream with its tracked connection.
     pub fn new(io: S, conn: Conn) -> Self {
-        Tracked { io, conn }
+        Tracked { conn, io }
+    }
+
+    /// Like [`new`](Tracked::new), and a deadline cut shuts the socket down
+    /// ([`ConnHandle::cut_at_socket`](crate::ConnHandle::cut_at_socket)).
+    pub fn with_socket(io: S, conn: Conn) -> Self
+    where
+        S: std::os::fd::AsRawFd,
+    {
+        // SAFETY: `io` owns the fd and lives in the same `Tracked` as `conn`, which is
+        // dropped first (field order), and `into_parts` disarms before handing `io` out.
+        unsafe { conn.cut_at_socket(io.as_raw_fd()) };
+        Tracked { conn, io }
+    }
+
+    /// The error every read and write returns once the lifecycle closed the connection.
+    #[cfg(any(feature = "tokio", feature = "futures-io"))]
+    fn check_cut(&self) -> io::Result<()> {
+        if self.conn.notice() == Some(crate::Notice::Close) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "lameduck closed the connection",
+            ));
+        }
+        Ok(())
     }
 
     /// The connection's lifecycle handle.
@@ -54,8 +85,11 @@ impl<S> Tracked<S> {
     }
 
     /// Splits into the stream and the connection handle (which still reports Closed when
-    /// dropped).
+    /// dropped). A cut no longer reaches the socket: arm it again with
+    /// [`ConnHandle::cut_at_socket`](crate::ConnHandle::cut_at_socket) where the parts are
+    /// kept together.
     pub fn into_parts(self) -> (S, Conn) {
+        self.conn.disarm_cut();
         (self.io, self.conn)
     }
 }
@@ -68,6 +102,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut()?;
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         if buf.filled().len() > before {
@@ -84,6 +119,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
@@ -100,6 +136,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
@@ -116,6 +153,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_cut()?;
         let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         if n > 0 {
             this.conn.data_received();
@@ -131,6 +169,7 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut()?;
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
@@ -140,5 +179,11 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<S> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_raw_fd()
     }
 }

@@ -40,6 +40,7 @@ use std::io;
 use std::time::Instant as StdInstant;
 
 pub use lameduck_std::core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+pub use lameduck_std::env::{ConfigFromEnv, EnvError};
 pub use lameduck_std::inherit::{self, InheritError};
 pub use lameduck_std::{
     accept, Conn, ConnHandle, Notice, NoticeWatch, Notices, Runtime, Shutdown, Tracked,

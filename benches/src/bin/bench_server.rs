@@ -8,8 +8,9 @@
 //! `bench_server VARIANT FLAVOR ADDR` — FLAVOR is `multi` (tokio, 2 workers) or `current`.
 //! Serves the socket start_server passes (`SERVER_STARTER_PORT`) when there is one. Prints
 //! `listening on ADDR` once it accepts. `GET /` answers `hello`; `GET /sleep?ms=N` sleeps N ms
-//! first. `LAMEDUCK_IDLE=close` makes lameduck close idle connections at once when draining
-//! (`IdlePolicy::CloseImmediately`, what the others do); `BENCH_REPORT=1` prints lameduck's
+//! first. `LAMEDUCK_IDLE_GRACE=close` makes lameduck close idle connections at once when
+//! draining (`IdlePolicy::CloseImmediately`, what the others do), like every `LAMEDUCK_*`
+//! variable; `BENCH_REPORT=1` prints lameduck's
 //! drain report on stderr.
 
 use std::convert::Infallible;
@@ -20,7 +21,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use lameduck_tokio::{self as lameduck, Config, IdlePolicy};
+use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
 use tokio::signal::unix::{signal, SignalKind};
 
 // Counts heap bytes, so that SIGUSR1 can report the live heap (bytes per connection).
@@ -104,10 +105,10 @@ async fn plain(addr: &str) {
 }
 
 async fn with_lameduck(addr: &str) {
-    let mut config = Config::default();
-    if std::env::var("LAMEDUCK_IDLE").as_deref() == Ok("close") {
-        config = config.with_idle_policy(IdlePolicy::CloseImmediately);
-    }
+    let config = Config::from_env().unwrap_or_else(|e| {
+        eprintln!("bench_server: {e}");
+        std::process::exit(2);
+    });
     let shutdown = lameduck::shutdown(config);
     lameduck::drain_on_signals(&shutdown).unwrap();
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
