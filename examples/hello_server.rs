@@ -11,7 +11,13 @@ use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
+/// `GET /hold` with `Upgrade:` answers `101 Switching Protocols` and then keeps the upgraded
+/// connection forever without reading, writing or watching a notice — the handler that only
+/// a cut at the socket can end.
 pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/hold" {
+        return Ok(hold(req));
+    }
     if req.uri().path() == "/sleep" {
         let ms = req
             .uri()
@@ -23,6 +29,32 @@ pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
     }
     let body = format!("from pid {:>10}\n", std::process::id());
     Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+fn hold(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !req.headers().contains_key(hyper::header::UPGRADE) {
+        let mut response = Response::new(Full::new(Bytes::from("/hold needs Upgrade:\n")));
+        *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+        return response;
+    }
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let _held_forever = upgraded;
+            std::future::pending::<()>().await;
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("hold"),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("upgrade"),
+    );
+    response
 }
 
 /// Serves with lameduck: the inherited socket (or `addr`), drained on SIGTERM, tuned by the
