@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use lameduck_hyper::ConnHandle;
 use lameduck_tokio::{self as lameduck, Config, Counts, DrainReport, IdlePolicy, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

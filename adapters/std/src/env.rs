@@ -189,7 +189,8 @@ mod tests {
         fn ms(n: u64) -> Duration {
             Duration::from_millis(n)
         }
-        let cases: &[(&str, &str, fn(&Config) -> bool)] = &[
+        type Check = fn(&Config) -> bool;
+        let cases: &[(&str, &str, Check)] = &[
             (DEADLINE, "10s", |c| c.deadline == Some(s(10))),
             (DEADLINE, "500ms", |c| c.deadline == Some(ms(500))),
             (DEADLINE, "1m 30s", |c| c.deadline == Some(s(90))),
