@@ -96,7 +96,7 @@ impl Server {
                         self.name(id)
                     ))
                 }
-                Action::GoAway(id) => {
+                Action::AskToLeave(id) => {
                     self.say(format_args!("lifecycle:  {} — go away", self.name(id)))
                 }
                 Action::Close(id, reason) => {

@@ -23,9 +23,11 @@ pub enum Action {
     /// say `close` keeps the connection open; it is then Idle like any other, and the notice
     /// applies to its next request. Issued at most once per connection.
     FinishThenClose(ConnId),
-    /// The connection was upgraded to a long-lived protocol: tell its peer to go away (a
-    /// WebSocket close frame, an SSE end) and let it close. Issued at most once per connection.
-    GoAway(ConnId),
+    /// The connection was upgraded to a long-lived protocol (WebSocket, SSE, CONNECT): ask
+    /// its peer to leave in that protocol's own words (a WebSocket close frame, the end of an
+    /// event stream) and let it close. (HTTP/2's GOAWAY belongs to
+    /// [`FinishThenClose`](Action::FinishThenClose).) Issued at most once per connection.
+    AskToLeave(ConnId),
     /// Close the connection now, then report [`Lifecycle::closed`](crate::Lifecycle::closed).
     /// Issued at most once per connection.
     Close(ConnId, CloseReason),

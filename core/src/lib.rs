@@ -66,7 +66,7 @@
 //!
 //! 1. **Lame duck** (only if [`Config::lame_duck`] is non-zero): still accepting; every
 //!    connection, including new ones, gets [`Action::FinishThenClose`] (or
-//!    [`Action::GoAway`] if upgraded), so a load balancer can move clients away.
+//!    [`Action::AskToLeave`] if upgraded), so a load balancer can move clients away.
 //! 2. **Draining**: [`Action::StopAccepting`]. The driver drains its accept backlog (those
 //!    connections are tracked and served like any other) and reports
 //!    [`stopped_accepting`](Lifecycle::stopped_accepting).

@@ -290,6 +290,7 @@ impl Lifecycle {
     /// The next instant worth a [`handle_timeout`](Lifecycle::handle_timeout), or `None` if
     /// no timer is armed. Never earlier than [`now`](Lifecycle::now), so a driver that sleeps
     /// until it cannot spin. No timer is ever armed while [`Phase::Serving`].
+    #[must_use = "a driver that ignores the next timeout never fires the stale-New, idle-grace and deadline timers"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next = match self.phase {
             Phase::Serving | Phase::Drained => None,
@@ -314,6 +315,7 @@ impl Lifecycle {
     /// connection; [`Action::Drained`] comes last and once. While [`Phase::Serving`] there is
     /// never one: every action follows [`begin_shutdown`](Lifecycle::begin_shutdown) (a
     /// driver may skip polling until then).
+    #[must_use = "an action pulled and dropped is lost: the lifecycle issues each one once"]
     pub fn poll_action(&mut self) -> Option<Action> {
         if self.stop_pending {
             self.stop_pending = false;
@@ -536,7 +538,7 @@ impl Lifecycle {
         match slot.state() {
             ConnState::Upgraded if !slot.has(flag::GOAWAY_SENT) => {
                 slot.flags |= flag::GOAWAY_SENT;
-                Some(Action::GoAway(id))
+                Some(Action::AskToLeave(id))
             }
             ConnState::New | ConnState::Active | ConnState::Idle
                 if !slot.has(flag::FINISH_SENT) =>

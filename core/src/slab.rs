@@ -17,7 +17,7 @@ pub(crate) mod flag {
     pub const QUEUED: u8 = 1 << 0;
     /// `FinishThenClose` has been issued.
     pub const FINISH_SENT: u8 = 1 << 1;
-    /// `GoAway` has been issued.
+    /// `AskToLeave` has been issued.
     pub const GOAWAY_SENT: u8 = 1 << 2;
     /// The lifecycle decided to close it; the reason is in the reason bits.
     pub const CLOSE_DUE: u8 = 1 << 3;

@@ -228,7 +228,7 @@ fn draining_tells_each_connection_what_to_do() {
             Action::FinishThenClose(new),
             Action::FinishThenClose(active),
             Action::FinishThenClose(idle),
-            Action::GoAway(upgraded),
+            Action::AskToLeave(upgraded),
         ]
     );
     assert_eq!(

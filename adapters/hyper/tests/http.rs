@@ -32,7 +32,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
             tokio::spawn(async move {
                 let upgraded = hyper::upgrade::on(req).await.unwrap();
                 let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                assert_eq!(conn.wait_notice().await, Notice::GoAway);
+                assert_eq!(conn.wait_notice().await, Notice::AskToLeave);
                 let _ = io.write_all(b"bye\n").await;
             });
             let mut response = Response::new(Full::new(Bytes::new()));

@@ -37,8 +37,9 @@ pub enum Notice {
     /// Finish what is in progress (or the request already on its way), answer it with
     /// `Connection: close` / GOAWAY, then close.
     FinishThenClose,
-    /// The connection is upgraded: tell the peer to go away (WebSocket close frame).
-    GoAway,
+    /// The connection is upgraded: ask the peer to leave in its protocol's own words
+    /// (a WebSocket close frame, the end of an event stream).
+    AskToLeave,
     /// Close now.
     Close,
 }
@@ -47,7 +48,7 @@ impl Notice {
     fn from_level(level: u8) -> Option<Notice> {
         match level {
             1 => Some(Notice::FinishThenClose),
-            2 => Some(Notice::GoAway),
+            2 => Some(Notice::AskToLeave),
             3 => Some(Notice::Close),
             _ => None,
         }
@@ -56,7 +57,7 @@ impl Notice {
     fn level(self) -> u8 {
         match self {
             Notice::FinishThenClose => 1,
-            Notice::GoAway => 2,
+            Notice::AskToLeave => 2,
             Notice::Close => 3,
         }
     }
@@ -270,9 +271,9 @@ impl Shutdown {
                         m.post(Notice::FinishThenClose);
                     }
                 }
-                Action::GoAway(id) => {
+                Action::AskToLeave(id) => {
                     if let Some(m) = mailbox(state, id) {
-                        m.post(Notice::GoAway);
+                        m.post(Notice::AskToLeave);
                     }
                 }
                 Action::Close(id, reason) => {
@@ -452,8 +453,9 @@ impl Shutdown {
     /// Event-driven: it wakes when something changes, never on a polling interval.
     ///
     /// Does not begin the shutdown ([`begin`](Shutdown::begin) does); any number of tasks
-    /// may wait at once. The timers fire only while someone waits here, so a server awaits
-    /// this once it has begun shutting down.
+    /// may wait at once. The timers fire while someone waits here: [`begin`](Shutdown::begin)
+    /// spawns a task on the runtime that does, so they fire whether or not the server awaits
+    /// this; without a runtime to spawn on, only a waiter here fires them.
     pub async fn drained(&self) -> DrainReport {
         // The timer, kept across wake-ups while its instant stays the lifecycle's next.
         let mut timer: Option<(Instant, Sleep)> = None;

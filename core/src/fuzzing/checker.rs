@@ -352,14 +352,14 @@ impl Checked {
                 }
                 conn.told_finish = true;
             }
-            Some(Action::GoAway(id)) => {
+            Some(Action::AskToLeave(id)) => {
                 let began = m.shutdown_at.is_some();
-                let conn = Self::live_conn(m, id, "GoAway");
+                let conn = Self::live_conn(m, id, "AskToLeave");
                 if !began || conn.told_go_away || conn.told_close {
-                    violation!("GoAway({id:?}) before shutdown, twice, or after Close");
+                    violation!("AskToLeave({id:?}) before shutdown, twice, or after Close");
                 }
                 if conn.state != ConnState::Upgraded {
-                    violation!("GoAway({id:?}) for a {} connection", conn.state);
+                    violation!("AskToLeave({id:?}) for a {} connection", conn.state);
                 }
                 conn.told_go_away = true;
             }

@@ -44,7 +44,7 @@ pub enum Op {
     ClockBack(u16),
     /// SIGTERM: `begin_shutdown`.
     BeginShutdown,
-    /// A second SIGTERM: `force_close`.
+    /// Cut everything now (a second Ctrl-C; a repeated SIGTERM does not cut): `force_close`.
     ForceClose,
     /// The driver's listeners go away on their own: `stopped_accepting`.
     StopAccepting,
@@ -149,7 +149,7 @@ impl Driver {
                     // The lifecycle may have seen the connection close already (the client
                     // raced us); the checker verifies whichever answer it gives.
                     Action::Close(id, _) => drop(self.lc.closed(id, self.clock)),
-                    Action::FinishThenClose(_) | Action::GoAway(_) | Action::Drained => {}
+                    Action::FinishThenClose(_) | Action::AskToLeave(_) | Action::Drained => {}
                 }
             }
         }
