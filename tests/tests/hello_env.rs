@@ -1,0 +1,178 @@
+//! `hello` as operators run it, tuned by `LAMEDUCK_*` variables on a socket it inherits.
+//!
+//! - A cut is done, not only counted: `GET /hold` keeps an upgraded connection whose handler
+//!   never reads, writes or watches a notice. With `LAMEDUCK_DEADLINE=1s`, SIGTERM ends that
+//!   connection for the client about a second later (lameduck shuts its socket down), and
+//!   hello exits non-zero because something was cut.
+//! - `LAMEDUCK_LAME_DUCK=2s`: after SIGTERM hello still accepts and serves, every response
+//!   says `Connection: close` (a keep-alive client's next request included), and it leaves
+//!   only after the window.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lameduck_tests::{own_group, Watchdog};
+
+/// hello on a socket it inherits through `SERVER_STARTER_PORT` (already listening, so a
+/// connection made before hello serves waits in the backlog), with `vars` set.
+fn start_hello(vars: &[(&str, &str)]) -> (Child, SocketAddr, Watchdog) {
+    let hello = lameduck_tests::build_examples(&["hello"], false).join("hello");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&listener)
+        .set_cloexec(false)
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut command = Command::new(hello);
+    command
+        .env(
+            "SERVER_STARTER_PORT",
+            format!("{addr}={}", listener.as_raw_fd()),
+        )
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = own_group(&mut command).spawn().expect("spawn hello");
+    let watchdog = Watchdog::new(child.id(), "hello", Duration::from_secs(60));
+    (child, addr, watchdog)
+}
+
+/// Reads one HTTP/1.1 response head (to the blank line) byte by byte.
+fn read_head(client: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            client.read(&mut byte).unwrap(),
+            1,
+            "a response head: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// `GET /` on `client`: the response head (its body is read by its length).
+fn get(client: &mut TcpStream) -> String {
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let head = read_head(client);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; length];
+    client.read_exact(&mut body).unwrap();
+    head
+}
+
+fn says_close(head: &str) -> bool {
+    head.to_ascii_lowercase().contains("connection: close")
+}
+
+#[test]
+fn lameduck_lame_duck_keeps_serving_with_connection_close_then_leaves() {
+    let (child, addr, _watchdog) = start_hello(&[
+        ("LAMEDUCK_LAME_DUCK", "2s"),
+        ("LAMEDUCK_IDLE_GRACE", "close"),
+    ]);
+    let mut keep_alive = TcpStream::connect(addr).unwrap();
+    let head = get(&mut keep_alive);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && !says_close(&head),
+        "{head}"
+    );
+
+    let signalled = Instant::now();
+    lameduck_tests::signal_group(child.id(), "TERM");
+    // New connections are still accepted and served; once hello has taken the signal, every
+    // response says `Connection: close`. (Bounded: the window is 2 s.)
+    loop {
+        let mut fresh = TcpStream::connect(addr).expect("still accepting in the lame duck");
+        let head = get(&mut fresh);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        if says_close(&head) {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "no Connection: close"
+        );
+    }
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "the window was over already"
+    );
+    // The idle keep-alive connection is not closed under its client: its next request is
+    // answered, and told to go.
+    let head = get(&mut keep_alive);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && says_close(&head),
+        "{head}"
+    );
+
+    let output = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "left {took:?} after SIGTERM, not after the 2 s window: {stderr}"
+    );
+}
+
+#[test]
+fn a_held_upgraded_connection_is_cut_at_the_socket_at_the_deadline() {
+    let (child, addr, _watchdog) = start_hello(&[("LAMEDUCK_DEADLINE", "1s")]);
+
+    // The listener is already bound: the connection waits in the backlog until hello serves.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: hold\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut byte = [0u8; 1];
+
+    let signalled = Instant::now();
+    lameduck_tests::signal_group(child.id(), "TERM");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // EOF (or a reset) once the socket is shut down; a timeout means it was never cut.
+    match client.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("the held connection sent data"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "not cut within 10 s: {e}"
+        ),
+    }
+    let ended = signalled.elapsed();
+    assert!(
+        ended >= Duration::from_millis(900) && ended < Duration::from_secs(4),
+        "the connection ended {ended:?} after SIGTERM, not at the 1 s deadline"
+    );
+
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "exit 3: something was cut: {stderr}"
+    );
+    assert!(stderr.contains("deadline_hit: true"), "{stderr}");
+    assert!(stderr.contains("upgraded: 1"), "{stderr}");
+}
