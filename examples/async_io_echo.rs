@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use echo_config::{config, env_ms, verbose};
 
-use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use lameduck::smol::{Listener, Shutdown, Stream};
+use futures_lite::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use lameduck::driver::{Listener, Runtime, Shutdown, Stream};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-async fn echo(stream: Stream, delay: Option<Duration>) {
+async fn echo<R: Runtime>(stream: Stream<R>, delay: Option<Duration>)
+where
+    Stream<R>: AsyncRead + AsyncWrite,
+{
     let notices = stream.conn().notices();
     let mut stream = BufReader::new(stream);
     let serve = async move {
@@ -47,7 +50,14 @@ async fn echo(stream: Stream, delay: Option<Duration>) {
     notices.unless_closed(serve).await;
 }
 
-fn print_addr(listener: &Listener) {
+fn print_addr<
+    R: Runtime<
+        TcpListener = async_io::Async<std::net::TcpListener>,
+        UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
+    >,
+>(
+    listener: &Listener<R>,
+) {
     let addr = match listener {
         Listener::Tcp(l) => l
             .get_ref()
@@ -61,17 +71,24 @@ fn print_addr(listener: &Listener) {
     println!("listening on {}", addr.unwrap_or_else(|| "?".into()));
 }
 
-async fn serve(shutdown: Shutdown, addr: String, spawn: fn(Task)) {
-    let listeners = match lameduck::smol::listeners(&shutdown, &addr) {
+/// The server on runtime `R` (smol's or async-std's), spawning with `spawn`.
+async fn serve<R>(addr: String, spawn: fn(Task))
+where
+    R: Runtime<
+        TcpListener = async_io::Async<std::net::TcpListener>,
+        UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
+    >,
+    Stream<R>: AsyncRead + AsyncWrite,
+{
+    let shutdown: Shutdown = lameduck::driver::shutdown::<R>(config());
+    let listeners = match lameduck::driver::listeners::<R>(&shutdown, &addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    spawn(Box::pin(
-        lameduck::smol::drain_on_signals(&shutdown).expect("signal handlers"),
-    ));
+    lameduck::driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
     let delay = env_ms("ECHO_DELAY_MS");
     for mut listener in listeners {
         print_addr(&listener);
@@ -96,18 +113,14 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     match std::env::var("ECHO_RUNTIME").as_deref() {
-        Ok("async-std") => async_std::task::block_on(serve(
-            lameduck::async_std::shutdown(config()),
-            addr,
-            |task| {
+        Ok("async-std") => {
+            async_std::task::block_on(serve::<lameduck::async_std::AsyncStd>(addr, |task| {
                 async_std::task::spawn(task);
-            },
-        )),
-        Ok("smol") | Err(_) => {
-            smol::block_on(serve(lameduck::smol::shutdown(config()), addr, |task| {
-                smol::spawn(task).detach()
             }))
         }
+        Ok("smol") | Err(_) => smol::block_on(serve::<lameduck::smol::Smol>(addr, |task| {
+            smol::spawn(task).detach()
+        })),
         Ok(other) => {
             eprintln!("ECHO_RUNTIME={other:?}: expected smol or async-std");
             std::process::exit(2);

@@ -39,6 +39,12 @@ pub struct ReadmeDoctests;
 /// The sans-IO core, for drivers that embed the lifecycle in their own event loop.
 pub use lameduck_core as core;
 
+/// The driver every runtime shares, generic over [`Runtime`](driver::Runtime): for code
+/// that runs on more than one runtime (feature `tokio`, `smol` or `async-std`). Each runtime
+/// module below is this API on one runtime.
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+pub use lameduck_std as driver;
+
 /// lameduck on tokio (feature `tokio`).
 #[cfg(feature = "tokio")]
 pub use lameduck_tokio as tokio;

@@ -12,9 +12,28 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
-use lameduck_std::async_io::{track_tcp, Stream};
 use lameduck_std::core::{Config, DrainReport, IdlePolicy};
-use lameduck_std::Shutdown;
+use lameduck_std::{Runtime, Shutdown, Stream};
+
+/// smol's and async-std's runtimes: the same `async-io` sockets, different spawners.
+trait AsyncIoRuntime:
+    Runtime<
+    TcpListener = Async<TcpListener>,
+    TcpStream = Async<TcpStream>,
+    UnixStream = Async<std::os::unix::net::UnixStream>,
+>
+{
+}
+
+impl<
+        R: Runtime<
+            TcpListener = Async<TcpListener>,
+            TcpStream = Async<TcpStream>,
+            UnixStream = Async<std::os::unix::net::UnixStream>,
+        >,
+    > AsyncIoRuntime for R
+{
+}
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -52,7 +71,7 @@ impl Server {
     }
 }
 
-async fn handle(stream: Stream, seen: async_channel::Sender<Seen>) {
+async fn handle<R: AsyncIoRuntime>(stream: Stream<R>, seen: async_channel::Sender<Seen>) {
     let notices = stream.conn().notices();
     let mut stream = BufReader::new(stream);
     let serve = async move {
@@ -82,7 +101,7 @@ async fn handle(stream: Stream, seen: async_channel::Sender<Seen>) {
 }
 
 /// Starts the echo server; its accept loop waits for `gate` first, if given.
-fn serve(
+fn serve<R: AsyncIoRuntime>(
     shutdown: &Shutdown,
     listener: TcpListener,
     spawn: fn(Task),
@@ -90,13 +109,13 @@ fn serve(
 ) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = async_channel::unbounded();
-    let mut listener = track_tcp(shutdown, Async::new(listener).unwrap());
+    let mut listener = lameduck_std::track_tcp::<R>(shutdown, Async::new(listener).unwrap());
     spawn(Box::pin(async move {
         if let Some(gate) = gate {
             let _ = gate.recv().await;
         }
         while let Some(stream) = listener.accept().await {
-            let stream = lameduck_std::AnyStream::Tcp(stream.unwrap());
+            let stream = Stream::<R>::Tcp(stream.unwrap());
             let _ = tx.send(Seen::Accepted).await;
             spawn(Box::pin(handle(stream, tx.clone())));
         }
@@ -135,7 +154,7 @@ fn config() -> Config {
 }
 
 macro_rules! suite {
-    ($runtime:ident, $shutdown:path, $block_on:path, $spawn:expr) => {
+    ($runtime:ident, $rt:ty, $shutdown:path, $block_on:path, $spawn:expr) => {
         mod $runtime {
             use super::*;
 
@@ -145,7 +164,7 @@ macro_rules! suite {
 
             fn start(config: Config) -> Server {
                 let shutdown = $shutdown(config);
-                serve(
+                serve::<$rt>(
                     &shutdown,
                     TcpListener::bind("127.0.0.1:0").unwrap(),
                     spawn,
@@ -225,7 +244,7 @@ macro_rules! suite {
                     let addr = listener.local_addr().unwrap();
                     // The accept loop is held: handshakes complete into the backlog.
                     let (gate_tx, gate_rx) = async_channel::bounded(1);
-                    let server = serve(&shutdown, listener, spawn, Some(gate_rx));
+                    let server = serve::<$rt>(&shutdown, listener, spawn, Some(gate_rx));
                     let mut clients = Vec::new();
                     for i in 0..N {
                         let mut client =
@@ -266,7 +285,7 @@ macro_rules! suite {
                     let socket = TcpListener::bind("127.0.0.1:0").unwrap();
                     let addr = socket.local_addr().unwrap();
                     let old = $shutdown(config());
-                    let old_server = serve(&old, socket.try_clone().unwrap(), spawn, None);
+                    let old_server = serve::<$rt>(&old, socket.try_clone().unwrap(), spawn, None);
                     let (switch_tx, switch_rx) = async_channel::bounded::<()>(1);
                     let (done_tx, done_rx) = async_channel::bounded::<usize>(1);
                     spawn(Box::pin(async move {
@@ -294,7 +313,7 @@ macro_rules! suite {
                     }));
                     switch_rx.recv().await.unwrap();
                     let new = $shutdown(config());
-                    let _new_server = serve(&new, socket, spawn, None);
+                    let _new_server = serve::<$rt>(&new, socket, spawn, None);
                     old.begin();
                     assert!(old_server.drained().await.is_clean());
                     assert_eq!(
@@ -309,6 +328,7 @@ macro_rules! suite {
 
 suite!(
     smol_runtime,
+    lameduck::smol::Smol,
     lameduck::smol::shutdown,
     smol::block_on,
     |task: Task| smol::spawn(task).detach()
@@ -316,6 +336,7 @@ suite!(
 
 suite!(
     async_std_runtime,
+    lameduck::async_std::AsyncStd,
     lameduck::async_std::shutdown,
     async_std::task::block_on,
     |task: Task| {

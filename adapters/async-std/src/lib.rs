@@ -10,7 +10,7 @@
 //!
 //! async_std::task::block_on(async {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     async_std::task::spawn(lameduck::drain_on_signals(&shutdown)?);
+//!     lameduck::drain_on_signals(&shutdown)?;
 //!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
@@ -26,20 +26,20 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use lameduck_std::async_io::UnixTracked as UnixListener;
-pub use lameduck_std::async_io::*;
+/// async-std's spawner, for the shared `async-io` runtime.
+#[derive(Debug)]
+pub struct AsyncStdSpawner;
 
-/// The system clock, `async-io`'s timer and async-std's spawner.
-pub const RUNTIME: Runtime = Runtime {
-    now: std::time::Instant::now,
-    sleep_until: lameduck_std::async_io::sleep_until,
-    spawn: |task| {
+impl lameduck_std::async_io::Spawner for AsyncStdSpawner {
+    const NAME: &'static str = "async-std";
+
+    fn spawn(task: lameduck_std::Sleep) -> bool {
         async_std::task::spawn(task);
         true
-    },
-};
-
-/// A shutdown handle on async-std.
-pub fn shutdown(config: Config) -> Shutdown {
-    Shutdown::new(config, RUNTIME)
+    }
 }
+
+/// lameduck's [`Runtime`] on async-std: `async-io`'s reactor and timer, async-std's spawner.
+pub type AsyncStd = lameduck_std::async_io::AsyncIo<AsyncStdSpawner>;
+
+lameduck_std::runtime_api!(AsyncStd);

@@ -9,7 +9,7 @@
 //!
 //! smol::block_on(async {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     smol::spawn(lameduck::drain_on_signals(&shutdown)?).detach();
+//!     lameduck::drain_on_signals(&shutdown)?;
 //!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
@@ -37,20 +37,20 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use lameduck_std::async_io::UnixTracked as UnixListener;
-pub use lameduck_std::async_io::*;
+/// smol's spawner, for the shared `async-io` runtime.
+#[derive(Debug)]
+pub struct SmolSpawner;
 
-/// The system clock, `async-io`'s timer and smol's spawner.
-pub const RUNTIME: Runtime = Runtime {
-    now: std::time::Instant::now,
-    sleep_until: lameduck_std::async_io::sleep_until,
-    spawn: |task| {
+impl lameduck_std::async_io::Spawner for SmolSpawner {
+    const NAME: &'static str = "smol";
+
+    fn spawn(task: lameduck_std::Sleep) -> bool {
         smol::spawn(task).detach();
         true
-    },
-};
-
-/// A shutdown handle on smol.
-pub fn shutdown(config: Config) -> Shutdown {
-    Shutdown::new(config, RUNTIME)
+    }
 }
+
+/// lameduck's [`Runtime`] on smol: `async-io`'s reactor and timer, smol's spawner.
+pub type Smol = lameduck_std::async_io::AsyncIo<SmolSpawner>;
+
+lameduck_std::runtime_api!(Smol);

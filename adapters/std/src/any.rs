@@ -7,67 +7,81 @@ use std::pin::Pin;
 #[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::task::{Context, Poll};
 
-use crate::{Conn, Tracked, TrackedListener};
+use crate::{Conn, Runtime, Tracked, TrackedListener};
 
-/// A tracked TCP or Unix listener.
+/// A tracked TCP listener on runtime `R`.
+pub type TcpListener<R> = TrackedListener<<R as Runtime>::TcpListener, <R as Runtime>::TcpStream>;
+/// A tracked Unix listener on runtime `R`.
+pub type UnixListener<R> =
+    TrackedListener<<R as Runtime>::UnixListener, <R as Runtime>::UnixStream>;
+
+/// A tracked TCP or Unix listener on runtime `R`: what [`listeners`](crate::bind::listeners)
+/// returns, so that a server serves every inherited socket with the same loop.
 #[derive(Debug)]
-pub enum AnyListener<T, U> {
+pub enum Listener<R: Runtime> {
     /// TCP.
-    Tcp(T),
+    Tcp(TcpListener<R>),
     /// Unix.
-    Unix(U),
+    Unix(UnixListener<R>),
 }
 
-/// A tracked TCP or Unix stream.
+/// A tracked TCP or Unix stream on runtime `R`: what a [`Listener`] accepts.
 #[derive(Debug)]
-pub enum AnyStream<T, U> {
+pub enum Stream<R: Runtime> {
     /// TCP.
-    Tcp(T),
+    Tcp(Tracked<R::TcpStream>),
     /// Unix.
-    Unix(U),
+    Unix(Tracked<R::UnixStream>),
 }
 
-impl<LT, ST: std::os::fd::AsRawFd, LU, SU: std::os::fd::AsRawFd>
-    AnyListener<TrackedListener<LT, ST>, TrackedListener<LU, SU>>
-{
+/// A plain (untracked) TCP or Unix stream on runtime `R`; see [`Stream::into_parts`].
+#[derive(Debug)]
+pub enum PlainStream<R: Runtime> {
+    /// TCP.
+    Tcp(R::TcpStream),
+    /// Unix.
+    Unix(R::UnixStream),
+}
+
+impl<R: Runtime> Listener<R> {
     /// The next tracked connection; `None` once the listener has stopped and closed. See
     /// [`TrackedListener::accept`].
-    pub async fn accept(&mut self) -> Option<io::Result<AnyStream<Tracked<ST>, Tracked<SU>>>> {
+    pub async fn accept(&mut self) -> Option<io::Result<Stream<R>>> {
         match self {
-            AnyListener::Tcp(l) => Some(l.accept().await?.map(AnyStream::Tcp)),
-            AnyListener::Unix(l) => Some(l.accept().await?.map(AnyStream::Unix)),
+            Listener::Tcp(l) => Some(l.accept().await?.map(Stream::Tcp)),
+            Listener::Unix(l) => Some(l.accept().await?.map(Stream::Unix)),
         }
     }
 }
 
-impl<ST, SU> AnyStream<Tracked<ST>, Tracked<SU>> {
+impl<R: Runtime> Stream<R> {
     /// The connection's lifecycle handle.
     pub fn conn(&self) -> &Conn {
         match self {
-            AnyStream::Tcp(s) => s.conn(),
-            AnyStream::Unix(s) => s.conn(),
+            Stream::Tcp(s) => s.conn(),
+            Stream::Unix(s) => s.conn(),
         }
     }
 
     /// The connection's lifecycle handle, to report protocol events.
     pub fn conn_mut(&mut self) -> &mut Conn {
         match self {
-            AnyStream::Tcp(s) => s.conn_mut(),
-            AnyStream::Unix(s) => s.conn_mut(),
+            Stream::Tcp(s) => s.conn_mut(),
+            Stream::Unix(s) => s.conn_mut(),
         }
     }
 
     /// Splits into the plain stream and the connection handle (which still reports Closed
     /// when dropped), for a protocol layer that does its own accounting.
-    pub fn into_parts(self) -> (AnyStream<ST, SU>, Conn) {
+    pub fn into_parts(self) -> (PlainStream<R>, Conn) {
         match self {
-            AnyStream::Tcp(s) => {
+            Stream::Tcp(s) => {
                 let (io, conn) = s.into_parts();
-                (AnyStream::Tcp(io), conn)
+                (PlainStream::Tcp(io), conn)
             }
-            AnyStream::Unix(s) => {
+            Stream::Unix(s) => {
                 let (io, conn) = s.into_parts();
-                (AnyStream::Unix(io), conn)
+                (PlainStream::Unix(io), conn)
             }
         }
     }
@@ -77,93 +91,127 @@ impl<ST, SU> AnyStream<Tracked<ST>, Tracked<SU>> {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            AnyStream::Tcp($s) => $e,
-            AnyStream::Unix($s) => $e,
+            Self::Tcp($s) => $e,
+            Self::Unix($s) => $e,
         }
     };
 }
 
-#[cfg(feature = "tokio")]
-impl<T, U> tokio::io::AsyncRead for AnyStream<T, U>
-where
-    T: tokio::io::AsyncRead + Unpin,
-    U: tokio::io::AsyncRead + Unpin,
-{
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl<T, U> tokio::io::AsyncWrite for AnyStream<T, U>
-where
-    T: tokio::io::AsyncWrite + Unpin,
-    U: tokio::io::AsyncWrite + Unpin,
-{
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
-#[cfg(feature = "futures-io")]
-impl<T, U> futures_io::AsyncRead for AnyStream<T, U>
-where
-    T: futures_io::AsyncRead + Unpin,
-    U: futures_io::AsyncRead + Unpin,
-{
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-#[cfg(feature = "futures-io")]
-impl<T, U> futures_io::AsyncWrite for AnyStream<T, U>
-where
-    T: futures_io::AsyncWrite + Unpin,
-    U: futures_io::AsyncWrite + Unpin,
-{
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_close(cx))
-    }
-}
-
-impl<T: std::os::fd::AsRawFd, U: std::os::fd::AsRawFd> std::os::fd::AsRawFd for AnyStream<T, U> {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        match self {
-            AnyStream::Tcp(s) => s.as_raw_fd(),
-            AnyStream::Unix(s) => s.as_raw_fd(),
+/// The runtime I/O traits for an enum of a TCP and a Unix stream, by delegation.
+macro_rules! io_impls {
+    ($ty:ident, $tcp:ty, $unix:ty) => {
+        #[cfg(feature = "tokio")]
+        impl<R: Runtime> tokio::io::AsyncRead for $ty<R>
+        where
+            $tcp: tokio::io::AsyncRead + Unpin,
+            $unix: tokio::io::AsyncRead + Unpin,
+        {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+            }
         }
-    }
+
+        #[cfg(feature = "tokio")]
+        impl<R: Runtime> tokio::io::AsyncWrite for $ty<R>
+        where
+            $tcp: tokio::io::AsyncWrite + Unpin,
+            $unix: tokio::io::AsyncWrite + Unpin,
+        {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    Self::Tcp(s) => s.is_write_vectored(),
+                    Self::Unix(s) => s.is_write_vectored(),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                delegate!(self, s => Pin::new(s).poll_flush(cx))
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+            }
+        }
+
+        #[cfg(feature = "futures-io")]
+        impl<R: Runtime> futures_io::AsyncRead for $ty<R>
+        where
+            $tcp: futures_io::AsyncRead + Unpin,
+            $unix: futures_io::AsyncRead + Unpin,
+        {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+            }
+        }
+
+        #[cfg(feature = "futures-io")]
+        impl<R: Runtime> futures_io::AsyncWrite for $ty<R>
+        where
+            $tcp: futures_io::AsyncWrite + Unpin,
+            $unix: futures_io::AsyncWrite + Unpin,
+        {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                delegate!(self, s => Pin::new(s).poll_flush(cx))
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                delegate!(self, s => Pin::new(s).poll_close(cx))
+            }
+        }
+
+        impl<R: Runtime> std::os::fd::AsRawFd for $ty<R> {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                match self {
+                    Self::Tcp(s) => s.as_raw_fd(),
+                    Self::Unix(s) => s.as_raw_fd(),
+                }
+            }
+        }
+    };
 }
+
+io_impls!(Stream, Tracked<R::TcpStream>, Tracked<R::UnixStream>);
+io_impls!(PlainStream, R::TcpStream, R::UnixStream);

@@ -1,43 +1,63 @@
-//! Inherited sockets or a bound address: the start-up every adapter shares.
+//! Inherited sockets or a bound address, tracked on any runtime: the start-up every adapter
+//! shares.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::TcpListener as StdTcpListener;
 
-use crate::inherit::{self, Listener};
-use crate::Shutdown;
+use crate::any::{Listener, TcpListener, UnixListener};
+use crate::inherit;
+use crate::{Runtime, Shutdown};
 
-/// The listeners a supervisor passed (`SERVER_STARTER_PORT`, systemd's `LISTEN_FDS`), each
-/// made into the runtime's tracked listener by `track`; or, when there are none, a TCP
-/// listener bound to `addr`.
+/// Tracks a runtime's TCP listener.
+pub fn track_tcp<R: Runtime>(shutdown: &Shutdown, listener: R::TcpListener) -> TcpListener<R> {
+    TcpListener::<R>::new(shutdown, listener, R::poll_accept_tcp)
+}
+
+/// Tracks a runtime's Unix listener.
+pub fn track_unix<R: Runtime>(shutdown: &Shutdown, listener: R::UnixListener) -> UnixListener<R> {
+    UnixListener::<R>::new(shutdown, listener, R::poll_accept_unix)
+}
+
+/// Tracks an inherited (or freshly bound) non-blocking std listener on runtime `R`.
+pub fn track<R: Runtime>(
+    shutdown: &Shutdown,
+    listener: inherit::Listener,
+) -> io::Result<Listener<R>> {
+    Ok(match listener {
+        inherit::Listener::Tcp(l) => Listener::Tcp(track_tcp::<R>(shutdown, R::tcp_listener(l)?)),
+        inherit::Listener::Unix(l) => {
+            Listener::Unix(track_unix::<R>(shutdown, R::unix_listener(l)?))
+        }
+    })
+}
+
+/// The listeners a supervisor passed (`SERVER_STARTER_PORT`, systemd's `LISTEN_FDS`), all
+/// tracked on runtime `R`; or, when there are none, a TCP listener bound to `addr`.
 ///
 /// A malformed variable or an unusable fd is an error naming the variable, the entry and the
 /// reason (kind `InvalidInput`, with the [`InheritError`](inherit::InheritError) as its
 /// source); it never silently falls back to binding.
-pub fn listeners_with<L>(
-    shutdown: &Shutdown,
-    addr: &str,
-    track: impl Fn(&Shutdown, Listener) -> io::Result<L>,
-) -> io::Result<Vec<L>> {
+pub fn listeners<R: Runtime>(shutdown: &Shutdown, addr: &str) -> io::Result<Vec<Listener<R>>> {
     match inherit::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
         Some(inherited) => inherited
             .into_iter()
-            .map(|i| track(shutdown, i.listener))
+            .map(|i| track::<R>(shutdown, i.listener))
             .collect(),
         None => {
-            let listener = TcpListener::bind(addr)?;
+            let listener = StdTcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
-            Ok(vec![track(shutdown, Listener::Tcp(listener))?])
+            Ok(vec![track::<R>(
+                shutdown,
+                inherit::Listener::Tcp(listener),
+            )?])
         }
     }
 }
 
-/// Like [`listeners_with`], for a server that serves exactly one socket.
-pub fn bind_or_inherit_with<L>(
-    shutdown: &Shutdown,
-    addr: &str,
-    track: impl Fn(&Shutdown, Listener) -> io::Result<L>,
-) -> io::Result<L> {
-    let mut all = listeners_with(shutdown, addr, track)?;
+/// Like [`listeners`], for a server that serves exactly one socket: the single inherited
+/// one, or `addr`. More than one inherited socket is an error.
+pub fn bind_or_inherit<R: Runtime>(shutdown: &Shutdown, addr: &str) -> io::Result<Listener<R>> {
+    let mut all = listeners::<R>(shutdown, addr)?;
     match all.len() {
         1 => Ok(all.remove(0)),
         n => Err(io::Error::new(

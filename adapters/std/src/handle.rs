@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
 
+use crate::Timers;
 use event_listener::{Event, EventListener};
 use futures_lite::future;
 use lameduck_core::{
@@ -15,20 +16,6 @@ use lameduck_core::{
 
 /// A boxed future, as a runtime's timer returns it and its spawner takes it.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// What the handle needs from a runtime: its monotonic clock, its timer and its spawner.
-/// Each adapter provides one (tokio's clock, which its test mode can pause; `async-io`'s
-/// timer).
-#[derive(Clone, Copy, Debug)]
-pub struct Runtime {
-    /// The runtime's `Instant::now`.
-    pub now: fn() -> StdInstant,
-    /// A future that completes at the given instant.
-    pub sleep_until: fn(StdInstant) -> Sleep,
-    /// Spawns a background task; returns false when it cannot (no runtime on this thread),
-    /// in which case the timers are driven by whoever awaits [`Shutdown::drained`].
-    pub spawn: fn(Sleep) -> bool,
-}
 
 /// What the lifecycle asked of one connection, strongest last. A connection only ever moves
 /// up this list.
@@ -138,7 +125,7 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     origin: StdInstant,
-    runtime: Runtime,
+    runtime: Timers,
     /// Wakes whoever waits on shutdown-level changes: listeners (stop accepting), drain
     /// waiters (drained, or a timer to re-arm).
     changed: Event,
@@ -158,8 +145,9 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// A handle in the Serving phase, on `runtime`'s clock and timer.
-    pub fn new(config: Config, runtime: Runtime) -> Shutdown {
+    /// A handle in the Serving phase, on a runtime's clock, timer and spawner
+    /// ([`Timers::of`]).
+    pub fn new(config: Config, runtime: Timers) -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {

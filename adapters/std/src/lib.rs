@@ -15,6 +15,7 @@
 
 pub mod accept;
 mod any;
+mod api;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 pub mod bind;
@@ -22,15 +23,23 @@ pub mod env;
 mod handle;
 pub mod inherit;
 mod listener;
+pub mod runtime;
 pub mod signal;
 mod stream;
 mod sync;
 
-pub use any::{AnyListener, AnyStream};
+pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
+pub use bind::{bind_or_inherit, listeners, track, track_tcp, track_unix};
 pub use handle::{
-    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, NoticeWatch, Notices, Runtime, Shutdown,
-    Sleep,
+    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, NoticeWatch, Notices, Shutdown, Sleep,
 };
+pub use runtime::{Runtime, Timers};
+pub use signal::{drain_on, drain_on_signals};
+
+/// A shutdown handle in the Serving phase on runtime `R`'s clock, timer and spawner.
+pub fn shutdown<R: Runtime>(config: core::Config) -> Shutdown {
+    Shutdown::new(config, Timers::of::<R>())
+}
 pub use lameduck_core as core;
 pub use listener::{PollAccept, TrackedListener};
 pub use stream::Tracked;

@@ -14,12 +14,12 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use lameduck_std::core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
-use lameduck_std::{Runtime, Shutdown};
+use lameduck_std::{Shutdown, Timers};
 use loom::thread;
 
 /// A frozen clock, a timer that never fires, no spawner (the drain waiters drive).
-fn runtime() -> Runtime {
-    Runtime {
+fn runtime() -> Timers {
+    Timers {
         now: || {
             static ORIGIN: OnceLock<Instant> = OnceLock::new();
             *ORIGIN.get_or_init(Instant::now)

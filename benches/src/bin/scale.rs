@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use lameduck_core::{Config, IdlePolicy, Instant, Lifecycle};
-use lameduck_std::{Runtime, Shutdown};
+use lameduck_std::{Shutdown, Timers};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -54,7 +54,7 @@ fn core(n: usize) -> (i64, Duration) {
 }
 
 fn handle(n: usize) -> (i64, Duration) {
-    let runtime = Runtime {
+    let runtime = Timers {
         now: StdInstant::now,
         sleep_until: |_| Box::pin(std::future::pending()),
         spawn: |_| false,

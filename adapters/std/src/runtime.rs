@@ -1,0 +1,111 @@
+//! The seam between the driver every runtime shares and one runtime: what lameduck needs
+//! from tokio, smol or async-std, and nothing more.
+//!
+//! In the manner of quinn's `Runtime` trait: a clock and a timer, a spawner, and the wrapping
+//! of std sockets (listeners inherited from a supervisor or freshly bound, and the signal
+//! socket). Everything above it — tracked listeners that drain their backlog, inherited
+//! sockets, the signal policy, the accept-error policy, the handle itself — is written once
+//! and works on any implementation. A runtime crate implements this (about a hundred lines)
+//! and exposes the shared API with [`runtime_api!`](crate::runtime_api).
+//!
+//! Every method is an associated function (no `self`): the handle keeps them as plain
+//! function pointers ([`Timers::of`]), so nothing on a request's path is generic or boxed.
+
+use std::fmt::Debug;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::Sleep;
+
+/// A runtime lameduck can drive: its clock, timer and spawner, and its sockets.
+pub trait Runtime: Debug + Send + Sync + Sized + 'static {
+    /// The runtime's name, as servers print it (`"tokio"`).
+    const NAME: &'static str;
+
+    /// The runtime's TCP listener.
+    type TcpListener: Debug + Send + Sync + 'static;
+    /// What it accepts.
+    type TcpStream: AsRawFd + Debug + Send + Sync + Unpin + 'static;
+    /// The runtime's Unix-domain listener.
+    type UnixListener: Debug + Send + Sync + 'static;
+    /// What it accepts; also the signal socket's type.
+    type UnixStream: AsRawFd + Debug + Send + Sync + Unpin + 'static;
+
+    /// The runtime's monotonic clock (tokio's can be paused in tests).
+    fn now() -> Instant;
+
+    /// A future that completes at `at` on the runtime's timer.
+    fn sleep_until(at: Instant) -> Sleep;
+
+    /// Spawns a background task; false when it cannot (no runtime on this thread).
+    fn spawn(task: Sleep) -> bool;
+
+    /// Registers a non-blocking std TCP listener with the runtime's reactor.
+    fn tcp_listener(listener: std::net::TcpListener) -> io::Result<Self::TcpListener>;
+
+    /// Registers a non-blocking std Unix listener with the runtime's reactor.
+    fn unix_listener(listener: std::os::unix::net::UnixListener) -> io::Result<Self::UnixListener>;
+
+    /// Registers a non-blocking std Unix stream (the signal socket) with the reactor.
+    fn unix_stream(stream: StdUnixStream) -> io::Result<Self::UnixStream>;
+
+    /// Accepts a TCP connection, or registers `cx`'s waker when none is pending.
+    fn poll_accept_tcp(
+        listener: &Self::TcpListener,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Self::TcpStream>>;
+
+    /// Accepts a Unix connection, or registers `cx`'s waker when none is pending.
+    fn poll_accept_unix(
+        listener: &Self::UnixListener,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Self::UnixStream>>;
+
+    /// Reads what is there from a Unix stream, or registers `cx`'s waker when nothing is.
+    fn poll_read_unix(
+        stream: &Self::UnixStream,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// What the shared handle keeps of a runtime: its clock, timer and spawner as function
+/// pointers. [`Timers::of`] takes them from a [`Runtime`]; a test can build its own (a
+/// clock it controls, a spawner that refuses).
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// The runtime's `Instant::now`.
+    pub now: fn() -> Instant,
+    /// A future that completes at the given instant.
+    pub sleep_until: fn(Instant) -> Sleep,
+    /// Spawns a background task; returns false when it cannot (no runtime on this thread),
+    /// in which case the timers are driven by whoever awaits
+    /// [`Shutdown::drained`](crate::Shutdown::drained).
+    pub spawn: fn(Sleep) -> bool,
+}
+
+impl Timers {
+    /// `R`'s clock, timer and spawner.
+    pub fn of<R: Runtime>() -> Timers {
+        Timers {
+            now: R::now,
+            sleep_until: R::sleep_until,
+            spawn: R::spawn,
+        }
+    }
+}
+
+/// Spawns `task` on `R`, or fails naming the runtime when there is none on this thread.
+pub(crate) fn spawn<R: Runtime>(task: Sleep) -> io::Result<()> {
+    if R::spawn(task) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "no {} runtime on this thread to spawn on",
+            R::NAME
+        )))
+    }
+}
