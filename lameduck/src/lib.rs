@@ -49,7 +49,8 @@ pub use lameduck_std as driver;
 #[cfg(feature = "tokio")]
 pub use lameduck_tokio as tokio;
 
-/// hyper servers that restart without a failed request (feature `hyper`, on tokio).
+/// hyper servers that restart without a failed request (feature `hyper`, on every runtime
+/// that is on).
 #[cfg(feature = "hyper")]
 pub use lameduck_hyper as hyper;
 

@@ -33,7 +33,7 @@ pub struct AsyncStdSpawner;
 impl lameduck_std::async_io::Spawner for AsyncStdSpawner {
     const NAME: &'static str = "async-std";
 
-    fn spawn(task: lameduck_std::Sleep) -> bool {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(task: F) -> bool {
         async_std::task::spawn(task);
         true
     }

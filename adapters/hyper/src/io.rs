@@ -4,6 +4,7 @@
 //! the last response.
 
 use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use lameduck_tokio::{Conn, ConnHandle, ConnState, Notice};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use futures_lite::future;
+use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
+use lameduck_std::core::ConnState;
+use lameduck_std::{ConnHandle, Runtime};
 
 /// How long a closing connection keeps reading (and discarding) after its last response.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -76,22 +79,24 @@ impl HttpState {
     }
 }
 
-/// The I/O hyper drives: the plain stream `S` and the connection's tracking, plus replay,
-/// first-byte and flush accounting, and a lingering close.
-pub(crate) struct HttpIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
-    io: Option<S>,
-    conn: Option<Conn>,
+/// The I/O hyper drives: the connection's I/O `I` (reading through its
+/// [`Tracked`](lameduck_std::Tracked) stream, which marks the first byte of a request and
+/// fails once the lifecycle cut the connection), plus replay, flush accounting, and a
+/// lingering close on runtime `R`.
+pub(crate) struct HttpIo<R: Runtime, I: Read + Write + Unpin + Send + 'static> {
+    io: Option<I>,
     replay: Bytes,
     state: Arc<HttpState>,
+    runtime: PhantomData<fn() -> R>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo<S> {
-    pub fn new(io: S, conn: Conn, state: Arc<HttpState>) -> Self {
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
+    pub fn new(io: I, state: Arc<HttpState>) -> Self {
         HttpIo {
             io: Some(io),
-            conn: Some(conn),
             replay: Bytes::new(),
             state,
+            runtime: PhantomData,
         }
     }
 
@@ -100,31 +105,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo<S> {
         self.replay = bytes;
     }
 
-    /// Reads and writes fail once the lifecycle closed the connection: a cut is done, also
-    /// to a handler that holds the upgraded stream.
-    fn check_cut(&self) -> io::Result<()> {
-        if self.state.conn.notice() == Some(Notice::Close) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "lameduck closed the connection",
-            ));
-        }
-        Ok(())
-    }
-
-    fn io(&mut self) -> &mut S {
-        self.io.as_mut().expect("the stream is only taken in drop")
+    fn io(&mut self) -> Pin<&mut I> {
+        Pin::new(self.io.as_mut().expect("the I/O is only taken in drop"))
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for HttpIo<S> {
+/// Reads into `buf`: the number of bytes read, 0 at the end.
+pub(crate) async fn read<I: Read + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Result<usize> {
+    let mut buf = ReadBuf::new(buf);
+    future::poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, buf.unfilled())).await?;
+    Ok(buf.filled().len())
+}
+
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check_cut()?;
         if this.replay.has_remaining() {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
@@ -135,30 +134,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for HttpIo<S>
             // for the life of the connection (measured: +8.6 KB heap per connection).
             if buf.remaining() > 0 && !this.replay.has_remaining() {
                 // Not ready is fine: the bytes we have are the answer, and the waker is
-                // registered for the next read.
-                let _ = Pin::new(this.io()).poll_read(cx, buf);
+                // registered for the next read. An error shows again on the next read.
+                let _ = this.io().poll_read(cx, buf);
             }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        ready!(Pin::new(this.io()).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            // The first byte of a request makes the connection Active (HTTP/1; HTTP/2 turns
-            // this off and counts streams).
-            this.state.conn.data_received();
-        }
-        Poll::Ready(Ok(()))
+        this.io().poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S> {
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.check_cut()?;
-        Pin::new(self.get_mut().io()).poll_write(cx, buf)
+        self.get_mut().io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -166,8 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.check_cut()?;
-        Pin::new(self.get_mut().io()).poll_write_vectored(cx, bufs)
+        self.get_mut().io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -176,52 +166,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for HttpIo<S
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(Pin::new(this.io()).poll_flush(cx))?;
+        ready!(this.io().poll_flush(cx))?;
         this.state.flushed();
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(Pin::new(this.io()).poll_flush(cx))?;
+        ready!(this.io().poll_flush(cx))?;
         this.state.flushed();
-        Pin::new(this.io()).poll_shutdown(cx)
+        this.io().poll_shutdown(cx)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for HttpIo<S> {
-    /// Closes the connection for the lifecycle (it is counted as done), then lingers: shut
-    /// the write side (the peer reads everything sent, then EOF), keep reading and
-    /// discarding what the peer still sends until it closes, for at most [`LINGER`] — so
-    /// that a close never meets unread bytes, which would make the kernel reset the
-    /// connection and destroy the response still in flight. The drain waits for the linger
-    /// ([`Shutdown::hold_drain`](lameduck_tokio::Shutdown::hold_drain)): exiting earlier
-    /// would reset exactly these sockets.
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I> {
+    /// Closes the connection for the lifecycle (it is counted as done), then lingers on a
+    /// task of runtime `R`: shut the write side (the peer reads everything sent, then EOF),
+    /// keep reading and discarding what the peer still sends until it closes, for at most
+    /// [`LINGER`] — so that a close never meets unread bytes, which would make the kernel
+    /// reset the connection and destroy the response still in flight. The drain waits for
+    /// the linger ([`ConnHandle::linger`]): exiting earlier would reset exactly these
+    /// sockets. Without a runtime to spawn on, the socket closes at once.
     fn drop(&mut self) {
-        let (Some(mut io), Some(conn)) = (self.io.take(), self.conn.take()) else {
+        let Some(mut io) = self.io.take() else {
             return;
         };
-        let hold = conn.shutdown().hold_drain();
-        drop(conn);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
+        let hold = self.state.conn.linger();
+        let until = R::now() + LINGER;
+        R::spawn(async move {
             let _hold = hold;
             let linger = async {
-                let _ = io.shutdown().await;
+                let _ = future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
                 // Small: it sizes every lingering task, and a peer rarely sends much after
                 // the last response.
                 let mut scratch = [0u8; 1024];
                 let mut discarded = 0;
                 while discarded < LINGER_BYTES {
-                    match io.read(&mut scratch).await {
+                    match read(&mut io, &mut scratch).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => discarded += n,
                     }
                 }
             };
-            let _ = tokio::time::timeout(LINGER, linger).await;
+            future::or(linger, R::sleep_until(until)).await;
             drop(io);
         });
     }

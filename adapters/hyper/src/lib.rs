@@ -1,6 +1,9 @@
 //! lameduck for hyper: serve any hyper `Service` — an axum `Router` included — over HTTP/1.1
 //! and HTTP/2 (detected; h2c with prior knowledge), and shut down or restart without a
-//! failed request.
+//! failed request, on tokio (feature `tokio`), smol (`smol`) or async-std (`async-std`).
+//!
+//! Built on `hyper::rt` and lameduck's runtime seam: the same code serves every runtime, and
+//! only how a runtime's stream becomes hyper's I/O differs ([`HttpRuntime`]). On tokio:
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -23,6 +26,34 @@
 //!     println!("{:?}", shutdown.drained().await);   // every request answered
 //!     Ok(())
 //! }
+//! ```
+//!
+//! On smol, the same with `lameduck_smol` and `smol::block_on`:
+//!
+//! ```no_run
+//! # #[cfg(feature = "smol")]
+//! # fn main() -> std::io::Result<()> {
+//! use std::convert::Infallible;
+//!
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper::{Request, Response};
+//! use lameduck_smol::{self as lameduck, Config};
+//!
+//! smol::block_on(async {
+//!     let shutdown = lameduck::shutdown(Config::default());
+//!     lameduck::drain_on_signals(&shutdown)?;
+//!     let listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     let hello = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
+//!     });
+//!     lameduck_hyper::serve(listener, hello).await;
+//!     println!("{:?}", shutdown.drained().await);
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(feature = "smol"))]
+//! # fn main() {}
 //! ```
 //!
 //! What each connection gets, after Go's `ConnState` and beyond it:
@@ -54,28 +85,82 @@ mod io;
 mod service;
 
 use std::future::Future;
-use std::os::fd::RawFd;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-pub use lameduck_tokio::{Config, Conn, ConnHandle, IdlePolicy, Notice};
-use std::task::Poll;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+pub use lameduck_std::core::{Config, IdlePolicy};
+use lameduck_std::{Listener, Notices, Stream};
+pub use lameduck_std::{Conn, ConnHandle, Notice, Runtime};
 
-use crate::io::{HttpIo, HttpState};
+use crate::io::{read, HttpIo, HttpState};
 pub use crate::service::{TrackedBody, TrackedFuture};
 
 /// The HTTP/2 client preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Accepts from `listener` until shutdown stops it (after its backlog is drained) and serves
-/// every connection with `service` on its own task.
-pub async fn serve<S, B>(mut listener: lameduck_tokio::Listener, service: S)
+/// A runtime lameduck serves HTTP on: the shared [`Runtime`] (spawning, timers) plus how its
+/// tracked streams become hyper's I/O. Implemented for tokio (feature `tokio`: hyper-util's
+/// `TokioIo`) and for smol and async-std (features `smol`, `async-std`: smol-hyper's
+/// `FuturesIo`, over `futures-io`).
+pub trait HttpRuntime: Runtime {
+    /// A tracked stream as hyper's I/O.
+    type Io: Read + Write + Unpin + Send + 'static;
+
+    /// Wraps a tracked stream for hyper.
+    fn io(stream: Stream<Self>) -> Self::Io;
+}
+
+#[cfg(feature = "tokio")]
+impl HttpRuntime for lameduck_tokio::Tokio {
+    type Io = hyper_util::rt::TokioIo<Stream<Self>>;
+
+    fn io(stream: Stream<Self>) -> Self::Io {
+        hyper_util::rt::TokioIo::new(stream)
+    }
+}
+
+#[cfg(feature = "async-io")]
+impl<S: lameduck_std::async_io::Spawner> HttpRuntime for lameduck_std::async_io::AsyncIo<S> {
+    type Io = smol_hyper::rt::FuturesIo<Stream<Self>>;
+
+    fn io(stream: Stream<Self>) -> Self::Io {
+        smol_hyper::rt::FuturesIo::new(stream)
+    }
+}
+
+/// hyper's executor for HTTP/2 streams: runtime `R`'s spawner.
+struct Spawn<R>(PhantomData<fn() -> R>);
+
+impl<R> Clone for Spawn<R> {
+    fn clone(&self) -> Self {
+        Spawn(PhantomData)
+    }
+}
+
+impl<R: Runtime, F> hyper::rt::Executor<F> for Spawn<R>
 where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        R::spawn(async move {
+            task.await;
+        });
+    }
+}
+
+/// Accepts from `listener` until shutdown stops it (after its backlog is drained) and serves
+/// every connection with `service` on its own task, spawned on the listener's runtime.
+pub async fn serve<R, S, B>(mut listener: Listener<R>, service: S)
+where
+    R: HttpRuntime,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
         + Clone
         + Send
@@ -88,62 +173,46 @@ where
 {
     while let Some(stream) = listener.accept().await {
         let Ok(stream) = stream else { continue };
-        tokio::spawn(serve_connection(stream, service.clone()));
+        R::spawn(serve_connection(stream, service.clone()));
     }
 }
 
 /// Serves one tracked connection with `service` until it closes, following the lifecycle's
 /// notices. Resolves when the connection is done (a lingering close may still run; the
 /// drain waits for it).
-pub fn serve_connection<S, B>(
-    stream: lameduck_tokio::Stream,
+pub fn serve_connection<R, S, B>(
+    stream: Stream<R>,
     service: S,
 ) -> impl Future<Output = ()> + Send + 'static
 where
+    R: HttpRuntime,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let (io, conn) = stream.into_parts();
-    serve_tracked_io(io, conn, Some(fd), service)
+    let conn = stream.conn().handle();
+    serve_io::<R, _, _, _>(R::io(stream), conn, service)
 }
 
-/// Like [`serve_connection`], for any I/O: `io` is the plain stream and `conn` its tracking
-/// (from [`Tracked::into_parts`](lameduck_tokio::Tracked::into_parts), say).
-pub async fn serve_io<I, S, B>(io: I, conn: Conn, service: S)
+/// Like [`serve_connection`], for I/O of your own making — TLS, say — over the connection's
+/// [`Tracked`](lameduck_std::Tracked) stream: `io` must read and write through it (so that the
+/// first byte of each request marks it Active and a cut fails its I/O) and own it (so that
+/// dropping `io` reports it Closed). `conn` is its handle (`stream.conn().handle()`).
+pub async fn serve_io<R, I, S, B>(io: I, conn: ConnHandle, service: S)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+    I: Read + Write + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_tracked_io(io, conn, None, service).await
-}
-
-/// [`serve_io`], with the socket `fd` (if any) shut down by a deadline cut.
-async fn serve_tracked_io<I, S, B>(io: I, conn: Conn, fd: Option<RawFd>, service: S)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let handle = conn.handle();
-    let notices = handle.notices();
-    let state = HttpState::new(handle.clone());
-    let mut io = HttpIo::new(io, conn, state.clone());
-    if let Some(fd) = fd {
-        // SAFETY: `fd` is `io`'s socket (from the same stream), and `HttpIo` drops its `Conn`
-        // before its stream (see its `Drop`), so the fd is open while the cut is armed.
-        unsafe { handle.cut_at_socket(fd) };
-    }
+    let notices = conn.notices();
+    let state = HttpState::new(conn.clone());
+    let mut io = HttpIo::<R, I>::new(io, state.clone());
     // HTTP/1 or HTTP/2? Read until the bytes leave the HTTP/2 preface or complete it. The
     // connection is New until its first byte, and the stale-New rule (or the deadline) ends
     // a client that never sends.
@@ -155,16 +224,15 @@ where
         inner: service,
         state: state.clone(),
     };
-    let io = TokioIo::new(io);
     if http2 {
         state.http2.store(true, Ordering::Release);
         // HTTP/2 reads SETTINGS, PING and WINDOW_UPDATE frames between requests: requests are
         // its streams, counted by the service. The preface itself was no request.
-        handle.set_read_starts_request(false);
+        conn.set_read_starts_request(false);
         if state.inflight() == 0 {
-            let _ = handle.request_finished();
+            let _ = conn.request_finished();
         }
-        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let connection = hyper::server::conn::http2::Builder::new(Spawn::<R>(PhantomData))
             .serve_connection(io, service);
         // Boxed: an HTTP/2 connection is ~2.7 KB, and inline it would size every
         // connection's task, HTTP/1 ones included (measured: 3.3 KB → 0.8 KB per task).
@@ -181,12 +249,12 @@ where
 }
 
 /// Reads the first bytes: `(bytes read, is HTTP/2)`.
-async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
+async fn detect<I: Read + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
     let mut seen = Vec::with_capacity(PREFACE.len());
     let mut buf = [0u8; PREFACE.len()];
     loop {
         let want = PREFACE.len() - seen.len();
-        let n = io.read(&mut buf[..want]).await?;
+        let n = read(io, &mut buf[..want]).await?;
         if n == 0 {
             return Ok((Bytes::from(seen), false));
         }
@@ -203,12 +271,12 @@ async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<(Bytes, boo
 /// Runs a hyper connection, acting on the lifecycle's notices.
 async fn drive<C, F>(
     connection: C,
-    notices: &lameduck_tokio::Notices,
+    notices: &Notices,
     state: &HttpState,
     graceful_shutdown: F,
 ) where
     C: Future,
-    F: Fn(std::pin::Pin<&mut C>),
+    F: Fn(Pin<&mut C>),
 {
     let mut connection = std::pin::pin!(connection);
     let mut watch = notices.watch();

@@ -44,7 +44,7 @@ pub struct SmolSpawner;
 impl lameduck_std::async_io::Spawner for SmolSpawner {
     const NAME: &'static str = "smol";
 
-    fn spawn(task: lameduck_std::Sleep) -> bool {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(task: F) -> bool {
         smol::spawn(task).detach();
         true
     }

@@ -2,6 +2,7 @@
 //! each runtime's spawner plugged in ([`Spawner`]).
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
@@ -19,7 +20,7 @@ pub trait Spawner: Debug + Send + Sync + 'static {
     const NAME: &'static str;
 
     /// Spawns `task`, detached; false when it cannot.
-    fn spawn(task: Sleep) -> bool;
+    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool;
 }
 
 /// A [`Runtime`] on `async-io`'s reactor and timer, spawning with `S`.
@@ -64,7 +65,7 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
         })
     }
 
-    fn spawn(task: Sleep) -> bool {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool {
         S::spawn(task)
     }
 

@@ -814,6 +814,44 @@ impl ConnHandle {
     pub fn shutdown(&self) -> &Shutdown {
         &self.shared.shutdown
     }
+
+    /// Ends the connection for the lifecycle while its socket stays open to linger: it is
+    /// Closed and counted from now on (no cut reaches its fd, data read no longer makes it
+    /// Active, the `Conn`'s drop changes nothing more), and the drain waits for the
+    /// returned hold — a lingering close reads what the peer still sends after the last
+    /// response so that closing does not reset it, and exiting earlier would.
+    pub fn linger(&self) -> DrainHold {
+        let hold = self.shared.shutdown.hold_drain();
+        self.report_closed();
+        hold
+    }
+
+    /// Reports the connection Closed, once: later calls change nothing (the lifecycle
+    /// refuses a second close of the same id, and its slot is only freed by the first).
+    fn report_closed(&self) {
+        let ConnShared {
+            shutdown,
+            id,
+            mailbox,
+            ..
+        } = &*self.shared;
+        let now = shutdown.now();
+        let mut lifecycle = shutdown.lock();
+        // No cut may reach the socket once its owner may close it.
+        mailbox.fd.store(-1, Ordering::Release);
+        // The lifecycle counts the connection out of the state it knows: the current one.
+        sync(&mut lifecycle.lc, *id, mailbox);
+        if lifecycle.lc.closed(*id, now).is_ok() {
+            if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
+                *slot = None;
+            }
+        }
+        mailbox.set_state(ConnState::Closed);
+        if shutdown.deliver(&mut lifecycle, now) {
+            drop(lifecycle);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+    }
 }
 
 /// Watches one connection's notices; see [`ConnHandle::notices`]. Cheap to clone.
@@ -928,28 +966,7 @@ async fn wait_for(mailbox: &Mailbox, at_least: Notice) -> Notice {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let ConnShared {
-            shutdown,
-            id,
-            mailbox,
-            ..
-        } = &*self.handle.shared;
-        let now = shutdown.now();
-        let mut lifecycle = shutdown.lock();
-        // No cut may reach the socket once its owner may close it.
-        mailbox.fd.store(-1, Ordering::Release);
-        // The lifecycle counts the connection out of the state it knows: the current one.
-        sync(&mut lifecycle.lc, *id, mailbox);
-        if lifecycle.lc.closed(*id, now).is_ok() {
-            if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
-                *slot = None;
-            }
-        }
-        mailbox.set_state(ConnState::Closed);
-        if shutdown.deliver(&mut lifecycle, now) {
-            drop(lifecycle);
-            shutdown.inner.changed.notify(usize::MAX);
-        }
+        self.handle.report_closed();
     }
 }
 

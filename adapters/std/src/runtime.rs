@@ -12,6 +12,7 @@
 //! function pointers ([`Timers::of`]), so nothing on a request's path is generic or boxed.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -40,8 +41,9 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     /// A future that completes at `at` on the runtime's timer.
     fn sleep_until(at: Instant) -> Sleep;
 
-    /// Spawns a background task; false when it cannot (no runtime on this thread).
-    fn spawn(task: Sleep) -> bool;
+    /// Spawns a background task, detached; false when it cannot (no runtime on this
+    /// thread). Generic, so that a connection's task is not boxed twice.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool;
 
     /// Registers a non-blocking std TCP listener with the runtime's reactor.
     fn tcp_listener(listener: std::net::TcpListener) -> io::Result<Self::TcpListener>;
@@ -93,13 +95,13 @@ impl Timers {
         Timers {
             now: R::now,
             sleep_until: R::sleep_until,
-            spawn: R::spawn,
+            spawn: R::spawn::<Sleep>,
         }
     }
 }
 
 /// Spawns `task` on `R`, or fails naming the runtime when there is none on this thread.
-pub(crate) fn spawn<R: Runtime>(task: Sleep) -> io::Result<()> {
+pub(crate) fn spawn<R: Runtime>(task: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
     if R::spawn(task) {
         Ok(())
     } else {

@@ -61,7 +61,7 @@ impl Runtime for Tokio {
         Box::pin(tokio::time::sleep_until(at.into()))
     }
 
-    fn spawn(task: lameduck_std::Sleep) -> bool {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(task: F) -> bool {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(task);

@@ -13,7 +13,9 @@ fn main() {
                 bytes::Bytes::new(),
             )))
         });
-        let f = lameduck_hyper::serve_io(io, conn, svc);
+        let handle = conn.handle();
+        let io = hyper_util::rt::TokioIo::new(lameduck_tokio::Tracked::new(io, conn));
+        let f = lameduck_hyper::serve_io::<lameduck_tokio::Tokio, _, _, _>(io, handle, svc);
         println!(
             "lameduck serve_io future: {} bytes",
             std::mem::size_of_val(&f)
