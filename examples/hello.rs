@@ -10,20 +10,57 @@
 //! ab -r -n 100000 -c 1000 http://127.0.0.1:8080/
 //! ```
 //!
-//! `HELLO_NAIVE=1` runs the same server the way most are written — hyper, no lameduck, exit
-//! at once on SIGTERM — so the experiment can show the difference.
+//! `HELLO_RUNTIME=tokio|smol|async-std` picks the runtime (default tokio); hello says which
+//! on stderr (`hello: serving on smol`), and exits 2 naming the variable for any other value.
+//!
+//! `HELLO_NAIVE=1` runs the same server the way most are written — hyper on tokio, no
+//! lameduck, exit at once on SIGTERM — so the experiment can show the difference.
 
 mod hello_server;
 
-#[tokio::main]
-async fn main() {
+/// What `HELLO_RUNTIME` may say.
+const RUNTIMES: &str = "tokio, smol or async-std";
+
+fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let code = if std::env::var_os("HELLO_NAIVE").is_some() {
-        hello_server::serve_naive(&addr, || {}).await
-    } else {
-        hello_server::serve_lameduck(&addr, || {}).await
+    let runtime = match std::env::var("HELLO_RUNTIME") {
+        Err(std::env::VarError::NotPresent) => "tokio".to_owned(),
+        Ok(name) if ["tokio", "smol", "async-std"].contains(&name.as_str()) => name,
+        Ok(other) => {
+            eprintln!("hello: HELLO_RUNTIME={other:?}: expected {RUNTIMES}");
+            std::process::exit(2);
+        }
+        Err(std::env::VarError::NotUnicode(other)) => {
+            eprintln!("hello: HELLO_RUNTIME={other:?}: expected {RUNTIMES}");
+            std::process::exit(2);
+        }
+    };
+    let naive = std::env::var_os("HELLO_NAIVE").is_some();
+    eprintln!(
+        "hello: serving on {runtime}{}",
+        if naive { " (naive)" } else { "" }
+    );
+    let ready = || {};
+    let code = match runtime.as_str() {
+        _ if naive => tokio_runtime().block_on(hello_server::serve_naive(&addr, ready)),
+        "smol" => smol::block_on(hello_server::serve_lameduck::<lameduck::smol::Smol>(
+            &addr, ready,
+        )),
+        "async-std" => async_std::task::block_on(hello_server::serve_lameduck::<
+            lameduck::async_std::AsyncStd,
+        >(&addr, ready)),
+        _ => tokio_runtime().block_on(hello_server::serve_lameduck::<lameduck_tokio::Tokio>(
+            &addr, ready,
+        )),
     };
     std::process::exit(code);
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }

@@ -7,16 +7,22 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
+use lameduck::driver::env::ConfigFromEnv;
+use lameduck::driver::{self, Runtime};
+use lameduck::Config;
+use lameduck_hyper::HttpRuntime;
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
 /// `GET /hold` with `Upgrade:` answers `101 Switching Protocols` and then keeps the upgraded
 /// connection forever without reading, writing or watching a notice — the handler that only
 /// a cut at the socket can end.
-pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// On runtime `R`, whose timer and spawner it uses.
+pub async fn hello<R: Runtime>(
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/hold" {
-        return Ok(hold(req));
+        return Ok(hold::<R>(req));
     }
     if req.uri().path() == "/sleep" {
         let ms = req
@@ -25,19 +31,19 @@ pub async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
             .and_then(|q| q.strip_prefix("ms="))
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(100);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        R::sleep_until(R::now() + Duration::from_millis(ms)).await;
     }
     let body = format!("from pid {:>10}\n", std::process::id());
     Ok(Response::new(Full::new(Bytes::from(body))))
 }
 
-fn hold(req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn hold<R: Runtime>(req: Request<Incoming>) -> Response<Full<Bytes>> {
     if !req.headers().contains_key(hyper::header::UPGRADE) {
         let mut response = Response::new(Full::new(Bytes::from("/hold needs Upgrade:\n")));
         *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
         return response;
     }
-    tokio::spawn(async move {
+    R::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
             let _held_forever = upgraded;
             std::future::pending::<()>().await;
@@ -57,10 +63,10 @@ fn hold(req: Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
-/// Serves with lameduck: the inherited socket (or `addr`), drained on SIGTERM, tuned by the
-/// `LAMEDUCK_*` variables. Calls `ready` once it accepts; returns the exit code (0 when
-/// nothing was cut, 2 for bad settings).
-pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
+/// Serves with lameduck on runtime `R`: the inherited socket (or `addr`), drained on
+/// SIGTERM, tuned by the `LAMEDUCK_*` variables. Calls `ready` once it accepts; returns the
+/// exit code (0 when nothing was cut, 2 for bad settings).
+pub async fn serve_lameduck<R: HttpRuntime>(addr: &str, ready: impl FnOnce()) -> i32 {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -68,18 +74,18 @@ pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
             return 2;
         }
     };
-    let shutdown = lameduck::shutdown(config);
-    let listener = match lameduck::bind_or_inherit(&shutdown, addr) {
+    let shutdown = driver::shutdown::<R>(config);
+    let listener = match driver::bind_or_inherit::<R>(&shutdown, addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("hello: {e}");
             return 2;
         }
     };
-    lameduck::drain_on_signals(&shutdown).expect("signal handlers");
-    tokio::spawn(lameduck_hyper::serve(
+    driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+    R::spawn(lameduck_hyper::serve(
         listener,
-        hyper::service::service_fn(hello),
+        hyper::service::service_fn(hello::<R>),
     ));
     ready();
     let report = shutdown.drained().await;
@@ -96,10 +102,10 @@ pub async fn serve_lameduck(addr: &str, ready: impl FnOnce()) -> i32 {
 /// The usual server: hyper without lameduck, serving until SIGTERM, then exiting at once.
 pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
     use hyper_util::rt::TokioIo;
-    let listener = match lameduck::inherit::from_env() {
+    let listener = match driver::inherit::from_env() {
         Ok(Some(mut inherited)) => match inherited.remove(0).listener {
-            lameduck::inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
-            lameduck::inherit::Listener::Unix(_) => panic!("TCP only"),
+            driver::inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
+            driver::inherit::Listener::Unix(_) => panic!("TCP only"),
         },
         _ => tokio::net::TcpListener::bind(addr).await.unwrap(),
     };
@@ -111,7 +117,7 @@ pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 tokio::spawn(hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello)));
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello::<lameduck_tokio::Tokio>)));
             }
             _ = term.recv() => return 0,
         }

@@ -96,8 +96,8 @@ use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
 pub use lameduck_std::core::{Config, IdlePolicy};
-use lameduck_std::{Listener, Notices, Stream};
 pub use lameduck_std::{Conn, ConnHandle, Notice, Runtime};
+use lameduck_std::{Listener, Notices, Stream};
 
 use crate::io::{read, HttpIo, HttpState};
 pub use crate::service::{TrackedBody, TrackedFuture};
@@ -269,12 +269,8 @@ async fn detect<I: Read + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
 }
 
 /// Runs a hyper connection, acting on the lifecycle's notices.
-async fn drive<C, F>(
-    connection: C,
-    notices: &Notices,
-    state: &HttpState,
-    graceful_shutdown: F,
-) where
+async fn drive<C, F>(connection: C, notices: &Notices, state: &HttpState, graceful_shutdown: F)
+where
     C: Future,
     F: Fn(Pin<&mut C>),
 {
