@@ -132,7 +132,46 @@ fn lameduck_lame_duck_keeps_serving_with_connection_close_then_leaves() {
 
 #[test]
 fn a_held_upgraded_connection_is_cut_at_the_socket_at_the_deadline() {
-    let (child, addr, _watchdog) = start_hello(&[("LAMEDUCK_DEADLINE", "1s")]);
+    held_upgraded_connection_is_cut_on("tokio");
+}
+
+#[test]
+fn a_held_upgraded_connection_is_cut_at_the_socket_at_the_deadline_on_smol() {
+    held_upgraded_connection_is_cut_on("smol");
+}
+
+#[test]
+fn a_held_upgraded_connection_is_cut_at_the_socket_at_the_deadline_on_async_std() {
+    held_upgraded_connection_is_cut_on("async-std");
+}
+
+#[test]
+fn hello_runtime_says_where_it_serves_and_refuses_an_unknown_runtime() {
+    for runtime in ["tokio", "smol", "async-std"] {
+        let (mut child, addr, _watchdog) = start_hello(&[("HELLO_RUNTIME", runtime)]);
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert_eq!(line, format!("hello: serving on {runtime}\n"));
+        // Answered: its signal handlers are installed (before it serves).
+        let head = get(&mut TcpStream::connect(addr).unwrap());
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        lameduck_tests::signal_group(child.id(), "TERM");
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{runtime}");
+    }
+    let (child, _addr, _watchdog) = start_hello(&[("HELLO_RUNTIME", "tokyo")]);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("HELLO_RUNTIME=\"tokyo\": expected tokio, smol or async-std"),
+        "{stderr}"
+    );
+}
+
+fn held_upgraded_connection_is_cut_on(runtime: &str) {
+    let (child, addr, _watchdog) =
+        start_hello(&[("LAMEDUCK_DEADLINE", "1s"), ("HELLO_RUNTIME", runtime)]);
 
     // The listener is already bound: the connection waits in the backlog until hello serves.
     let mut client = TcpStream::connect(addr).unwrap();

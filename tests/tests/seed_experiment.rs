@@ -62,7 +62,8 @@ const CELL_LIMIT: Duration = Duration::from_secs(SECONDS + 150);
 const EXIT_LIMIT: Duration = Duration::from_secs(45);
 
 impl Supervisor {
-    fn start(naive: bool, restart_every: Duration) -> Supervisor {
+    /// `hello` on `runtime` (`HELLO_RUNTIME`), or the naive server.
+    fn start(runtime: &str, naive: bool, restart_every: Duration) -> Supervisor {
         require("start_server", "libserver-starter-perl");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("lameduck-seed-{}-{port}", std::process::id()));
@@ -80,6 +81,7 @@ impl Supervisor {
             .arg("--")
             .arg(hello_binary())
             .stdin(Stdio::null());
+        command.env("HELLO_RUNTIME", runtime);
         if naive {
             command.env("HELLO_NAIVE", "1");
         }
@@ -420,12 +422,35 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> Outcome) {
+    cell_on("tokio", name, restart_every, load)
+}
+
+/// One cell with `hello` on `runtime`: 0 failed requests, every worker drained clean.
+fn cell_on(
+    runtime: &str,
+    name: &str,
+    restart_every: Duration,
+    load: impl FnOnce(&Supervisor) -> Outcome,
+) {
     let _serial = serial();
-    let supervisor = Supervisor::start(false, restart_every);
+    let supervisor = Supervisor::start(runtime, false, restart_every);
     let outcome = load(&supervisor);
     let (workers, log) = supervisor.stop();
     let restarts = workers.len() - 1;
+    let name = format!("{name} on {runtime}");
     println!("{name}: {outcome:?}, {restarts} restarts");
+    // Every worker that got as far as main said which runtime it serves on (one a TERM
+    // ended at start-up may not have): the cell measured that runtime and no other.
+    let serving = log.matches("hello: serving on ").count();
+    let on_runtime = log
+        .matches(&format!("hello: serving on {runtime}\n"))
+        .count();
+    let drained = workers.iter().filter(|&&(_, status)| status == 0).count();
+    assert!(
+        serving == on_runtime && on_runtime >= drained.max(1),
+        "{name}: {on_runtime} of {serving} workers said they serve on {runtime}, \
+         {drained} drained\n{log}"
+    );
     assert!(
         restarts >= 3,
         "{name}: too few restarts to mean anything ({restarts})"
@@ -506,7 +531,7 @@ fn hey_fails_nothing() {
 #[test]
 fn a_naive_server_fails_the_same_experiment() {
     let _serial = serial();
-    let supervisor = Supervisor::start(true, EVERY_SECOND);
+    let supervisor = Supervisor::start("tokio", true, EVERY_SECOND);
     let outcome = ab(&supervisor.url("/"), false, 100);
     let restarts = supervisor.stop().0.len() - 1;
     println!("naive ab -c 100 /: {outcome:?}, {restarts} restarts");
@@ -622,3 +647,44 @@ fn http2_against_a_slow_handler_fails_nothing() {
         h2_load(&s.url("/sleep?ms=100"), 50)
     });
 }
+
+/// The seed experiment's cells, restarting five times a second, with `hello` on the runtimes
+/// that are not tokio: the same HTTP server through the same driver, 0 failed requests.
+macro_rules! on_runtime {
+    ($module:ident, $runtime:literal) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn ab_every_200ms_fails_nothing() {
+                cell_on($runtime, "ab -c 100 / every 0.2 s", FIVE_PER_SECOND, |s| {
+                    ab(&s.url("/"), false, 100)
+                });
+            }
+
+            #[test]
+            fn ab_keep_alive_every_200ms_fails_nothing() {
+                cell_on($runtime, "ab -k / every 0.2 s", FIVE_PER_SECOND, |s| {
+                    ab(&s.url("/"), true, 100)
+                });
+            }
+
+            #[test]
+            fn wrk_every_200ms_fails_nothing() {
+                cell_on($runtime, "wrk / every 0.2 s", FIVE_PER_SECOND, |s| {
+                    wrk(&s.url("/"))
+                });
+            }
+
+            #[test]
+            fn hey_every_200ms_fails_nothing() {
+                cell_on($runtime, "hey / every 0.2 s", FIVE_PER_SECOND, |s| {
+                    hey(&s.url("/"))
+                });
+            }
+        }
+    };
+}
+
+on_runtime!(smol, "smol");
+on_runtime!(async_std, "async-std");

@@ -197,8 +197,30 @@ macro_rules! io_impls {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))
             }
 
+            /// Flushes, then shuts the socket's write side down: the peer reads EOF. (What
+            /// tokio's `poll_shutdown` does; `async-io`'s close only flushes, which left a
+            /// lingering close waiting its full second for a peer that never saw the end.)
             fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                delegate!(self, s => Pin::new(s).poll_close(cx))
+                let this = self.get_mut();
+                std::task::ready!(match this {
+                    Self::Tcp(s) => Pin::new(s).poll_close(cx),
+                    Self::Unix(s) => Pin::new(s).poll_close(cx),
+                })?;
+                Poll::Ready(
+                    match socket2::SockRef::from(&*this).shutdown(std::net::Shutdown::Write) {
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                        result => result,
+                    },
+                )
+            }
+        }
+
+        impl<R: Runtime> std::os::fd::AsFd for $ty<R> {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                match self {
+                    Self::Tcp(s) => s.as_fd(),
+                    Self::Unix(s) => s.as_fd(),
+                }
             }
         }
 

@@ -14,7 +14,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -29,11 +29,11 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     /// The runtime's TCP listener.
     type TcpListener: Debug + Send + Sync + 'static;
     /// What it accepts.
-    type TcpStream: AsRawFd + Debug + Send + Sync + Unpin + 'static;
+    type TcpStream: AsFd + AsRawFd + Debug + Send + Sync + Unpin + 'static;
     /// The runtime's Unix-domain listener.
     type UnixListener: Debug + Send + Sync + 'static;
     /// What it accepts; also the signal socket's type.
-    type UnixStream: AsRawFd + Debug + Send + Sync + Unpin + 'static;
+    type UnixStream: AsFd + AsRawFd + Debug + Send + Sync + Unpin + 'static;
 
     /// The runtime's monotonic clock (tokio's can be paused in tests).
     fn now() -> Instant;

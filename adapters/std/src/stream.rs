@@ -182,6 +182,12 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<S> {
     }
 }
 
+impl<S: std::os::fd::AsFd> std::os::fd::AsFd for Tracked<S> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+}
+
 impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<S> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.io.as_raw_fd()
