@@ -38,10 +38,12 @@ fn main() {
         }
     };
     let naive = std::env::var_os("HELLO_NAIVE").is_some();
-    eprintln!(
-        "hello: serving on {runtime}{}",
+    // One write, so the line stays whole in a log it shares with its supervisor.
+    let line = format!(
+        "hello: serving on {runtime}{}\n",
         if naive { " (naive)" } else { "" }
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let ready = || {};
     let code = match runtime.as_str() {
         _ if naive => tokio_runtime().block_on(hello_server::serve_naive(&addr, ready)),
