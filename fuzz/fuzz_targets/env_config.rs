@@ -22,7 +22,10 @@ libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
             (name, value)
         })
         .collect();
-    match apply(Config::default(), vars.iter().map(|(k, v)| (k.as_str(), *v))) {
+    match apply(
+        Config::default(),
+        vars.iter().map(|(k, v)| (k.as_str(), *v)),
+    ) {
         Ok(config) => {
             assert!(vars.iter().all(|(k, _)| VARIABLES.contains(&k.as_str())));
             // The last value of each variable wins; check what it says.
@@ -49,7 +52,9 @@ libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
         }
         Err(e) => {
             assert!(vars.iter().any(|(k, v)| *k == e.variable && *v == e.value));
-            assert!(e.to_string().starts_with(&format!("{}={:?}: ", e.variable, e.value)));
+            assert!(e
+                .to_string()
+                .starts_with(&format!("{}={:?}: ", e.variable, e.value)));
         }
     }
 });

@@ -24,6 +24,10 @@ libfuzzer_sys::fuzz_target!(|value: &str| {
         }
     }
     for (i, a) in fds.iter().enumerate() {
-        assert!(fds[i + 1..].iter().all(|b| b.fd != a.fd), "fd {} twice", a.fd);
+        assert!(
+            fds[i + 1..].iter().all(|b| b.fd != a.fd),
+            "fd {} twice",
+            a.fd
+        );
     }
 });

@@ -11,7 +11,8 @@ use crate::Timers;
 use event_listener::{Event, EventListener};
 use futures_lite::future;
 use lameduck_core::{
-    Action, Config, ConnId, ConnState, Counts, DrainReport, Error, Instant, Lifecycle, Phase,
+    Action, Config, ConnId, ConnState, Counts, DrainReport, Error, Instant, Lifecycle, Machine,
+    Phase,
 };
 
 /// A boxed future, as a runtime's timer returns it and its spawner takes it.
@@ -101,7 +102,8 @@ impl Mailbox {
 
 #[derive(Debug)]
 struct State {
-    lc: Lifecycle,
+    /// The lifecycle: a [`Lifecycle`], or (in a fuzz build) a checked one.
+    lc: Box<dyn Machine + Send>,
     /// Mailboxes by connection slot.
     mailboxes: Vec<Option<(ConnId, Arc<Mailbox>)>>,
     /// Listeners still open.
@@ -148,10 +150,18 @@ impl Shutdown {
     /// A handle in the Serving phase, on a runtime's clock, timer and spawner
     /// ([`Timers::of`]).
     pub fn new(config: Config, runtime: Timers) -> Shutdown {
+        Shutdown::with_machine(Lifecycle::new(config), runtime)
+    }
+
+    /// Like [`new`](Shutdown::new), driving `machine` instead of a fresh [`Lifecycle`]: a
+    /// fuzz build passes the checked lifecycle (`lameduck_core::fuzzing::Checked`), so that
+    /// every call this handle makes, on its lock-free path too, is checked against the
+    /// reference model.
+    pub fn with_machine(machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    lc: Lifecycle::new(config),
+                    lc: Box::new(machine),
                     mailboxes: Vec::new(),
                     listeners: 0,
                     stop_accepting: false,
@@ -194,7 +204,7 @@ impl Shutdown {
     }
 
     /// Runs `f` on the lifecycle at the current time, then delivers every action.
-    fn with<R>(&self, f: impl FnOnce(&mut Lifecycle, Instant) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut dyn Machine, Instant) -> R) -> R {
         let now = self.now();
         let state = self.lock();
         self.apply(state, now, f)
@@ -203,7 +213,7 @@ impl Shutdown {
     /// Like [`with`](Self::with), for what ends Serving (beginning the shutdown, or cutting
     /// everything): connections stop moving on their own first, then the lifecycle is
     /// brought up to date with where they are, then `f` runs — all under one lock hold.
-    fn with_serving_over<R>(&self, f: impl FnOnce(&mut Lifecycle, Instant) -> R) -> R {
+    fn with_serving_over<R>(&self, f: impl FnOnce(&mut dyn Machine, Instant) -> R) -> R {
         let now = self.now();
         let mut state = self.lock();
         if state.serving {
@@ -212,7 +222,7 @@ impl Shutdown {
             for (id, mailbox) in mailboxes.iter().flatten() {
                 // Atomically: the state as of now, and no more moves on its own.
                 let reported = mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
-                sync_to(lc, *id, state_from_u8(reported & !SERVING_OVER));
+                sync_to(&mut **lc, *id, state_from_u8(reported & !SERVING_OVER));
             }
         }
         self.apply(state, now, f)
@@ -222,9 +232,9 @@ impl Shutdown {
         &self,
         mut state: MutexGuard<'_, State>,
         now: Instant,
-        f: impl FnOnce(&mut Lifecycle, Instant) -> R,
+        f: impl FnOnce(&mut dyn Machine, Instant) -> R,
     ) -> R {
-        let result = f(&mut state.lc, now);
+        let result = f(&mut *state.lc, now);
         if self.deliver(&mut state, now) {
             drop(state);
             self.inner.changed.notify(usize::MAX);
@@ -288,6 +298,8 @@ impl Shutdown {
                 }
             }
         }
+        // Every action is delivered: nothing is owed (a checked lifecycle checks so).
+        state.lc.settled();
         if state.lc.phase() != Phase::Serving {
             if let Some(next) = state.lc.poll_timeout() {
                 if state.armed.is_none_or(|armed| next < armed) {
@@ -376,7 +388,7 @@ impl Shutdown {
             // Connections may have moved without the lock since the lifecycle last looked.
             let State { lc, mailboxes, .. } = &mut *state;
             for (id, mailbox) in mailboxes.iter().flatten() {
-                sync(lc, *id, mailbox);
+                sync(&mut **lc, *id, mailbox);
             }
         }
         state.lc.counts()
@@ -565,14 +577,14 @@ const SERVING_OVER: u8 = 0x80;
 
 /// Brings the lifecycle's state of connection `id` up to date with the state the
 /// connection reported on its own while Serving. Idempotent.
-fn sync(lc: &mut Lifecycle, id: ConnId, mailbox: &Mailbox) {
+fn sync(lc: &mut dyn Machine, id: ConnId, mailbox: &Mailbox) {
     sync_to(lc, id, mailbox.state());
 }
 
 /// Brings the lifecycle's state of `id` to `reported` (New, Idle and Active are the only
 /// states a connection reaches on its own). The lifecycle's latest time is used: no timer
 /// depends on these moves' times before the drain begins.
-fn sync_to(lc: &mut Lifecycle, id: ConnId, reported: ConnState) {
+fn sync_to(lc: &mut dyn Machine, id: ConnId, reported: ConnState) {
     let Ok(known) = lc.state(id) else {
         return;
     };
@@ -737,7 +749,7 @@ impl ConnHandle {
     fn transition(
         &self,
         to: ConnState,
-        f: impl FnOnce(&mut Lifecycle, ConnId, Instant) -> Result<(), Error>,
+        f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let shared = &self.shared;
         let shutdown = &shared.shutdown;
@@ -840,7 +852,7 @@ impl ConnHandle {
         // No cut may reach the socket once its owner may close it.
         mailbox.fd.store(-1, Ordering::Release);
         // The lifecycle counts the connection out of the state it knows: the current one.
-        sync(&mut lifecycle.lc, *id, mailbox);
+        sync(&mut *lifecycle.lc, *id, mailbox);
         if lifecycle.lc.closed(*id, now).is_ok() {
             if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
                 *slot = None;

@@ -585,3 +585,64 @@ impl Checked {
         }
     }
 }
+
+impl crate::Machine for Checked {
+    fn config(&self) -> &Config {
+        self.lc.config()
+    }
+    fn now(&self) -> Instant {
+        self.lc.now()
+    }
+    fn phase(&self) -> Phase {
+        self.lc.phase()
+    }
+    fn counts(&self) -> Counts {
+        self.lc.counts()
+    }
+    fn is_accepting(&self) -> bool {
+        self.lc.is_accepting()
+    }
+    fn state(&self, id: ConnId) -> Result<ConnState, Error> {
+        self.lc.state(id)
+    }
+    fn report(&self) -> Option<&DrainReport> {
+        self.lc.report()
+    }
+    fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
+        Checked::accept(self, now)
+    }
+    fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::request_started(self, id, now)
+    }
+    fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::request_finished(self, id, now)
+    }
+    fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::upgraded(self, id, now)
+    }
+    fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::closed(self, id, now)
+    }
+    fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
+        Checked::begin_shutdown(self, now)
+    }
+    fn force_close(&mut self, now: Instant) {
+        Checked::force_close(self, now)
+    }
+    fn stopped_accepting(&mut self, now: Instant) {
+        Checked::stopped_accepting(self, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Checked::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Checked::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Checked::poll_action(self)
+    }
+    /// [`Checked::check_quiescent`].
+    fn settled(&self) {
+        self.check_quiescent()
+    }
+}

@@ -1,0 +1,323 @@
+//! Arbitrary bytes drive the real driver — `lameduck-std`'s shared handle, lock-free serving
+//! path included — on a checked lifecycle, a manual clock and a deterministic
+//! single-threaded executor, the way a server would: accepts, requests started and finished
+//! on the fast path, bytes read, upgrades, closes, lingering closes, listeners, begin,
+//! force, time passing. Checked on every step:
+//!
+//! - by the checked lifecycle (`lameduck_core::fuzzing::Checked`, through
+//!   `Shutdown::with_machine`): every call the handle makes and every action it gets;
+//! - by this harness's own model of what the application reported: every connection's
+//!   state as the handle tells it, the handle's counts, the report's counts at begin, and
+//!   the drain ending once everything is gone.
+//!
+//! `cargo +nightly fuzz run driver`
+#![no_main]
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant as StdInstant};
+
+use arbitrary::Arbitrary;
+use lameduck_core::fuzzing::Checked;
+use lameduck_core::{Config, ConnState, Counts, IdlePolicy};
+use lameduck_std::{Conn, DrainHold, ListenerGuard, Notice, Shutdown, Sleep, Timers};
+
+thread_local! {
+    static BASE: StdInstant = StdInstant::now();
+    static ELAPSED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static TASKS: RefCell<Vec<Sleep>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The manual clock.
+fn now() -> StdInstant {
+    BASE.with(|base| *base) + ELAPSED.with(Cell::get)
+}
+
+/// A timer of the manual clock: ready once the clock reaches `at`.
+fn sleep_until(at: StdInstant) -> Sleep {
+    Box::pin(std::future::poll_fn(move |_| {
+        if now() >= at {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }))
+}
+
+fn spawn(task: Sleep) -> bool {
+    TASKS.with(|tasks| tasks.borrow_mut().push(task));
+    true
+}
+
+/// Polls every spawned task until none completes in a round (bounded): with the manual
+/// clock nothing changes between rounds but what the tasks themselves do.
+fn run_tasks() {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..8 {
+        let mut tasks = TASKS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        let before = tasks.len();
+        tasks.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+        let done = before - tasks.len();
+        TASKS.with(|t| {
+            let mut queue = t.borrow_mut();
+            tasks.append(&mut queue);
+            *queue = tasks;
+        });
+        if done == 0 {
+            break;
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Accept,
+    /// A request's first byte, reported directly (`request_started`).
+    Start(u8),
+    /// Bytes read (`data_received`), which start a request when that is on.
+    Data(u8),
+    /// HTTP/2 turns "a read starts a request" off.
+    ReadStartsRequest(u8, bool),
+    Finish(u8),
+    Upgrade(u8),
+    /// The handler drops its connection.
+    Close(u8),
+    /// The connection closes for the lifecycle and its socket lingers.
+    Linger(u8),
+    EndLinger(u8),
+    OpenListener,
+    Begin,
+    Force,
+    /// Milliseconds pass.
+    Advance(u16),
+    /// A dashboard reads the counts (which folds the fast path in).
+    Counts,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    stale_new_ms: u16,
+    idle_grace_ms: Option<u16>,
+    deadline_ms: Option<u16>,
+    lame_duck_ms: u8,
+    ops: Vec<Op>,
+}
+
+/// One connection as the application knows it.
+struct Live {
+    conn: Conn,
+    state: ConnState,
+    read_starts_request: bool,
+}
+
+struct Harness {
+    shutdown: Shutdown,
+    live: Vec<Live>,
+    lingering: Vec<DrainHold>,
+    listeners: Vec<ListenerGuard>,
+    /// The application's counts when shutdown began.
+    at_begin: Option<Counts>,
+}
+
+fn counts_of(live: &[Live]) -> Counts {
+    let mut counts = Counts::default();
+    for l in live {
+        match l.state {
+            ConnState::New => counts.new += 1,
+            ConnState::Active => counts.active += 1,
+            ConnState::Idle => counts.idle += 1,
+            ConnState::Upgraded => counts.upgraded += 1,
+            ConnState::Closed => unreachable!("closed connections leave `live`"),
+        }
+    }
+    counts
+}
+
+impl Harness {
+    fn pick(&self, i: u8) -> Option<usize> {
+        (!self.live.is_empty()).then(|| i as usize % self.live.len())
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Accept => match self.shutdown.accept() {
+                Ok(conn) => self.live.push(Live {
+                    conn,
+                    state: ConnState::New,
+                    read_starts_request: true,
+                }),
+                Err(e) => assert!(
+                    self.shutdown.is_stopping_accepts(),
+                    "accept refused while accepting: {e}"
+                ),
+            },
+            Op::Start(i) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = &mut self.live[i];
+                let legal = matches!(l.state, ConnState::New | ConnState::Idle);
+                let result = l.conn.request_started();
+                assert_eq!(result.is_ok(), legal, "request_started from {:?}", l.state);
+                if legal {
+                    l.state = ConnState::Active;
+                }
+            }
+            Op::Data(i) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = &mut self.live[i];
+                l.conn.data_received();
+                if l.read_starts_request && matches!(l.state, ConnState::New | ConnState::Idle) {
+                    l.state = ConnState::Active;
+                }
+            }
+            Op::ReadStartsRequest(i, on) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = &mut self.live[i];
+                l.conn.set_read_starts_request(on);
+                l.read_starts_request = on;
+            }
+            Op::Finish(i) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = &mut self.live[i];
+                let legal = l.state == ConnState::Active;
+                let result = l.conn.request_finished();
+                assert_eq!(result.is_ok(), legal, "request_finished from {:?}", l.state);
+                if legal {
+                    l.state = ConnState::Idle;
+                }
+            }
+            Op::Upgrade(i) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = &mut self.live[i];
+                let legal = l.state == ConnState::Active;
+                let result = l.conn.upgraded();
+                assert_eq!(result.is_ok(), legal, "upgraded from {:?}", l.state);
+                if legal {
+                    l.state = ConnState::Upgraded;
+                }
+            }
+            Op::Close(i) => {
+                let Some(i) = self.pick(i) else { return };
+                drop(self.live.swap_remove(i));
+            }
+            Op::Linger(i) => {
+                let Some(i) = self.pick(i) else { return };
+                let l = self.live.swap_remove(i);
+                self.lingering.push(l.conn.linger());
+                assert_eq!(l.conn.state(), ConnState::Closed, "a lingering connection");
+                // Its `Conn` outlives the linger's start, as in the hyper adapter.
+                l.conn.data_received();
+                drop(l);
+            }
+            Op::EndLinger(i) => {
+                if !self.lingering.is_empty() {
+                    let i = i as usize % self.lingering.len();
+                    drop(self.lingering.swap_remove(i));
+                }
+            }
+            Op::OpenListener => {
+                if !self.shutdown.is_stopping_accepts() {
+                    self.listeners.push(self.shutdown.register_listener());
+                }
+            }
+            Op::Begin => self.begin(),
+            Op::Force => {
+                self.note_begin();
+                self.shutdown.force_close();
+            }
+            Op::Advance(ms) => {
+                ELAPSED.with(|e| e.set(e.get() + Duration::from_millis(u64::from(ms))));
+            }
+            Op::Counts => {
+                let counts = self.shutdown.counts();
+                assert_eq!(counts, counts_of(&self.live), "counts");
+            }
+        }
+    }
+
+    fn note_begin(&mut self) {
+        if self.at_begin.is_none() {
+            self.at_begin = Some(counts_of(&self.live));
+        }
+    }
+
+    fn begin(&mut self) {
+        self.note_begin();
+        self.shutdown.begin();
+    }
+
+    /// What a server does between events: its tasks run; listeners told to stop close
+    /// (their backlog is empty here); handlers told to close now drop their connection.
+    fn react(&mut self) {
+        run_tasks();
+        if self.shutdown.is_stopping_accepts() {
+            self.listeners.clear();
+        }
+        self.live.retain(|l| l.conn.notice() != Some(Notice::Close));
+        run_tasks();
+        for l in &self.live {
+            assert_eq!(
+                l.conn.state(),
+                l.state,
+                "the handle's state of {}",
+                l.conn.id()
+            );
+        }
+        if let (Some(expected), Some(report)) = (self.at_begin, self.shutdown.report()) {
+            assert_eq!(report.at_begin, expected, "counts at begin");
+        }
+    }
+}
+
+libfuzzer_sys::fuzz_target!(|input: Input| {
+    TASKS.with(|t| t.borrow_mut().clear());
+    let ms = |n: u16| Duration::from_millis(u64::from(n));
+    let idle = match input.idle_grace_ms {
+        None => IdlePolicy::CloseImmediately,
+        Some(grace) => IdlePolicy::AwaitNextRequest { grace: ms(grace) },
+    };
+    let config = Config::default()
+        .with_stale_new(ms(input.stale_new_ms))
+        .with_idle_policy(idle)
+        .with_deadline(input.deadline_ms.map(ms))
+        .with_lame_duck(ms(u16::from(input.lame_duck_ms)));
+    let timers = Timers {
+        now,
+        sleep_until,
+        spawn,
+    };
+    let mut harness = Harness {
+        shutdown: Shutdown::with_machine(Checked::new(config), timers),
+        live: Vec::new(),
+        lingering: Vec::new(),
+        listeners: Vec::new(),
+        at_begin: None,
+    };
+    for op in input.ops.iter().take(512) {
+        harness.apply(op);
+        harness.react();
+    }
+    // The end: shutdown, everything goes away, time passes; the drain must end.
+    harness.begin();
+    harness.react();
+    harness.live.clear();
+    harness.lingering.clear();
+    harness.listeners.clear();
+    ELAPSED.with(|e| e.set(e.get() + Duration::from_secs(3600)));
+    harness.react();
+    let mut drained = std::pin::pin!(harness.shutdown.drained());
+    let mut cx = Context::from_waker(Waker::noop());
+    let report = match drained.as_mut().poll(&mut cx) {
+        Poll::Ready(report) => report,
+        Poll::Pending => panic!(
+            "not drained once everything is gone: {:?}",
+            harness.shutdown.report()
+        ),
+    };
+    assert_eq!(
+        report.at_begin,
+        harness.at_begin.unwrap(),
+        "counts at begin"
+    );
+    TASKS.with(|t| t.borrow_mut().clear());
+});
