@@ -52,6 +52,8 @@ pub enum Error {
     NotAccepting,
     /// Every one of the 2³² − 1 connection slots is in use or retired.
     TooManyConnections,
+    /// [`linger_ended`](crate::Lifecycle::linger_ended) with no lingering close under way.
+    NoLingeringClose,
 }
 
 impl fmt::Display for Error {
@@ -69,6 +71,7 @@ impl fmt::Display for Error {
                 "accept after stopped_accepting: the driver said it had no listener left",
             ),
             Error::TooManyConnections => f.write_str("no connection slot left"),
+            Error::NoLingeringClose => f.write_str("linger_ended with no lingering close"),
         }
     }
 }

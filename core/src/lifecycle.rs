@@ -55,6 +55,9 @@ pub struct Lifecycle {
     deadline_passed: bool,
     lame_duck_until: Instant,
     deadline_at: Option<Instant>,
+    /// Connections closed with [`closed_lingering`](Lifecycle::closed_lingering) whose
+    /// sockets still linger: the drain is not over until they are done.
+    lingering: usize,
     /// Connections whose needs changed since the driver last looked.
     attention: VecDeque<ConnId>,
     /// A pass over every slot still to be made by `poll_action`, from this index.
@@ -87,6 +90,7 @@ impl Lifecycle {
             deadline_passed: false,
             lame_duck_until: Instant::ZERO,
             deadline_at: None,
+            lingering: 0,
             attention: VecDeque::new(),
             sweep: None,
             report: None,
@@ -203,6 +207,39 @@ impl Lifecycle {
     /// The connection is gone, whoever closed it: any live state → Closed. Its id is dead
     /// from now on.
     pub fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        self.close(id, now, false)
+    }
+
+    /// Like [`closed`](Lifecycle::closed) — the connection is Closed and counted, its id
+    /// dead — for a close that *lingers*: its write side is shut and the driver reads and
+    /// discards what the peer still sends for a while, so that unread bytes never make the
+    /// kernel reset the connection and destroy the last response (RFC 9112 §9.6). The drain
+    /// is not over until every such close is done ([`linger_ended`](Lifecycle::linger_ended)):
+    /// exiting earlier would reset exactly these sockets, so [`Action::Drained`] (and the
+    /// report's `drained_at`) waits for them. The driver bounds each linger with its own
+    /// timer; the lifecycle has none for it.
+    pub fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        self.close(id, now, true)
+    }
+
+    /// One lingering close ([`closed_lingering`](Lifecycle::closed_lingering)) is done. Fails
+    /// with [`Error::NoLingeringClose`] when none is under way.
+    pub fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
+        if self.lingering == 0 {
+            return Err(Error::NoLingeringClose);
+        }
+        self.tick(now);
+        self.lingering -= 1;
+        self.check_drained();
+        Ok(())
+    }
+
+    /// Lingering closes under way.
+    pub fn lingering(&self) -> usize {
+        self.lingering
+    }
+
+    fn close(&mut self, id: ConnId, now: Instant, lingers: bool) -> Result<(), Error> {
         let index = self.slab.live(id)?;
         self.tick(now);
         self.unqueue(index);
@@ -214,6 +251,7 @@ impl Lifecycle {
             }
         }
         self.slab.remove(index);
+        self.lingering += usize::from(lingers);
         self.check_drained();
         Ok(())
     }
@@ -493,7 +531,11 @@ impl Lifecycle {
     }
 
     fn check_drained(&mut self) {
-        if self.phase == Phase::Draining && self.counts.total() == 0 && !self.accepting {
+        if self.phase == Phase::Draining
+            && self.counts.total() == 0
+            && self.lingering == 0
+            && !self.accepting
+        {
             self.phase = Phase::Drained;
             self.drained_pending = true;
             self.attention.clear();

@@ -62,6 +62,12 @@ pub trait Machine: core::fmt::Debug {
     fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::closed`].
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::closed_lingering`].
+    fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::linger_ended`].
+    fn linger_ended(&mut self, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::lingering`].
+    fn lingering(&self) -> usize;
     /// [`Lifecycle::begin_shutdown`].
     fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::force_close`].
@@ -119,6 +125,15 @@ impl Machine for Lifecycle {
     }
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::closed(self, id, now)
+    }
+    fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Lifecycle::closed_lingering(self, id, now)
+    }
+    fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
+        Lifecycle::linger_ended(self, now)
+    }
+    fn lingering(&self) -> usize {
+        Lifecycle::lingering(self)
     }
     fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
         Lifecycle::begin_shutdown(self, now)

@@ -445,3 +445,47 @@ fn every_accepted_connection_reaches_closed_once_across_slot_reuse() {
     assert_eq!(closed, 2000);
     assert_eq!(lc.counts(), Counts::default());
 }
+
+#[test]
+fn a_lingering_close_holds_the_drain_until_it_ends() {
+    let mut lc = Lifecycle::new(config());
+    let a = conn_in(&mut lc, ConnState::Active);
+    lc.begin_shutdown(ms(1)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::FinishThenClose(a)]
+    );
+    lc.stopped_accepting(ms(1));
+    lc.request_finished(a, ms(2)).unwrap();
+    // The response went out with `Connection: close`; the socket lingers.
+    lc.closed_lingering(a, ms(2)).unwrap();
+    assert_eq!(lc.state(a), Ok(ConnState::Closed));
+    assert_eq!((lc.counts().total(), lc.lingering()), (0, 1));
+    assert_eq!(drain_actions(&mut lc), []);
+    assert_eq!(
+        lc.phase(),
+        Phase::Draining,
+        "not drained while a close lingers"
+    );
+    assert_eq!(lc.report().unwrap().drained_at, None);
+    // The peer closed (or the driver's linger timer ran out).
+    lc.linger_ended(ms(7)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    let report = lc.report().unwrap();
+    assert_eq!((report.finished, report.drained_at), (1, Some(ms(7))));
+    // Nothing more lingers: refused, and nothing changes.
+    assert_eq!(lc.linger_ended(ms(8)), Err(Error::NoLingeringClose));
+    assert_eq!(lc.now(), ms(7));
+}
+
+#[test]
+fn a_lingering_close_is_a_close_once() {
+    let mut lc = Lifecycle::new(config());
+    let a = conn_in(&mut lc, ConnState::Idle);
+    lc.closed_lingering(a, ms(1)).unwrap();
+    assert_eq!(lc.closed(a, ms(2)), Err(Error::Closed(a)));
+    assert_eq!(lc.closed_lingering(a, ms(2)), Err(Error::Closed(a)));
+    assert_eq!(lc.lingering(), 1);
+    lc.linger_ended(ms(3)).unwrap();
+    assert_eq!(lc.lingering(), 0);
+}

@@ -319,3 +319,42 @@ async fn http2_gets_goaway_and_its_streams_finish() {
     let report = shutdown.drained().await;
     assert_eq!((report.finished, report.cut.total()), (1, 0));
 }
+
+/// The drain's end is when the last lingering close ends, and the report says so: a client
+/// that keeps its socket open after the last `Connection: close` response holds the drain
+/// for the linger (1 s), and `drained_at` is that moment, not the response's.
+#[tokio::test]
+async fn the_report_says_the_drain_ended_when_the_last_linger_did() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut client).await;
+    until(&shutdown, "Idle after the response", |c| c.idle == 1).await;
+    let began = std::time::Instant::now();
+    shutdown.begin();
+    // The idle connection's next request is served with `Connection: close`; the client
+    // then neither sends nor closes, so the server's close lingers.
+    client
+        .write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await;
+    assert!(response.contains("connection: close"), "{response}");
+    let report = tokio::time::timeout(Duration::from_secs(10), shutdown.drained())
+        .await
+        .expect("drained within 10 s");
+    let returned = began.elapsed();
+    let drained_after = report.drained_at.unwrap().as_duration() - report.began_at.as_duration();
+    assert!(
+        returned >= Duration::from_millis(900),
+        "drained() returned {returned:?} after begin, before the linger ended"
+    );
+    assert!(
+        drained_after + Duration::from_millis(200) >= returned,
+        "the report says drained {drained_after:?} after begin, drained() returned after {returned:?}"
+    );
+    drop(client);
+}

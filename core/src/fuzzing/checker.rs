@@ -34,6 +34,8 @@ struct Model {
     draining_at: Option<Instant>,
     deadline_hit: bool,
     drained: bool,
+    /// Lingering closes under way (`closed_lingering` minus `linger_ended`).
+    lingering: usize,
     drained_at: Option<Instant>,
     /// When the lifecycle last fired its timers.
     fired_at: Instant,
@@ -98,7 +100,12 @@ impl Model {
     }
 
     fn update_drained(&mut self) {
-        if !self.drained && self.draining_at.is_some() && !self.accepting && self.conns.is_empty() {
+        if !self.drained
+            && self.draining_at.is_some()
+            && !self.accepting
+            && self.conns.is_empty()
+            && self.lingering == 0
+        {
             self.drained = true;
             self.drained_at = Some(self.now);
         }
@@ -147,6 +154,7 @@ impl Checked {
                 draining_at: None,
                 deadline_hit: false,
                 drained: false,
+                lingering: 0,
                 drained_at: None,
                 fired_at: Instant::ZERO,
                 told_stop: false,
@@ -245,6 +253,49 @@ impl Checked {
             ConnState::Upgraded,
         ];
         self.transition(id, now, result, &all, ConnState::Closed);
+        result
+    }
+
+    /// [`Lifecycle::closed_lingering`], checked: a close, and the drain waits for its linger.
+    pub fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.closed_lingering(id, now);
+        if result.is_ok() {
+            // Before the transition, which may find the drain complete.
+            self.model.lingering += 1;
+        }
+        let all = [
+            ConnState::New,
+            ConnState::Active,
+            ConnState::Idle,
+            ConnState::Upgraded,
+        ];
+        self.transition(id, now, result, &all, ConnState::Closed);
+        if self.lc.lingering() != self.model.lingering {
+            violation!(
+                "{} lingering closes, the model has {}",
+                self.lc.lingering(),
+                self.model.lingering
+            );
+        }
+        result
+    }
+
+    /// [`Lifecycle::linger_ended`], checked.
+    pub fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
+        let result = self.lc.linger_ended(now);
+        match (self.model.lingering, result) {
+            (0, Err(Error::NoLingeringClose)) => {}
+            (0, other) => violation!("linger_ended with nothing lingering returned {other:?}"),
+            (_, Ok(())) => {
+                self.model.tick(now);
+                self.model.lingering -= 1;
+                self.model.update_drained();
+                if self.model.drained && self.lc.phase() != Phase::Drained {
+                    violation!("the last linger ended but the lifecycle is not drained");
+                }
+            }
+            (n, Err(e)) => violation!("linger_ended with {n} lingering refused: {e:?}"),
+        }
         result
     }
 
@@ -622,6 +673,15 @@ impl crate::Machine for Checked {
     }
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Checked::closed(self, id, now)
+    }
+    fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::closed_lingering(self, id, now)
+    }
+    fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
+        Checked::linger_ended(self, now)
+    }
+    fn lingering(&self) -> usize {
+        self.lc.lingering()
     }
     fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
         Checked::begin_shutdown(self, now)

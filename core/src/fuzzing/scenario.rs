@@ -53,6 +53,11 @@ pub enum Op {
     /// The driver pulls every action and carries out those it owes: closes what it was told
     /// to close, stops accepting when told.
     Obey,
+    /// The driver closes a connection with a lingering close: `closed_lingering`.
+    LingerClose(u8),
+    /// A lingering close is done (the peer closed, or the driver's linger timer ran out):
+    /// `linger_ended`.
+    LingerEnd,
 }
 
 /// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
@@ -222,6 +227,14 @@ impl Driver {
                 self.lc.check_quiescent();
             }
             Op::Obey => self.obey(),
+            Op::LingerClose(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.closed_lingering(id, now);
+                }
+            }
+            Op::LingerEnd => {
+                let _ = self.lc.linger_ended(now);
+            }
         }
     }
 
@@ -234,7 +247,8 @@ impl Driver {
         // Each round either moves a connection forward (cooperative clients) or fires at
         // least one timer; there are at most three timers per connection plus the lame-duck
         // end, the deadline and a force_close.
-        let bound = 3 * self.lc.live().len() + 8;
+        // A lingering close ends by the driver's own timer: one per round.
+        let bound = 3 * self.lc.live().len() + self.lc.lifecycle().lingering() + 8;
         for _ in 0..bound {
             self.obey();
             if self.lc.lifecycle().phase() == Phase::Drained {
@@ -254,6 +268,10 @@ impl Driver {
                     }
                     progressed = true;
                 }
+            }
+            if !progressed && self.lc.lifecycle().lingering() > 0 {
+                let _ = self.lc.linger_ended(self.clock);
+                progressed = true;
             }
             if !progressed {
                 match self.lc.poll_timeout() {

@@ -1,0 +1,312 @@
+//! One tracked connection: its events (the lock-free serving path included), its notices,
+//! its close.
+
+use crate::sync::{Arc, AtomicBool, Ordering};
+use std::os::fd::RawFd;
+
+use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
+
+use super::mailbox::{state_from_u8, state_to_u8, Mailbox, Notice, SERVING_OVER};
+use super::notices::{wait_for, Notices};
+use super::{DrainHold, Shutdown};
+
+/// One tracked connection: its id in the lifecycle, its state, its mailbox. Dropping it
+/// reports the connection Closed, exactly once — on a normal end, on a panic that unwinds
+/// through its task, or when the task is cancelled.
+///
+/// It dereferences to a [`ConnHandle`], which has the event and notice methods; clone a
+/// handle with [`Conn::handle`] for code that must report events while something else owns
+/// the connection (a protocol's service, say).
+#[derive(Debug)]
+pub struct Conn {
+    handle: ConnHandle,
+}
+
+/// A shared handle to a tracked connection: reports its events and reads its notices. Unlike
+/// [`Conn`], dropping it does not close anything; once the connection closed, its events
+/// return [`Error::Closed`].
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    shared: Arc<ConnShared>,
+}
+
+#[derive(Debug)]
+struct ConnShared {
+    shutdown: Shutdown,
+    id: ConnId,
+    /// Whether data read moves New/Idle → Active (see [`ConnHandle::set_read_starts_request`]).
+    read_starts_request: AtomicBool,
+    mailbox: Arc<Mailbox>,
+}
+
+/// Brings the lifecycle's state of connection `id` up to date with the state the
+/// connection reported on its own while Serving. Idempotent.
+pub(super) fn sync(lc: &mut dyn Machine, id: ConnId, mailbox: &Mailbox) {
+    sync_to(lc, id, mailbox.state());
+}
+
+/// Brings the lifecycle's state of `id` to `reported` (New, Idle and Active are the only
+/// states a connection reaches on its own). The lifecycle's latest time is used: no timer
+/// depends on these moves' times before the drain begins.
+pub(super) fn sync_to(lc: &mut dyn Machine, id: ConnId, reported: ConnState) {
+    let Ok(known) = lc.state(id) else {
+        return;
+    };
+    let now = lc.now();
+    let _ = match (known, reported) {
+        (ConnState::New | ConnState::Idle, ConnState::Active) => lc.request_started(id, now),
+        (ConnState::Active, ConnState::Idle) => lc.request_finished(id, now),
+        (ConnState::New, ConnState::Idle) => lc
+            .request_started(id, now)
+            .and_then(|()| lc.request_finished(id, now)),
+        _ => Ok(()),
+    };
+}
+
+impl Conn {
+    pub(super) fn new(shutdown: Shutdown, id: ConnId, mailbox: Arc<Mailbox>) -> Conn {
+        Conn {
+            handle: ConnHandle {
+                shared: Arc::new(ConnShared {
+                    shutdown,
+                    id,
+                    read_starts_request: AtomicBool::new(true),
+                    mailbox,
+                }),
+            },
+        }
+    }
+
+    /// A shared handle to this connection.
+    pub fn handle(&self) -> ConnHandle {
+        self.handle.clone()
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnHandle;
+
+    fn deref(&self) -> &ConnHandle {
+        &self.handle
+    }
+}
+
+impl ConnHandle {
+    /// The connection's id in the lifecycle.
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The connection's state, as last reported.
+    pub fn state(&self) -> ConnState {
+        self.shared.mailbox.state()
+    }
+
+    /// Data arrived: New or Idle → Active, unless turned off with
+    /// [`set_read_starts_request`](ConnHandle::set_read_starts_request). Cheap when already
+    /// Active (no lock).
+    pub fn data_received(&self) {
+        if matches!(self.state(), ConnState::New | ConnState::Idle)
+            && self.shared.read_starts_request.load(Ordering::Acquire)
+        {
+            let _ = self.request_started();
+        }
+    }
+
+    /// Whether data read on the connection marks the start of a request (on by default: the
+    /// first byte of a request is the first byte read on a New or Idle connection). A
+    /// protocol that reads without a request — HTTP/2's SETTINGS, PING and WINDOW_UPDATE
+    /// frames — turns it off and reports requests itself.
+    pub fn set_read_starts_request(&self, on: bool) {
+        self.shared.read_starts_request.store(on, Ordering::Release);
+    }
+
+    /// A request began (its first byte arrived): New or Idle → Active.
+    ///
+    /// While Serving this is a compare-and-swap on the connection's own state, no lock:
+    /// nothing reads the Idle/Active distinction before shutdown begins, which brings the
+    /// lifecycle up to date first. Once shutdown has begun, it takes the lock and feeds the
+    /// lifecycle directly.
+    pub fn request_started(&self) -> Result<(), Error> {
+        if self.moved_on_its_own(&[ConnState::New, ConnState::Idle], ConnState::Active) {
+            return Ok(());
+        }
+        self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
+    }
+
+    /// The response was completely written and the connection stays open: Active → Idle.
+    /// Lock-free while Serving, like [`request_started`](ConnHandle::request_started).
+    pub fn request_finished(&self) -> Result<(), Error> {
+        if self.moved_on_its_own(&[ConnState::Active], ConnState::Idle) {
+            return Ok(());
+        }
+        self.transition(ConnState::Idle, |lc, id, now| lc.request_finished(id, now))
+    }
+
+    /// The connection was taken over by a long-lived protocol: Active → Upgraded.
+    pub fn upgraded(&self) -> Result<(), Error> {
+        self.transition(ConnState::Upgraded, |lc, id, now| lc.upgraded(id, now))
+    }
+
+    /// While Serving, moves the connection's own state from one of `from` to `to`, without
+    /// the lock; false when it cannot (shutdown began, or the transition is not one of
+    /// these: the lifecycle then decides, and reports an error if it is illegal).
+    ///
+    /// The race with shutdown beginning on another thread is settled on this one atomic:
+    /// `begin` sets [`SERVING_OVER`] in it with a read-modify-write, which returns the state
+    /// it brings the lifecycle to. A swap here that comes first is in that state; one that
+    /// comes after fails (the bit is not in what it expects), and the lifecycle decides.
+    fn moved_on_its_own(&self, from: &[ConnState], to: ConnState) -> bool {
+        let state = &self.shared.mailbox.state;
+        let current = state.load(Ordering::Acquire);
+        current & SERVING_OVER == 0
+            && from.contains(&state_from_u8(current))
+            && state
+                .compare_exchange(
+                    current,
+                    state_to_u8(to),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Feeds a transition to the lifecycle under the lock, after bringing it up to date
+    /// with this connection's own state; the own state then follows the lifecycle's.
+    fn transition(
+        &self,
+        to: ConnState,
+        f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let shared = &self.shared;
+        let shutdown = &shared.shutdown;
+        let now = shutdown.now();
+        let state = shutdown.lock();
+        shutdown.apply(state, now, |lc, now| {
+            sync(lc, shared.id, &shared.mailbox);
+            f(lc, shared.id, now)?;
+            shared.mailbox.set_state(to);
+            Ok(())
+        })
+    }
+
+    /// The strongest notice the lifecycle has given this connection, if any.
+    pub fn notice(&self) -> Option<Notice> {
+        self.shared.mailbox.read()
+    }
+
+    /// Makes a deadline cut (or [`Shutdown::force_close`]) end the connection at the socket:
+    /// the moment the lifecycle cuts it, `shutdown(2)` ends both directions of `fd`, so the
+    /// client sees the connection end even if the handler holding the stream never polls it
+    /// again, and the connection counts as closed at once, so that the drain completes.
+    /// [`Tracked`](crate::Tracked) streams from a tracked listener are armed this way.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be this connection's open socket, and stay open until the [`Conn`] is
+    /// dropped or [`disarm_cut`](ConnHandle::disarm_cut) has returned (whichever is first):
+    /// close the socket only after that. The cut only shuts the socket down; it never closes
+    /// the fd.
+    pub unsafe fn cut_at_socket(&self, fd: RawFd) {
+        let shutdown = &self.shared.shutdown;
+        let _state = shutdown.lock();
+        if self.shared.mailbox.read() != Some(Notice::Close) {
+            self.shared.mailbox.fd.store(fd, Ordering::Release);
+        }
+    }
+
+    /// Undoes [`cut_at_socket`](ConnHandle::cut_at_socket): once this returns, no cut touches
+    /// the fd. Cheap when nothing is armed.
+    pub fn disarm_cut(&self) {
+        if self.shared.mailbox.fd.load(Ordering::Acquire) < 0 {
+            return;
+        }
+        let _state = self.shared.shutdown.lock();
+        self.shared.mailbox.fd.store(-1, Ordering::Release);
+    }
+
+    /// Whether the response being written should close the connection
+    /// (`Connection: close`): shutdown asked this connection to finish.
+    pub fn should_close_after_response(&self) -> bool {
+        self.notice().is_some()
+    }
+
+    /// Resolves with the first notice (or the current one, if any).
+    pub async fn wait_notice(&self) -> Notice {
+        wait_for(&self.shared.mailbox, Notice::FinishThenClose).await
+    }
+
+    /// Resolves when the lifecycle asks to close this connection now.
+    pub async fn wait_close(&self) {
+        wait_for(&self.shared.mailbox, Notice::Close).await;
+    }
+
+    /// An owned watcher of this connection's notices, for a task that must wait for them
+    /// while it holds the stream mutably (in a `select!` beside a read, say).
+    pub fn notices(&self) -> Notices {
+        Notices {
+            mailbox: self.shared.mailbox.clone(),
+        }
+    }
+
+    /// The shutdown handle this connection belongs to.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shared.shutdown
+    }
+
+    /// Ends the connection for the lifecycle while its socket stays open to linger: it is
+    /// Closed and counted from now on (no cut reaches its fd, data read no longer makes it
+    /// Active, the `Conn`'s drop changes nothing more), and the lifecycle is not drained
+    /// until the returned hold is dropped ([`Lifecycle::closed_lingering`]) — a lingering
+    /// close reads what the peer still sends after the last response so that closing does
+    /// not reset it, and exiting earlier would. Bound the linger with a timer of your own.
+    ///
+    /// [`Lifecycle::closed_lingering`]: lameduck_core::Lifecycle::closed_lingering
+    pub fn linger(&self) -> DrainHold {
+        let lingers = self.report_closed(true);
+        DrainHold {
+            shutdown: lingers.then(|| self.shared.shutdown.clone()),
+        }
+    }
+
+    /// Reports the connection Closed (lingering, or not), once: later calls change nothing
+    /// (the lifecycle refuses a second close of the same id, and its slot is only freed by
+    /// the first). Whether this call closed it.
+    fn report_closed(&self, lingers: bool) -> bool {
+        let ConnShared {
+            shutdown,
+            id,
+            mailbox,
+            ..
+        } = &*self.shared;
+        let now = shutdown.now();
+        let mut lifecycle = shutdown.lock();
+        // No cut may reach the socket once its owner may close it.
+        mailbox.fd.store(-1, Ordering::Release);
+        // The lifecycle counts the connection out of the state it knows: the current one.
+        sync(&mut *lifecycle.lc, *id, mailbox);
+        let closed = if lingers {
+            lifecycle.lc.closed_lingering(*id, now)
+        } else {
+            lifecycle.lc.closed(*id, now)
+        }
+        .is_ok();
+        if closed {
+            if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
+                *slot = None;
+            }
+        }
+        mailbox.set_state(ConnState::Closed);
+        if shutdown.deliver(&mut lifecycle, now) {
+            drop(lifecycle);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+        closed
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.handle.report_closed(false);
+    }
+}

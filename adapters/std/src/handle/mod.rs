@@ -1,0 +1,461 @@
+//! The thread-safe handle around the lifecycle that every runtime adapter shares.
+
+use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::Timers;
+use event_listener::{Event, EventListener};
+use futures_lite::future;
+use lameduck_core::{
+    Action, Config, ConnId, Counts, DrainReport, Error, Instant, Lifecycle, Machine, Phase,
+};
+
+/// A boxed future, as a runtime's timer returns it and its spawner takes it.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+mod conn;
+mod mailbox;
+mod notices;
+
+use conn::{sync, sync_to};
+pub use conn::{Conn, ConnHandle};
+pub use mailbox::Notice;
+use mailbox::{cut_socket, state_from_u8, Mailbox, SERVING_OVER};
+pub use notices::{NoticeWatch, Notices};
+
+#[derive(Debug)]
+struct State {
+    /// The lifecycle: a [`Lifecycle`], or (in a fuzz build) a checked one.
+    lc: Box<dyn Machine + Send>,
+    /// Mailboxes by connection slot.
+    mailboxes: Vec<Option<(ConnId, Arc<Mailbox>)>>,
+    /// Listeners still open.
+    listeners: usize,
+    stop_accepting: bool,
+    drained: bool,
+    /// A task drives the lifecycle's timers.
+    timers_driven: bool,
+    /// The timeout drain waiters last armed their timer for: an event wakes them only when
+    /// the lifecycle's next timeout becomes earlier than this, not on every event (with
+    /// 10,000 connections closing, waking them 10,000 times cost a third of the drain).
+    armed: Option<Instant>,
+    /// True until shutdown begins: until then connections move between New, Idle and Active
+    /// on their own (see [`ConnHandle::request_started`]).
+    serving: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    origin: StdInstant,
+    runtime: Timers,
+    /// Wakes whoever waits on shutdown-level changes: listeners (stop accepting), drain
+    /// waiters (drained, or a timer to re-arm).
+    changed: Event,
+}
+
+/// The shared shutdown handle: one lifecycle behind a mutex, with the wake-ups around it.
+///
+/// Cheap to clone; every clone is the same server. Every call locks once, feeds the
+/// lifecycle, delivers the actions it produced (to connection mailboxes, listeners and drain
+/// waiters) and unlocks; nothing blocks while the lock is held. The exception is the
+/// per-request hot path: while Serving, a connection moving between New, Idle and Active
+/// only swaps its own state atomically, and the lifecycle is brought up to date under the
+/// lock when something reads it ([`counts`](Shutdown::counts), a close) or shutdown begins.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl Shutdown {
+    /// A handle in the Serving phase, on a runtime's clock, timer and spawner
+    /// ([`Timers::of`]).
+    pub fn new(config: Config, runtime: Timers) -> Shutdown {
+        Shutdown::with_machine(Lifecycle::new(config), runtime)
+    }
+
+    /// Like [`new`](Shutdown::new), driving `machine` instead of a fresh [`Lifecycle`]: a
+    /// fuzz build passes the checked lifecycle (`lameduck_core::fuzzing::Checked`), so that
+    /// every call this handle makes, on its lock-free path too, is checked against the
+    /// reference model.
+    pub fn with_machine(machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    lc: Box::new(machine),
+                    mailboxes: Vec::new(),
+                    listeners: 0,
+                    stop_accepting: false,
+                    drained: false,
+                    timers_driven: false,
+                    armed: None,
+                    serving: true,
+                }),
+                origin: (runtime.now)(),
+                runtime,
+                changed: Event::new(),
+            }),
+        }
+    }
+
+    /// The lifecycle's time for the runtime's `now`.
+    fn now(&self) -> Instant {
+        self.instant_of((self.inner.runtime.now)())
+    }
+
+    fn instant_of(&self, t: StdInstant) -> Instant {
+        Instant::from_duration(t.saturating_duration_since(self.inner.origin))
+    }
+
+    fn std_instant_of(&self, t: Instant) -> StdInstant {
+        self.inner
+            .origin
+            .checked_add(t.as_duration())
+            .unwrap_or_else(|| self.inner.origin + Duration::from_secs(86_400 * 365 * 100))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the lock is held (the lifecycle never panics), but if a
+        // panic ever poisoned it the state is still consistent: every update is one call.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the lifecycle at the current time, then delivers every action.
+    fn with<R>(&self, f: impl FnOnce(&mut dyn Machine, Instant) -> R) -> R {
+        let now = self.now();
+        let state = self.lock();
+        self.apply(state, now, f)
+    }
+
+    /// Like [`with`](Self::with), for what ends Serving (beginning the shutdown, or cutting
+    /// everything): connections stop moving on their own first, then the lifecycle is
+    /// brought up to date with where they are, then `f` runs — all under one lock hold.
+    fn with_serving_over<R>(&self, f: impl FnOnce(&mut dyn Machine, Instant) -> R) -> R {
+        let now = self.now();
+        let mut state = self.lock();
+        if state.serving {
+            state.serving = false;
+            let State { lc, mailboxes, .. } = &mut *state;
+            for (id, mailbox) in mailboxes.iter().flatten() {
+                // Atomically: the state as of now, and no more moves on its own.
+                let reported = mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
+                sync_to(&mut **lc, *id, state_from_u8(reported & !SERVING_OVER));
+            }
+        }
+        self.apply(state, now, f)
+    }
+
+    fn apply<R>(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        now: Instant,
+        f: impl FnOnce(&mut dyn Machine, Instant) -> R,
+    ) -> R {
+        let result = f(&mut *state.lc, now);
+        if self.deliver(&mut state, now) {
+            drop(state);
+            self.inner.changed.notify(usize::MAX);
+        }
+        result
+    }
+
+    /// Delivers pending actions; returns whether shutdown-level waiters must wake: listeners
+    /// must stop, the drain completed, or a timer is due earlier than the waiters know.
+    fn deliver(&self, state: &mut State, now: Instant) -> bool {
+        let mut changed = false;
+        while let Some(action) = state.lc.poll_action() {
+            // Borrowed, not cloned: a sweep posts to every connection.
+            fn mailbox(state: &State, id: ConnId) -> Option<&Mailbox> {
+                let (_, mailbox) = state.mailboxes.get(id.slot() as usize)?.as_ref()?;
+                Some(mailbox)
+            }
+            match action {
+                Action::StopAccepting => {
+                    trace(format_args!(
+                        "lameduck: stop accepting ({} listeners)",
+                        state.listeners
+                    ));
+                    state.stop_accepting = true;
+                    if state.listeners == 0 {
+                        state.lc.stopped_accepting(now);
+                    }
+                    changed = true;
+                }
+                Action::FinishThenClose(id) => {
+                    if let Some(m) = mailbox(state, id) {
+                        m.post(Notice::FinishThenClose);
+                    }
+                }
+                Action::AskToLeave(id) => {
+                    if let Some(m) = mailbox(state, id) {
+                        m.post(Notice::AskToLeave);
+                    }
+                }
+                Action::Close(id, reason) => {
+                    let Some(m) = mailbox(state, id) else {
+                        continue;
+                    };
+                    m.post(Notice::Close);
+                    if reason == lameduck_core::CloseReason::Deadline {
+                        trace(format_args!("lameduck: deadline: cutting {id}"));
+                        if cut_socket(m) {
+                            // The client saw the connection end: it is closed, whatever
+                            // its handler still holds (its `Conn`'s drop then changes
+                            // nothing). Without this a handler that never lets go would
+                            // hold the drain open forever past the deadline.
+                            let _ = state.lc.closed(id, now);
+                            state.mailboxes[id.slot() as usize] = None;
+                        }
+                    }
+                }
+                Action::Drained => {
+                    trace(format_args!("lameduck: drained: {:?}", state.lc.report()));
+                    state.drained = true;
+                    changed = true;
+                }
+            }
+        }
+        // Every action is delivered: nothing is owed (a checked lifecycle checks so).
+        state.lc.settled();
+        if state.lc.phase() != Phase::Serving {
+            if let Some(next) = state.lc.poll_timeout() {
+                if state.armed.is_none_or(|armed| next < armed) {
+                    state.armed = Some(next);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Tracks a newly accepted connection. Fails only with [`Error::NotAccepting`] once every
+    /// listener has closed (the caller then closes the connection; a tracked listener never
+    /// hits this).
+    pub fn accept(&self) -> Result<Conn, Error> {
+        let mailbox = Arc::new(Mailbox::new());
+        let now = self.now();
+        let mut state = self.lock();
+        if !state.serving {
+            mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
+        }
+        let id = state.lc.accept(now)?;
+        let slot = id.slot() as usize;
+        if state.mailboxes.len() <= slot {
+            state.mailboxes.resize(slot + 1, None);
+        }
+        // Registered before delivering, so a notice for an accept during shutdown lands.
+        state.mailboxes[slot] = Some((id, mailbox.clone()));
+        if self.deliver(&mut state, now) {
+            drop(state);
+            self.inner.changed.notify(usize::MAX);
+        }
+        Ok(Conn::new(self.clone(), id, mailbox))
+    }
+
+    /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
+    ///
+    /// From here on a background task fires the lifecycle's timers (stale New connections,
+    /// the idle grace, the deadline), so nothing has to be awaited for them to act.
+    pub fn begin(&self) -> bool {
+        let began = self
+            .with_serving_over(|lc, now| lc.begin_shutdown(now))
+            .is_ok();
+        if began {
+            trace(format_args!(
+                "lameduck: shutdown began: {:?}",
+                self.counts()
+            ));
+        }
+        self.drive_timers();
+        began
+    }
+
+    /// Cuts every connection now (a second Ctrl-C); begins the shutdown if needed.
+    pub fn force_close(&self) {
+        trace(format_args!("lameduck: force close: {:?}", self.counts()));
+        self.with_serving_over(|lc, now| lc.force_close(now));
+        self.drive_timers();
+    }
+
+    /// Spawns the timer task, once.
+    fn drive_timers(&self) {
+        let mut state = self.lock();
+        if state.timers_driven || state.drained {
+            return;
+        }
+        let this = self.clone();
+        let task: Sleep = Box::pin(async move {
+            this.drained().await;
+        });
+        state.timers_driven = (self.inner.runtime.spawn)(task);
+    }
+
+    /// The shutdown phase.
+    pub fn phase(&self) -> Phase {
+        self.lock().lc.phase()
+    }
+
+    /// Live connections per state. While Serving it first folds each connection's own
+    /// state into the lifecycle (connections start and end requests without the lock), so
+    /// it takes time in proportion to the live connections: for tests and dashboards, not
+    /// for every request.
+    pub fn counts(&self) -> Counts {
+        let mut state = self.lock();
+        if state.serving {
+            // Connections may have moved without the lock since the lifecycle last looked.
+            let State { lc, mailboxes, .. } = &mut *state;
+            for (id, mailbox) in mailboxes.iter().flatten() {
+                sync(&mut **lc, *id, mailbox);
+            }
+        }
+        state.lc.counts()
+    }
+
+    /// The drain report so far (`None` before shutdown began).
+    pub fn report(&self) -> Option<DrainReport> {
+        self.lock().lc.report().copied()
+    }
+
+    /// The lifecycle's configuration.
+    pub fn config(&self) -> Config {
+        *self.lock().lc.config()
+    }
+
+    /// Whether listeners must stop accepting (after draining their backlog).
+    pub fn is_stopping_accepts(&self) -> bool {
+        self.lock().stop_accepting
+    }
+
+    /// Registers a listener. The lifecycle reaches Drained only once every registered
+    /// listener has dropped its guard, so a listener must drop it only after it has drained
+    /// its accept backlog.
+    pub fn register_listener(&self) -> ListenerGuard {
+        self.lock().listeners += 1;
+        ListenerGuard {
+            shutdown: self.clone(),
+        }
+    }
+
+    /// Resolves when listeners must stop accepting.
+    pub async fn stop_accepting(&self) {
+        loop {
+            let listener = self.inner.changed.listen();
+            if self.is_stopping_accepts() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Sleeps for `duration` on the runtime's timer.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        (self.inner.runtime.sleep_until)((self.inner.runtime.now)() + duration)
+    }
+
+    /// Waits for the shutdown to end and returns the report: until the last connection
+    /// closes and every listener is gone, firing the lifecycle's timers (stale New
+    /// connections, the idle grace, the deadline) on the runtime's timer meanwhile.
+    /// Event-driven: it wakes when something changes, never on a polling interval.
+    ///
+    /// Does not begin the shutdown ([`begin`](Shutdown::begin) does); any number of tasks
+    /// may wait at once. The timers fire while someone waits here: [`begin`](Shutdown::begin)
+    /// spawns a task on the runtime that does, so they fire whether or not the server awaits
+    /// this; without a runtime to spawn on, only a waiter here fires them.
+    pub async fn drained(&self) -> DrainReport {
+        // The timer, kept across wake-ups while its instant stays the lifecycle's next.
+        let mut timer: Option<(Instant, Sleep)> = None;
+        loop {
+            let listener: EventListener = self.inner.changed.listen();
+            let (drained, next) = {
+                let mut state = self.lock();
+                let next = state.lc.poll_timeout();
+                // Waiters sleep until `next`: events wake them only for an earlier one.
+                state.armed = next;
+                (state.drained, next)
+            };
+            if drained {
+                return self.report().unwrap_or_default();
+            }
+            match next {
+                None => listener.await,
+                Some(t) => {
+                    if timer.as_ref().is_none_or(|(at, _)| *at != t) {
+                        let sleep = (self.inner.runtime.sleep_until)(self.std_instant_of(t));
+                        timer = Some((t, sleep));
+                    }
+                    let Some((_, sleep)) = timer.as_mut() else {
+                        continue;
+                    };
+                    let fired = future::or(
+                        async {
+                            listener.await;
+                            false
+                        },
+                        async {
+                            sleep.await;
+                            true
+                        },
+                    )
+                    .await;
+                    if fired {
+                        timer = None;
+                        self.with(|lc, now| lc.handle_timeout(now));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A lingering close under way ([`ConnHandle::linger`]): the drain is not over until it is
+/// dropped.
+#[derive(Debug)]
+pub struct DrainHold {
+    /// `None` when the connection had closed already: nothing lingers for the lifecycle.
+    pub(super) shutdown: Option<Shutdown>,
+}
+
+impl Drop for DrainHold {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.with(|lc, now| {
+                let _ = lc.linger_ended(now);
+            });
+        }
+    }
+}
+
+/// Keeps the lifecycle accepting-aware while a listener is open; see
+/// [`Shutdown::register_listener`].
+#[derive(Debug)]
+pub struct ListenerGuard {
+    shutdown: Shutdown,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        let shutdown = &self.shutdown;
+        let now = shutdown.now();
+        let mut state = shutdown.lock();
+        state.listeners = state.listeners.saturating_sub(1);
+        if state.listeners == 0 && state.stop_accepting {
+            state.lc.stopped_accepting(now);
+            shutdown.deliver(&mut state, now);
+            drop(state);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn trace(args: std::fmt::Arguments<'_>) {
+    tracing::debug!("{}", args);
+}
+
+#[cfg(not(feature = "tracing"))]
+fn trace(_: std::fmt::Arguments<'_>) {}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Instructions per keep-alive request (callgrind), lameduck against a plain hyper server on
+# the same runtime, in one run: tokio (bench_server, current-thread), smol and async-std
+# (async_io_server). Two runs per server, `hey -c 10` with 2,000 and 6,000 requests; the
+# difference over 4,000 excludes start-up and exit. Deterministic: noise does not move it.
+#
+#   bash benches/instructions.sh            # prints runtime,variant,instructions_per_request
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p lameduck-benches --bin bench_server --bin async_io_server
+bin=target/release
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+# One server under callgrind: prints its total instruction count after `hey -n N`.
+total() {
+    local n="$1"; shift
+    local cg="$out/cg.$RANDOM" fifo="$out/fifo"
+    rm -f "$fifo"; mkfifo "$fifo"
+    valgrind --tool=callgrind --callgrind-out-file="$cg" "$@" > "$fifo" 2>/dev/null &
+    local vg=$!
+    exec 8< "$fifo"
+    local line; read -r line <&8
+    hey -n "$n" -c 10 "http://${line#listening on }/" > /dev/null
+    kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+    exec 8<&-
+    awk '/^summary:/ { print $2 }' "$cg"
+}
+
+per_request() {
+    local small large
+    small=$(total 2000 "$@")
+    large=$(total 6000 "$@")
+    echo $(( (large - small) / 4000 ))
+}
+
+echo "runtime,variant,instructions_per_request"
+for variant in plain lameduck; do
+    echo "tokio,$variant,$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" "$variant" current 127.0.0.1:0)"
+done
+for runtime in smol async-std; do
+    for variant in plain lameduck; do
+        echo "$runtime,$variant,$(per_request "$bin/async_io_server" "$variant" "$runtime" 127.0.0.1:0)"
+    done
+done
