@@ -7,11 +7,12 @@ use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
 
+use crate::runtime::poll_nonblocking;
 use crate::{Runtime, Sleep};
 
 /// How a runtime on `async-io` spawns a background task.
@@ -26,26 +27,6 @@ pub trait Spawner: Debug + Send + Sync + 'static {
 /// A [`Runtime`] on `async-io`'s reactor and timer, spawning with `S`.
 #[derive(Debug)]
 pub struct AsyncIo<S: Spawner>(PhantomData<S>);
-
-/// Accepts with `async-io`: a non-blocking `accept`, and readiness when there is nothing.
-fn poll_accept<L, S>(
-    listener: &Async<L>,
-    cx: &mut Context<'_>,
-    accept: fn(&L) -> io::Result<S>,
-) -> Poll<io::Result<Async<S>>>
-where
-    S: std::os::fd::AsFd,
-{
-    loop {
-        match accept(listener.get_ref()) {
-            Ok(stream) => return Poll::Ready(Async::new(stream)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(listener.poll_readable(cx))?;
-            }
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
-}
 
 impl<S: Spawner> Runtime for AsyncIo<S> {
     const NAME: &'static str = S::NAME;
@@ -85,14 +66,22 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
         listener: &Self::TcpListener,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Self::TcpStream>> {
-        poll_accept(listener, cx, |l| l.accept().map(|(s, _)| s))
+        poll_nonblocking(
+            cx,
+            || listener.get_ref().accept().and_then(|(s, _)| Async::new(s)),
+            |cx| listener.poll_readable(cx),
+        )
     }
 
     fn poll_accept_unix(
         listener: &Self::UnixListener,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Self::UnixStream>> {
-        poll_accept(listener, cx, |l| l.accept().map(|(s, _)| s))
+        poll_nonblocking(
+            cx,
+            || listener.get_ref().accept().and_then(|(s, _)| Async::new(s)),
+            |cx| listener.poll_readable(cx),
+        )
     }
 
     fn poll_read_unix(
@@ -100,13 +89,10 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match (&mut stream.get_ref()).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(stream.poll_readable(cx))?;
-                }
-                result => return Poll::Ready(result),
-            }
-        }
+        poll_nonblocking(
+            cx,
+            || (&mut stream.get_ref()).read(buf),
+            |cx| stream.poll_readable(cx),
+        )
     }
 }

@@ -100,6 +100,26 @@ impl Timers {
     }
 }
 
+/// A non-blocking operation on a reactor's readiness: tries `attempt`, and while it would
+/// block, waits with `ready` (which registers `cx`'s waker) and tries again. What every
+/// runtime's accept and signal-socket read come down to.
+pub fn poll_nonblocking<T>(
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut() -> io::Result<T>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+) -> Poll<io::Result<T>> {
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = std::task::ready!(ready(cx)) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
 /// Spawns `task` on `R`, or fails naming the runtime when there is none on this thread.
 pub(crate) fn spawn<R: Runtime>(task: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
     if R::spawn(task) {

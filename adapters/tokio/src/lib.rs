@@ -37,7 +37,7 @@
 #![warn(missing_docs)]
 
 use std::io;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// lameduck's [`Runtime`] on tokio: tokio's clock (which `tokio::time::pause` controls),
@@ -102,14 +102,11 @@ impl Runtime for Tokio {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match stream.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(stream.poll_read_ready(cx))?;
-                }
-                result => return Poll::Ready(result),
-            }
-        }
+        lameduck_std::runtime::poll_nonblocking(
+            cx,
+            || stream.try_read(buf),
+            |cx| stream.poll_read_ready(cx),
+        )
     }
 }
 

@@ -88,6 +88,17 @@ fn ready(listener: &tokio::net::TcpListener) {
     println!("listening on {}", listener.local_addr().unwrap());
 }
 
+/// hyper's HTTP/1 builder; `BENCH_WRITEV=0` makes it flatten every response into one
+/// buffer instead of writing it vectored (hyper's choice for a transport that says it
+/// writes vectored well, as tokio's `TcpStream` does).
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    if std::env::var_os("BENCH_WRITEV").is_some_and(|v| v == "0") {
+        builder.writev(false);
+    }
+    builder
+}
+
 async fn plain(addr: &str) {
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     let mut term = signal(SignalKind::terminate()).unwrap();
@@ -96,7 +107,7 @@ async fn plain(addr: &str) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                tokio::spawn(hyper::server::conn::http1::Builder::new()
+                tokio::spawn(http1()
                     .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello)));
             }
             _ = term.recv() => return,

@@ -98,6 +98,7 @@ impl ConnHandle {
     }
 
     /// The connection's state, as last reported.
+    #[inline]
     pub fn state(&self) -> ConnState {
         self.shared.mailbox.state()
     }
@@ -105,6 +106,7 @@ impl ConnHandle {
     /// Data arrived: New or Idle → Active, unless turned off with
     /// [`set_read_starts_request`](ConnHandle::set_read_starts_request). Cheap when already
     /// Active (no lock).
+    #[inline]
     pub fn data_received(&self) {
         if matches!(self.state(), ConnState::New | ConnState::Idle)
             && self.shared.read_starts_request.load(Ordering::Acquire)
@@ -127,6 +129,7 @@ impl ConnHandle {
     /// nothing reads the Idle/Active distinction before shutdown begins, which brings the
     /// lifecycle up to date first. Once shutdown has begun, it takes the lock and feeds the
     /// lifecycle directly.
+    #[inline]
     pub fn request_started(&self) -> Result<(), Error> {
         if self.moved_on_its_own(&[ConnState::New, ConnState::Idle], ConnState::Active) {
             return Ok(());
@@ -136,6 +139,7 @@ impl ConnHandle {
 
     /// The response was completely written and the connection stays open: Active → Idle.
     /// Lock-free while Serving, like [`request_started`](ConnHandle::request_started).
+    #[inline]
     pub fn request_finished(&self) -> Result<(), Error> {
         if self.moved_on_its_own(&[ConnState::Active], ConnState::Idle) {
             return Ok(());
@@ -156,6 +160,7 @@ impl ConnHandle {
     /// `begin` sets [`SERVING_OVER`] in it with a read-modify-write, which returns the state
     /// it brings the lifecycle to. A swap here that comes first is in that state; one that
     /// comes after fails (the bit is not in what it expects), and the lifecycle decides.
+    #[inline]
     fn moved_on_its_own(&self, from: &[ConnState], to: ConnState) -> bool {
         let state = &self.shared.mailbox.state;
         let current = state.load(Ordering::Acquire);
@@ -191,6 +196,7 @@ impl ConnHandle {
     }
 
     /// The strongest notice the lifecycle has given this connection, if any.
+    #[inline]
     pub fn notice(&self) -> Option<Notice> {
         self.shared.mailbox.read()
     }
@@ -227,6 +233,7 @@ impl ConnHandle {
 
     /// Whether the response being written should close the connection
     /// (`Connection: close`): shutdown asked this connection to finish.
+    #[inline]
     pub fn should_close_after_response(&self) -> bool {
         self.notice().is_some()
     }

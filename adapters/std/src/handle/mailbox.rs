@@ -21,6 +21,7 @@ pub enum Notice {
 }
 
 impl Notice {
+    #[inline]
     pub(super) fn from_level(level: u8) -> Option<Notice> {
         match level {
             1 => Some(Notice::FinishThenClose),
@@ -65,6 +66,7 @@ impl Mailbox {
         }
     }
 
+    #[inline]
     pub(super) fn state(&self) -> ConnState {
         state_from_u8(self.state.load(Ordering::Acquire) & !SERVING_OVER)
     }
@@ -83,6 +85,7 @@ impl Mailbox {
         }
     }
 
+    #[inline]
     pub(super) fn read(&self) -> Option<Notice> {
         Notice::from_level(self.level.load(Ordering::Acquire))
     }
@@ -109,6 +112,7 @@ pub(super) fn cut_socket(mailbox: &Mailbox) -> bool {
     true
 }
 
+#[inline]
 pub(super) fn state_to_u8(state: ConnState) -> u8 {
     match state {
         ConnState::New => 0,
@@ -119,6 +123,7 @@ pub(super) fn state_to_u8(state: ConnState) -> u8 {
     }
 }
 
+#[inline]
 pub(super) fn state_from_u8(n: u8) -> ConnState {
     match n {
         0 => ConnState::New,
