@@ -10,7 +10,7 @@ use futures_lite::future;
 
 use super::mailbox::{Mailbox, Notice};
 
-/// Watches one connection's notices; see [`ConnHandle::notices`]. Cheap to clone.
+/// Watches one connection's notices; see [`ConnHandle::notices`](super::ConnHandle::notices). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notices {
     pub(super) mailbox: Arc<Mailbox>,
