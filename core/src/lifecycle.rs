@@ -22,6 +22,49 @@ pub enum Phase {
     Drained,
 }
 
+/// Where the shutdown is, with what each phase needs to know (the public view is [`Phase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    LameDuck {
+        /// The end of the window.
+        until: Instant,
+        /// The hard deadline, if one is configured.
+        deadline: Option<Instant>,
+    },
+    Draining {
+        /// When draining began: the idle grace runs from here at the earliest.
+        since: Instant,
+        deadline: Deadline,
+        /// [`Action::StopAccepting`] is still to be issued.
+        stop_owed: bool,
+    },
+    Drained {
+        /// [`Action::Drained`] has been issued.
+        announced: bool,
+    },
+}
+
+/// The hard deadline of a drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// None configured: the drain waits as long as it takes.
+    None,
+    /// Not reached yet.
+    At(Instant),
+    /// Passed (or `force_close`): everything left is cut, no timer runs any more.
+    Passed,
+}
+
+impl Deadline {
+    fn at(self) -> Option<Instant> {
+        match self {
+            Deadline::At(t) => Some(t),
+            Deadline::None | Deadline::Passed => None,
+        }
+    }
+}
+
 /// The connection lifecycle and shutdown protocol for one server: a pure, deterministic
 /// state machine.
 ///
@@ -47,14 +90,9 @@ pub struct Lifecycle {
     idle_q: Queue,
     counts: Counts,
     now: Instant,
-    phase: Phase,
+    stage: Stage,
     /// The driver may still accept (it has not called `stopped_accepting`).
     accepting: bool,
-    stop_pending: bool,
-    drained_pending: bool,
-    deadline_passed: bool,
-    lame_duck_until: Instant,
-    deadline_at: Option<Instant>,
     /// Connections closed with [`closed_lingering`](Lifecycle::closed_lingering) whose
     /// sockets still linger: the drain is not over until they are done.
     lingering: usize,
@@ -83,13 +121,8 @@ impl Lifecycle {
             idle_q: Queue::default(),
             counts: Counts::default(),
             now: Instant::ZERO,
-            phase: Phase::Serving,
+            stage: Stage::Serving,
             accepting: true,
-            stop_pending: false,
-            drained_pending: false,
-            deadline_passed: false,
-            lame_duck_until: Instant::ZERO,
-            deadline_at: None,
             lingering: 0,
             attention: VecDeque::new(),
             sweep: None,
@@ -109,7 +142,23 @@ impl Lifecycle {
 
     /// The shutdown phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        match self.stage {
+            Stage::Serving => Phase::Serving,
+            Stage::LameDuck { .. } => Phase::LameDuck,
+            Stage::Draining { .. } => Phase::Draining,
+            Stage::Drained { .. } => Phase::Drained,
+        }
+    }
+
+    /// Whether the deadline has passed (or `force_close` cut): nothing waits any more.
+    fn deadline_passed(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Draining {
+                deadline: Deadline::Passed,
+                ..
+            }
+        )
     }
 
     /// Live connections per state, in O(1).
@@ -179,13 +228,13 @@ impl Lifecycle {
         self.tick(now);
         self.set_state(index, ConnState::Idle);
         self.enqueue(index);
-        if self.phase != Phase::Serving {
+        if self.phase() != Phase::Serving {
             // A driver that applied a finish-then-close notice to this response closes the
             // connection itself. One that could not (the response was already on its way
             // when the notice came, so it promised keep-alive) now has an Idle connection
             // like any other: the idle policy decides, and its next request is answered with
             // `Connection: close`. Closing it here instead would race that next request.
-            if self.phase == Phase::Draining
+            if self.phase() == Phase::Draining
                 && self.config.idle_policy == IdlePolicy::CloseImmediately
             {
                 self.mark_close(index, CloseReason::Idle);
@@ -265,7 +314,7 @@ impl Lifecycle {
     /// A second call returns [`Error::ShutdownAlreadyBegun`]; use
     /// [`force_close`](Lifecycle::force_close) to cut what is left.
     pub fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error> {
-        if self.phase != Phase::Serving {
+        if self.phase() != Phase::Serving {
             return Err(Error::ShutdownAlreadyBegun);
         }
         self.tick(now);
@@ -274,13 +323,15 @@ impl Lifecycle {
             at_begin: self.counts,
             ..DrainReport::default()
         });
-        self.deadline_at = self.config.deadline.map(|d| self.now + d);
+        let deadline = self.config.deadline.map(|d| self.now + d);
         self.sweep = Some(0);
         if self.config.lame_duck > Duration::ZERO {
-            self.phase = Phase::LameDuck;
-            self.lame_duck_until = self.now + self.config.lame_duck;
+            self.stage = Stage::LameDuck {
+                until: self.now + self.config.lame_duck,
+                deadline,
+            };
         } else {
-            self.enter_draining();
+            self.enter_draining(deadline);
         }
         self.fire_timers();
         Ok(())
@@ -292,16 +343,16 @@ impl Lifecycle {
     ///
     /// This is what an operator's second Ctrl-C usually means.
     pub fn force_close(&mut self, now: Instant) {
-        if self.phase == Phase::Serving {
+        if self.phase() == Phase::Serving {
             // Cannot fail: the phase is Serving.
             let _ = self.begin_shutdown(now);
         }
         self.tick(now);
-        if self.phase == Phase::LameDuck {
-            self.enter_draining();
+        if let Stage::LameDuck { deadline, .. } = self.stage {
+            self.enter_draining(deadline);
         }
         // Entering draining may have drained already; then there is nothing to cut.
-        if self.phase == Phase::Draining {
+        if self.phase() == Phase::Draining {
             self.cut();
         }
     }
@@ -313,7 +364,9 @@ impl Lifecycle {
     pub fn stopped_accepting(&mut self, now: Instant) {
         self.tick(now);
         self.accepting = false;
-        self.stop_pending = false;
+        if let Stage::Draining { stop_owed, .. } = &mut self.stage {
+            *stop_owed = false;
+        }
         self.check_drained();
     }
 
@@ -330,17 +383,17 @@ impl Lifecycle {
     /// until it cannot spin. No timer is ever armed while [`Phase::Serving`].
     #[must_use = "a driver that ignores the next timeout never fires the stale-New, idle-grace and deadline timers"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let next = match self.phase {
-            Phase::Serving | Phase::Drained => None,
-            Phase::LameDuck => Some(
-                self.deadline_at
-                    .map_or(self.lame_duck_until, |d| d.min(self.lame_duck_until)),
-            ),
-            Phase::Draining if self.deadline_passed => None,
-            Phase::Draining => {
+        let next = match self.stage {
+            Stage::Serving | Stage::Drained { .. } => None,
+            Stage::LameDuck { until, deadline } => Some(deadline.map_or(until, |d| d.min(until))),
+            Stage::Draining {
+                deadline: Deadline::Passed,
+                ..
+            } => None,
+            Stage::Draining { deadline, .. } => {
                 let stale = self.new_q.front().map(|i| self.stale_at(i));
                 let idle = self.idle_q.front().and_then(|i| self.grace_ends_at(i));
-                [self.deadline_at, stale, idle].into_iter().flatten().min()
+                [deadline.at(), stale, idle].into_iter().flatten().min()
             }
         };
         next.map(|t| t.max(self.now))
@@ -355,8 +408,12 @@ impl Lifecycle {
     /// driver may skip polling until then).
     #[must_use = "an action pulled and dropped is lost: the lifecycle issues each one once"]
     pub fn poll_action(&mut self) -> Option<Action> {
-        if self.stop_pending {
-            self.stop_pending = false;
+        if let Stage::Draining {
+            stop_owed: stop_owed @ true,
+            ..
+        } = &mut self.stage
+        {
+            *stop_owed = false;
             return Some(Action::StopAccepting);
         }
         while let Some(id) = self.attention.pop_front() {
@@ -376,8 +433,11 @@ impl Lifecycle {
                 return Some(action);
             }
         }
-        if self.drained_pending {
-            self.drained_pending = false;
+        if let Stage::Drained {
+            announced: announced @ false,
+        } = &mut self.stage
+        {
+            *announced = true;
             return Some(Action::Drained);
         }
         None
@@ -416,7 +476,7 @@ impl Lifecycle {
     /// Arms the stale-New or idle-grace timer of a connection that just entered New or Idle.
     fn enqueue(&mut self, index: usize) {
         let slot = &self.slab.slots[index];
-        if self.deadline_passed || slot.has(flag::CLOSE_SENT | flag::CLOSE_DUE) {
+        if self.deadline_passed() || slot.has(flag::CLOSE_SENT | flag::CLOSE_DUE) {
             return;
         }
         match slot.state() {
@@ -452,7 +512,7 @@ impl Lifecycle {
 
     /// Remembers that `id` may need an action, if shutdown has begun.
     fn notice(&mut self, id: ConnId) {
-        if self.phase != Phase::Serving {
+        if self.phase() != Phase::Serving {
             self.attention.push_back(id);
         }
     }
@@ -465,16 +525,22 @@ impl Lifecycle {
         let IdlePolicy::AwaitNextRequest { grace } = self.config.idle_policy else {
             return None;
         };
-        let draining_at = self.report.as_ref()?.draining_at?;
-        Some(self.slab.slots[index].since.max(draining_at) + grace)
+        let Stage::Draining { since, .. } = self.stage else {
+            return None;
+        };
+        Some(self.slab.slots[index].since.max(since) + grace)
     }
 
-    fn enter_draining(&mut self) {
-        self.phase = Phase::Draining;
+    /// From Serving or the lame-duck window, with the deadline computed at begin.
+    fn enter_draining(&mut self, deadline: Option<Instant>) {
+        self.stage = Stage::Draining {
+            since: self.now,
+            deadline: deadline.map_or(Deadline::None, Deadline::At),
+            stop_owed: self.accepting,
+        };
         if let Some(report) = self.report.as_mut() {
             report.draining_at = Some(self.now);
         }
-        self.stop_pending = self.accepting;
         if self.config.idle_policy == IdlePolicy::CloseImmediately {
             while let Some(index) = self.idle_q.front() {
                 self.mark_close(index, CloseReason::Idle);
@@ -485,8 +551,11 @@ impl Lifecycle {
         self.check_drained();
     }
 
+    /// Called while Draining.
     fn cut(&mut self) {
-        self.deadline_passed = true;
+        if let Stage::Draining { deadline, .. } = &mut self.stage {
+            *deadline = Deadline::Passed;
+        }
         if let Some(report) = self.report.as_mut() {
             report.deadline_hit = true;
         }
@@ -497,21 +566,21 @@ impl Lifecycle {
 
     fn fire_timers(&mut self) {
         let now = self.now;
-        if self.phase == Phase::LameDuck && now >= self.lame_duck_until {
-            self.enter_draining();
-        }
-        if matches!(self.phase, Phase::LameDuck | Phase::Draining)
-            && !self.deadline_passed
-            && self.deadline_at.is_some_and(|d| now >= d)
-        {
-            if self.phase == Phase::LameDuck {
-                self.enter_draining();
+        if let Stage::LameDuck { until, deadline } = self.stage {
+            if now >= until || deadline.is_some_and(|d| now >= d) {
+                self.enter_draining(deadline);
             }
-            if self.phase == Phase::Draining {
+        }
+        if let Stage::Draining {
+            deadline: Deadline::At(d),
+            ..
+        } = self.stage
+        {
+            if now >= d {
                 self.cut();
             }
         }
-        if self.phase != Phase::Draining || self.deadline_passed {
+        if self.phase() != Phase::Draining || self.deadline_passed() {
             return;
         }
         while let Some(index) = self.new_q.front() {
@@ -531,13 +600,12 @@ impl Lifecycle {
     }
 
     fn check_drained(&mut self) {
-        if self.phase == Phase::Draining
+        if self.phase() == Phase::Draining
             && self.counts.total() == 0
             && self.lingering == 0
             && !self.accepting
         {
-            self.phase = Phase::Drained;
-            self.drained_pending = true;
+            self.stage = Stage::Drained { announced: false };
             self.attention.clear();
             self.sweep = None;
             if let Some(report) = self.report.as_mut() {
@@ -549,8 +617,8 @@ impl Lifecycle {
     /// What the connection in slot `index` needs now, if anything; marks it issued.
     fn attend(&mut self, index: usize) -> Option<Action> {
         let id = self.slab.id_at(index)?;
-        let phase = self.phase;
-        let deadline_passed = self.deadline_passed;
+        let phase = self.phase();
+        let deadline_passed = self.deadline_passed();
         let slot = &mut self.slab.slots[index];
         if slot.has(flag::CLOSE_SENT) {
             return None;
