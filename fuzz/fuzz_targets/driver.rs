@@ -152,16 +152,13 @@ impl Harness {
                     "accept refused while accepting: {e}"
                 ),
             },
-            Op::Start(i) => {
-                let Some(i) = self.pick(i) else { return };
-                let l = &mut self.live[i];
-                let legal = matches!(l.state, ConnState::New | ConnState::Idle);
-                let result = l.conn.request_started();
-                assert_eq!(result.is_ok(), legal, "request_started from {:?}", l.state);
-                if legal {
-                    l.state = ConnState::Active;
-                }
-            }
+            Op::Start(i) => self.report(
+                i,
+                "request_started",
+                &[ConnState::New, ConnState::Idle],
+                ConnState::Active,
+                |c| c.request_started(),
+            ),
             Op::Data(i) => {
                 let Some(i) = self.pick(i) else { return };
                 let l = &mut self.live[i];
@@ -176,26 +173,20 @@ impl Harness {
                 l.conn.set_read_starts_request(on);
                 l.read_starts_request = on;
             }
-            Op::Finish(i) => {
-                let Some(i) = self.pick(i) else { return };
-                let l = &mut self.live[i];
-                let legal = l.state == ConnState::Active;
-                let result = l.conn.request_finished();
-                assert_eq!(result.is_ok(), legal, "request_finished from {:?}", l.state);
-                if legal {
-                    l.state = ConnState::Idle;
-                }
-            }
-            Op::Upgrade(i) => {
-                let Some(i) = self.pick(i) else { return };
-                let l = &mut self.live[i];
-                let legal = l.state == ConnState::Active;
-                let result = l.conn.upgraded();
-                assert_eq!(result.is_ok(), legal, "upgraded from {:?}", l.state);
-                if legal {
-                    l.state = ConnState::Upgraded;
-                }
-            }
+            Op::Finish(i) => self.report(
+                i,
+                "request_finished",
+                &[ConnState::Active],
+                ConnState::Idle,
+                |c| c.request_finished(),
+            ),
+            Op::Upgrade(i) => self.report(
+                i,
+                "upgraded",
+                &[ConnState::Active],
+                ConnState::Upgraded,
+                |c| c.upgraded(),
+            ),
             Op::Close(i) => {
                 let Some(i) = self.pick(i) else { return };
                 drop(self.live.swap_remove(i));
@@ -232,6 +223,31 @@ impl Harness {
                 let counts = self.shutdown.counts();
                 assert_eq!(counts, counts_of(&self.live), "counts");
             }
+        }
+    }
+
+    /// The application reports an event on connection `i`: the handle must accept it exactly
+    /// when it is legal from the state the application knows, and then be in `to`.
+    fn report(
+        &mut self,
+        i: u8,
+        event: &str,
+        from: &[ConnState],
+        to: ConnState,
+        call: fn(&Conn) -> Result<(), lameduck_core::Error>,
+    ) {
+        let Some(i) = self.pick(i) else { return };
+        let l = &mut self.live[i];
+        let legal = from.contains(&l.state);
+        let result = call(&l.conn);
+        assert_eq!(
+            result.is_ok(),
+            legal,
+            "{event} from {:?}: {result:?}",
+            l.state
+        );
+        if legal {
+            l.state = to;
         }
     }
 

@@ -173,6 +173,26 @@ macro_rules! suite {
             }
 
             #[test]
+            fn closing_a_tracked_stream_ends_it_for_the_peer() {
+                $block_on(async {
+                    let shutdown = $shutdown(config());
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    let mut listener =
+                        lameduck_std::track_tcp::<$rt>(&shutdown, Async::new(listener).unwrap());
+                    let mut client = Async::<TcpStream>::connect(addr).await.unwrap();
+                    let mut server = listener.accept().await.unwrap().unwrap();
+                    server.close().await.unwrap();
+                    // The server still holds its socket: only a shutdown of its write side
+                    // ends the stream for the client (async-io's own close only flushes).
+                    let mut byte = [0u8; 1];
+                    let read = within(5, "EOF after the server's close", client.read(&mut byte));
+                    assert_eq!(read.await.unwrap(), 0);
+                    drop(server);
+                })
+            }
+
+            #[test]
             fn an_in_flight_exchange_completes_across_shutdown() {
                 $block_on(async {
                     let server = start(config());

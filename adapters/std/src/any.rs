@@ -197,21 +197,8 @@ macro_rules! io_impls {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))
             }
 
-            /// Flushes, then shuts the socket's write side down: the peer reads EOF. (What
-            /// tokio's `poll_shutdown` does; `async-io`'s close only flushes, which left a
-            /// lingering close waiting its full second for a peer that never saw the end.)
             fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let this = self.get_mut();
-                std::task::ready!(match this {
-                    Self::Tcp(s) => Pin::new(s).poll_close(cx),
-                    Self::Unix(s) => Pin::new(s).poll_close(cx),
-                })?;
-                Poll::Ready(
-                    match socket2::SockRef::from(&*this).shutdown(std::net::Shutdown::Write) {
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                        result => result,
-                    },
-                )
+                delegate!(self, s => Pin::new(s).poll_close(cx))
             }
         }
 

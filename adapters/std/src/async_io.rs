@@ -28,6 +28,20 @@ pub trait Spawner: Debug + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct AsyncIo<S: Spawner>(PhantomData<S>);
 
+/// Accepts from an `async-io` listener: a non-blocking `accept`, readiness while there is
+/// none pending.
+fn poll_accept<L, S: std::os::fd::AsFd>(
+    listener: &Async<L>,
+    cx: &mut Context<'_>,
+    accept: impl Fn(&L) -> io::Result<S>,
+) -> Poll<io::Result<Async<S>>> {
+    poll_nonblocking(
+        cx,
+        || accept(listener.get_ref()).and_then(Async::new),
+        |cx| listener.poll_readable(cx),
+    )
+}
+
 impl<S: Spawner> Runtime for AsyncIo<S> {
     const NAME: &'static str = S::NAME;
 
@@ -66,22 +80,14 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
         listener: &Self::TcpListener,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Self::TcpStream>> {
-        poll_nonblocking(
-            cx,
-            || listener.get_ref().accept().and_then(|(s, _)| Async::new(s)),
-            |cx| listener.poll_readable(cx),
-        )
+        poll_accept(listener, cx, |l| l.accept().map(|(s, _)| s))
     }
 
     fn poll_accept_unix(
         listener: &Self::UnixListener,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Self::UnixStream>> {
-        poll_nonblocking(
-            cx,
-            || listener.get_ref().accept().and_then(|(s, _)| Async::new(s)),
-            |cx| listener.poll_readable(cx),
-        )
+        poll_accept(listener, cx, |l| l.accept().map(|(s, _)| s))
     }
 
     fn poll_read_unix(
