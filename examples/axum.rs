@@ -1,19 +1,20 @@
 //! An axum `Router`, unchanged, served by lameduck over HTTP/1.1 and HTTP/2: restarts and
-//! SIGTERM lose no request.
+//! SIGTERM lose no request. It depends on `lameduck` (features `tokio`, `hyper`) and `axum`
+//! alone — the README's first example.
 //!
 //! `cargo run --example axum -- 127.0.0.1:3000`, then SIGTERM (Ctrl-C) while requests run.
 //! Under `start_server` or systemd it serves the inherited socket; `LAMEDUCK_*` variables
-//! tune the drain.
+//! tune the drain (`LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_LAME_DUCK=2s`, ...). It exits 0 when
+//! every connection ended on its own, 1 when the deadline cut some or (printing the
+//! error) on bad settings.
 
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
-use hyper_util::service::TowerToHyperService;
-use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
+use axum::{routing::get, Router};
+use lameduck::tokio::{bind_or_inherit, drain_on_signals, shutdown, Config, ConfigFromEnv};
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/", get(|| async { "hello from axum\n" }))
         .route(
@@ -23,29 +24,18 @@ async fn main() {
                 "slow, and still answered across a restart\n"
             }),
         );
+    let addr = std::env::args().nth(1);
+    let addr = addr.as_deref().unwrap_or("127.0.0.1:3000");
 
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".into());
-    // `LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_LAME_DUCK=2s`, ... tune the drain.
-    let config = Config::from_env().unwrap_or_else(|e| {
-        eprintln!("axum example: {e}");
-        std::process::exit(2);
-    });
-    let shutdown = lameduck::shutdown(config);
-    let listener = match lameduck::bind_or_inherit(&shutdown, &addr) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("axum example: {e}");
-            std::process::exit(2);
-        }
-    };
-    lameduck::drain_on_signals(&shutdown).expect("signal handlers");
-    // The Router is a tower Service; hyper-util adapts it to hyper's, and lameduck serves it.
-    tokio::spawn(lameduck_hyper::serve(
-        listener,
-        TowerToHyperService::new(app),
-    ));
+    let shutdown = shutdown(Config::from_env()?);
+    drain_on_signals(&shutdown)?;
+    let listener = bind_or_inherit(&shutdown, addr)?;
+    lameduck::hyper::serve_tower(listener, app).await; // until the drain stops accepting
     let report = shutdown.drained().await;
-    eprintln!("drained: {report:?}");
+    eprintln!("axum example: drained: {report:?}");
+    Ok(if report.is_clean() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }

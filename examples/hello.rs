@@ -13,6 +13,9 @@
 //! `HELLO_RUNTIME=tokio|smol|async-std` picks the runtime (default tokio); hello says which
 //! on stderr (`hello: serving on smol`), and exits 2 naming the variable for any other value.
 //!
+//! `HELLO_TLS_CERT=cert.pem HELLO_TLS_KEY=key.pem` serves HTTPS (HTTP/1.1 and HTTP/2 by
+//! ALPN) instead; a missing or bad file is an error naming it, and exit 2.
+//!
 //! `HELLO_NAIVE=1` runs the same server the way most are written — hyper on tokio, no
 //! lameduck, exit at once on SIGTERM — so the experiment can show the difference.
 

@@ -10,7 +10,7 @@ use hyper::{Request, Response};
 use lameduck::driver::env::ConfigFromEnv;
 use lameduck::driver::{self, Runtime};
 use lameduck::Config;
-use lameduck_hyper::HttpRuntime;
+use lameduck_hyper::{Tls, TlsRuntime};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
@@ -63,12 +63,35 @@ fn hold<R: Runtime>(req: Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
+/// `HELLO_TLS_CERT` and `HELLO_TLS_KEY` (PEM files): TLS when both are set, plain HTTP
+/// when neither is, an error naming the variable or the file otherwise.
+pub fn tls_from_env() -> Result<Option<Tls>, String> {
+    let cert = std::env::var_os("HELLO_TLS_CERT");
+    let key = std::env::var_os("HELLO_TLS_KEY");
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Tls::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (Some(_), None) => Err("HELLO_TLS_CERT is set, HELLO_TLS_KEY is not".into()),
+        (None, Some(_)) => Err("HELLO_TLS_KEY is set, HELLO_TLS_CERT is not".into()),
+    }
+}
+
 /// Serves with lameduck on runtime `R`: the inherited socket (or `addr`), drained on
-/// SIGTERM, tuned by the `LAMEDUCK_*` variables. Calls `ready` once it accepts; returns the
-/// exit code (0 when nothing was cut, 2 for bad settings).
-pub async fn serve_lameduck<R: HttpRuntime>(addr: &str, ready: impl FnOnce()) -> i32 {
+/// SIGTERM, tuned by the `LAMEDUCK_*` variables, over TLS when `HELLO_TLS_*` say so. Calls
+/// `ready` once it accepts; returns the exit code (0 when nothing was cut, 2 for bad
+/// settings).
+pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> i32 {
     let config = match Config::from_env() {
         Ok(config) => config,
+        Err(e) => {
+            eprintln!("hello: {e}");
+            return 2;
+        }
+    };
+    let tls = match tls_from_env() {
+        Ok(tls) => tls,
         Err(e) => {
             eprintln!("hello: {e}");
             return 2;
@@ -83,10 +106,11 @@ pub async fn serve_lameduck<R: HttpRuntime>(addr: &str, ready: impl FnOnce()) ->
         }
     };
     driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
-    R::spawn(lameduck_hyper::serve(
-        listener,
-        hyper::service::service_fn(hello::<R>),
-    ));
+    let service = hyper::service::service_fn(hello::<R>);
+    match tls {
+        Some(tls) => R::spawn(lameduck_hyper::serve_tls(listener, tls, service)),
+        None => R::spawn(lameduck_hyper::serve(listener, service)),
+    };
     ready();
     let report = shutdown.drained().await;
     // One write, so the line stays whole in a log it shares with its supervisor.

@@ -156,3 +156,106 @@ impl Drop for Watchdog {
         }
     }
 }
+
+/// Test certificates made with `openssl` (as an operator makes them): a CA, and a leaf for
+/// `localhost` and `127.0.0.1` signed by it, in PEM files.
+#[derive(Debug, Clone)]
+pub struct TestCertificates {
+    /// The CA's certificate: what a client trusts.
+    pub ca: PathBuf,
+    /// The server's certificate (leaf, then the CA).
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8).
+    pub key: PathBuf,
+    /// A key that belongs to no certificate here.
+    pub other_key: PathBuf,
+}
+
+/// Makes [`TestCertificates`] in a fresh directory under the system's temporary one.
+pub fn test_certificates(name: &str) -> TestCertificates {
+    let dir = std::env::temp_dir().join(format!("lameduck-tls-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |file: &str| dir.join(file);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("`openssl` is missing: apt-get install openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_subject = ["-subj", "/CN=lameduck test CA", "-days", "2"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ca_subject,
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            &["req", "-subj", "/CN=localhost"][..],
+            &ec,
+            &["-keyout", "key.pem", "-out", "leaf.csr"],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    let chain = std::fs::read_to_string(path("leaf.pem")).unwrap()
+        + &std::fs::read_to_string(path("ca.pem")).unwrap();
+    std::fs::write(path("cert.pem"), chain).unwrap();
+    openssl(
+        &[
+            &[
+                "genpkey",
+                "-algorithm",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ][..],
+            &["-out", "other.key"],
+        ]
+        .concat(),
+    );
+    TestCertificates {
+        ca: path("ca.pem"),
+        cert: path("cert.pem"),
+        key: path("key.pem"),
+        other_key: path("other.key"),
+    }
+}

@@ -83,6 +83,8 @@
 
 mod io;
 mod service;
+#[cfg(feature = "rustls")]
+mod tls;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -101,6 +103,8 @@ use lameduck_std::{Listener, Notices, Stream};
 
 use crate::io::{read, HttpIo, HttpState};
 pub use crate::service::{TrackedBody, TrackedFuture};
+#[cfg(feature = "rustls")]
+pub use crate::tls::{Handshake, Tls, TlsError, TlsRuntime, HANDSHAKE_TIMEOUT};
 
 /// The HTTP/2 client preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -175,6 +179,121 @@ where
         let Ok(stream) = stream else { continue };
         R::spawn(serve_connection(stream, service.clone()));
     }
+}
+
+/// Like [`serve`], over TLS (feature `rustls`): every connection's handshake runs on its
+/// own task, raced against the lifecycle — a client that never completes it is New, so the
+/// stale-New rule and the deadline end it during shutdown, and [`Tls::handshake_timeout`]
+/// while serving.
+///
+/// ```no_run
+/// # #[cfg(feature = "tokio")]
+/// # async fn run(service: impl hyper::service::Service<hyper::Request<hyper::body::Incoming>,
+/// #     Response = hyper::Response<http_body_util::Full<bytes::Bytes>>, Error = std::convert::Infallible,
+/// #     Future: Send> + Clone + Send + Sync + 'static) -> Result<(), Box<dyn std::error::Error>> {
+/// use lameduck_tokio::{self as lameduck, Config};
+///
+/// let tls = lameduck_hyper::Tls::from_pem_files("cert.pem", "key.pem")?;
+/// let shutdown = lameduck::shutdown(Config::default());
+/// lameduck::drain_on_signals(&shutdown)?;
+/// let listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8443")?;
+/// lameduck_hyper::serve_tls(listener, tls, service).await;
+/// println!("{:?}", shutdown.drained().await);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "rustls")]
+pub async fn serve_tls<R, S, B>(mut listener: Listener<R>, tls: Tls, service: S)
+where
+    R: TlsRuntime,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    while let Some(stream) = listener.accept().await {
+        let Ok(stream) = stream else { continue };
+        R::spawn(serve_tls_connection(stream, tls.clone(), service.clone()));
+    }
+}
+
+/// Like [`serve_connection`], over TLS: the handshake (New until it completes, bounded by
+/// the lifecycle and [`Tls::handshake_timeout`]), then HTTP/1.1 or HTTP/2 (ALPN offers
+/// both) with requests starting at their first decrypted byte. Closing sends
+/// `close_notify`.
+#[cfg(feature = "rustls")]
+pub async fn serve_tls_connection<R, S, B>(mut stream: Stream<R>, tls: Tls, service: S)
+where
+    R: TlsRuntime,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = stream.conn().handle();
+    // Records, the handshake first, are not requests: the decrypted side marks them.
+    stream.set_reads_start_requests(false);
+    let notices = conn.notices();
+    let until = R::now() + tls.timeout();
+    let handshake = futures_lite::future::or(
+        async { Some(R::handshake(tls.config().clone(), stream).await) },
+        async {
+            R::sleep_until(until).await;
+            None
+        },
+    );
+    // Dropping the handshake drops the stream: the connection is Closed.
+    let Some(Some(Ok(io))) = notices.unless_closed(handshake).await else {
+        return;
+    };
+    serve_io::<R, _, _, _>(io, conn, service).await;
+}
+
+/// Like [`serve`], for a tower service — an axum `Router`, tonic's routes, anything built
+/// with tower — adapted to hyper's with [`tower`].
+///
+/// ```no_run
+/// use axum::{routing::get, Router};
+/// use lameduck_tokio::{bind_or_inherit, drain_on_signals, shutdown, Config, ConfigFromEnv};
+///
+/// # #[cfg(feature = "tokio")]
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let app = Router::new().route("/", get(|| async { "hello\n" }));
+///     let shutdown = shutdown(Config::from_env()?);
+///     drain_on_signals(&shutdown)?;
+///     let listener = bind_or_inherit(&shutdown, "127.0.0.1:3000")?;
+///     lameduck_hyper::serve_tower(listener, app).await;
+///     println!("{:?}", shutdown.drained().await);
+///     Ok(())
+/// }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
+pub async fn serve_tower<R, S, B>(listener: Listener<R>, service: S)
+where
+    R: HttpRuntime,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(listener, tower(service)).await
+}
+
+/// A tower service as a hyper one, for [`serve`], [`serve_connection`] or `serve_tls`.
+pub fn tower<S>(service: S) -> hyper_util::service::TowerToHyperService<S> {
+    hyper_util::service::TowerToHyperService::new(service)
 }
 
 /// Serves one tracked connection with `service` until it closes, following the lifecycle's

@@ -71,6 +71,14 @@ impl<R: Runtime> Stream<R> {
         }
     }
 
+    /// Whether bytes read start a request; see [`Tracked::set_reads_start_requests`].
+    pub fn set_reads_start_requests(&mut self, on: bool) {
+        match self {
+            Stream::Tcp(s) => s.set_reads_start_requests(on),
+            Stream::Unix(s) => s.set_reads_start_requests(on),
+        }
+    }
+
     /// Splits into the plain stream and the connection handle (which still reports Closed
     /// when dropped), for a protocol layer that does its own accounting.
     pub fn into_parts(self) -> (PlainStream<R>, Conn) {

@@ -42,4 +42,4 @@ pub fn shutdown<R: Runtime>(config: core::Config) -> Shutdown {
 }
 pub use lameduck_core as core;
 pub use listener::{PollAccept, TrackedListener};
-pub use stream::Tracked;
+pub use stream::{Decrypted, Tracked};

@@ -31,12 +31,18 @@ pub struct Tracked<S> {
     // `with_socket`) is gone before the stream closes its fd.
     conn: Conn,
     io: S,
+    /// Whether bytes read start a request (see [`Tracked::set_reads_start_requests`]).
+    reads_start_requests: bool,
 }
 
 impl<S> Tracked<S> {
     /// Pairs a stream with its tracked connection.
     pub fn new(io: S, conn: Conn) -> Self {
-        Tracked { conn, io }
+        Tracked {
+            conn,
+            io,
+            reads_start_requests: true,
+        }
     }
 
     /// Like [`new`](Tracked::new), and a deadline cut shuts the socket down
@@ -48,7 +54,15 @@ impl<S> Tracked<S> {
         // SAFETY: `io` owns the fd and lives in the same `Tracked` as `conn`, which is
         // dropped first (field order), and `into_parts` disarms before handing `io` out.
         unsafe { conn.cut_at_socket(io.as_raw_fd()) };
-        Tracked { conn, io }
+        Tracked::new(io, conn)
+    }
+
+    /// Whether bytes read through this stream start a request (on by default). A protocol
+    /// layered over it whose bytes are not the requests' — TLS records, the handshake
+    /// first — turns it off and reads through a [`Decrypted`] instead, so that the first
+    /// *decrypted* byte is what makes the connection Active.
+    pub fn set_reads_start_requests(&mut self, on: bool) {
+        self.reads_start_requests = on;
     }
 
     /// The error every read and write returns once the lifecycle closed the connection.
@@ -105,7 +119,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
         this.check_cut()?;
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
+        if buf.filled().len() > before && this.reads_start_requests {
             this.conn.data_received();
         }
         Poll::Ready(Ok(()))
@@ -155,7 +169,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
         let this = self.get_mut();
         this.check_cut()?;
         let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if n > 0 {
+        if n > 0 && this.reads_start_requests {
             this.conn.data_received();
         }
         Poll::Ready(Ok(n))
@@ -202,5 +216,132 @@ impl<S: std::os::fd::AsFd> std::os::fd::AsFd for Tracked<S> {
 impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<S> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.io.as_raw_fd()
+    }
+}
+
+/// The plaintext side of a protocol layered over a [`Tracked`] stream — TLS, above all: its
+/// reads report [`ConnHandle::data_received`](crate::ConnHandle::data_received), as
+/// `Tracked`'s own do on a plain stream, so a request begins at its first decrypted byte
+/// rather than at the first record (or the handshake) that carries it. Turn the tracked
+/// stream's own marking off with [`Tracked::set_reads_start_requests`].
+///
+/// Implements tokio's `AsyncRead`/`AsyncWrite` (feature `tokio`) and `futures-io`'s
+/// (feature `futures-io`) when the stream does, delegating everything else.
+#[derive(Debug)]
+pub struct Decrypted<S> {
+    io: S,
+    conn: crate::ConnHandle,
+}
+
+impl<S> Decrypted<S> {
+    /// `io`, whose reads report to `conn`.
+    pub fn new(io: S, conn: crate::ConnHandle) -> Self {
+        Decrypted { io, conn }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The stream, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// The stream.
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Decrypted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.conn.data_received();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Decrypted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if n > 0 {
+            this.conn.data_received();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
     }
 }
