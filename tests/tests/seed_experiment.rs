@@ -24,6 +24,12 @@ fn hello_binary() -> PathBuf {
         .join("hello")
 }
 
+/// The test CA and hello's certificate, made once with `openssl`.
+fn certificates() -> &'static lameduck_tests::TestCertificates {
+    static CERTS: OnceLock<lameduck_tests::TestCertificates> = OnceLock::new();
+    CERTS.get_or_init(|| lameduck_tests::test_certificates("seed"))
+}
+
 fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
@@ -47,6 +53,8 @@ struct Supervisor {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// `https` when hello serves TLS, else `http`.
+    scheme: &'static str,
     stop: Arc<AtomicBool>,
     /// Sends the HUPs; returns how many it sent.
     hupper: Option<std::thread::JoinHandle<usize>>,
@@ -64,6 +72,11 @@ const EXIT_LIMIT: Duration = Duration::from_secs(45);
 impl Supervisor {
     /// `hello` on `runtime` (`HELLO_RUNTIME`), or the naive server.
     fn start(runtime: &str, naive: bool, restart_every: Duration) -> Supervisor {
+        Supervisor::start_with(runtime, naive, false, restart_every)
+    }
+
+    /// Like `start`, over TLS (`HELLO_TLS_CERT`, `HELLO_TLS_KEY`) if `tls`.
+    fn start_with(runtime: &str, naive: bool, tls: bool, restart_every: Duration) -> Supervisor {
         require("start_server", "libserver-starter-perl");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("lameduck-seed-{}-{port}", std::process::id()));
@@ -85,12 +98,18 @@ impl Supervisor {
         if naive {
             command.env("HELLO_NAIVE", "1");
         }
+        if tls {
+            let certs = certificates();
+            command.env("HELLO_TLS_CERT", &certs.cert);
+            command.env("HELLO_TLS_KEY", &certs.key);
+        }
         let child = own_group(&mut command).spawn().expect("start_server runs");
         let watchdog = Watchdog::new(child.id(), "start_server", CELL_LIMIT);
         let mut supervisor = Supervisor {
             child,
             dir,
             port,
+            scheme: if tls { "https" } else { "http" },
             stop: Arc::new(AtomicBool::new(false)),
             hupper: None,
             watchdog,
@@ -118,7 +137,7 @@ impl Supervisor {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     fn wait_ready(&self) {
@@ -373,16 +392,20 @@ fn wrk(url: &str) -> Outcome {
 
 fn hey(url: &str) -> Outcome {
     require("hey", "hey");
-    let text = run(
-        "hey",
-        &[
-            "-z".into(),
-            format!("{SECONDS}s"),
-            "-c".into(),
-            "100".into(),
-            url.into(),
-        ],
-    );
+    let mut args = vec![
+        "-z".into(),
+        format!("{SECONDS}s"),
+        "-c".into(),
+        "100".into(),
+    ];
+    if url.starts_with("https:") {
+        // hey sends its Host header, port included, as the TLS server name; rustls 0.23
+        // refuses a name that is no DNS name (RFC 6066 §3) with `illegal_parameter`, so
+        // every request would fail. `-host` makes both `localhost`.
+        args.extend(["-host".into(), "localhost".into()]);
+    }
+    args.push(url.into());
+    let text = run("hey", &args);
     let ok = number_after(&text, "[200]").unwrap_or(0);
     let all_statuses: u64 = text
         .lines()
@@ -425,15 +448,26 @@ fn cell(name: &str, restart_every: Duration, load: impl FnOnce(&Supervisor) -> O
     cell_on("tokio", name, restart_every, load)
 }
 
-/// One cell with `hello` on `runtime`: 0 failed requests, every worker drained clean.
 fn cell_on(
     runtime: &str,
     name: &str,
     restart_every: Duration,
     load: impl FnOnce(&Supervisor) -> Outcome,
 ) {
+    cell_with(runtime, false, name, restart_every, load)
+}
+
+/// One cell with `hello` on `runtime` (over TLS if `tls`): 0 failed requests, every worker
+/// drained clean.
+fn cell_with(
+    runtime: &str,
+    tls: bool,
+    name: &str,
+    restart_every: Duration,
+    load: impl FnOnce(&Supervisor) -> Outcome,
+) {
     let _serial = serial();
-    let supervisor = Supervisor::start(runtime, false, restart_every);
+    let supervisor = Supervisor::start_with(runtime, false, tls, restart_every);
     let outcome = load(&supervisor);
     let (workers, log) = supervisor.stop();
     let restarts = workers.len() - 1;
@@ -545,9 +579,9 @@ fn a_naive_server_fails_the_same_experiment() {
 /// pooled connection, reconnecting after GOAWAY and retrying only requests the server never
 /// processed (RFC 9113 §6.8) — hyper-util's client does both. `h2load` never reconnects, so
 /// its failure count after any GOAWAY is meaningless.
+/// Over TLS (an `https` URL) it trusts the test CA and negotiates `h2` by ALPN.
 fn h2_load(url: &str, concurrency: usize) -> Outcome {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
     use hyper_util::rt::{TokioExecutor, TokioTimer};
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -555,11 +589,51 @@ fn h2_load(url: &str, concurrency: usize) -> Outcome {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .build_http();
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(true).timer(TokioTimer::new());
+    let _entered = runtime.enter();
+    if url.starts_with("https:") {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls())
+            .https_only()
+            .enable_http2()
+            .build();
+        runtime.block_on(h2_requests(builder.build(connector), url, concurrency))
+    } else {
+        runtime.block_on(h2_requests(
+            builder.build(HttpConnector::new()),
+            url,
+            concurrency,
+        ))
+    }
+}
+
+/// A TLS client configuration that trusts the test CA.
+fn client_tls() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(&certificates().ca).unwrap();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// `concurrency` tasks sending GETs to `url` through `client` for SECONDS.
+async fn h2_requests<C>(
+    client: hyper_util::client::legacy::Client<C, http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+    concurrency: usize,
+) -> Outcome
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt;
+    {
         let uri: hyper::Uri = url.parse().unwrap();
         let until = Instant::now() + Duration::from_secs(SECONDS);
         let tasks: Vec<_> = (0..concurrency)
@@ -618,7 +692,7 @@ fn h2_load(url: &str, concurrency: usize) -> Outcome {
             total.non_2xx += o.non_2xx;
         }
         total
-    })
+    }
 }
 
 /// Whether an HTTP/2 request failed because the server's GOAWAY refused its stream
@@ -687,4 +761,50 @@ macro_rules! on_runtime {
 }
 
 on_runtime!(smol, "smol");
+
+/// The seed experiment over HTTPS, restarting five times a second: `wrk` and `hey` over
+/// TLS, and an HTTP/2 client negotiating `h2` by ALPN, on tokio and on smol.
+macro_rules! over_tls {
+    ($module:ident, $runtime:literal) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn wrk_over_tls_every_200ms_fails_nothing() {
+                cell_with(
+                    $runtime,
+                    true,
+                    "wrk https / every 0.2 s",
+                    FIVE_PER_SECOND,
+                    |s| wrk(&s.url("/")),
+                );
+            }
+
+            #[test]
+            fn hey_over_tls_every_200ms_fails_nothing() {
+                cell_with(
+                    $runtime,
+                    true,
+                    "hey https / every 0.2 s",
+                    FIVE_PER_SECOND,
+                    |s| hey(&s.url("/")),
+                );
+            }
+
+            #[test]
+            fn http2_over_tls_every_200ms_fails_nothing() {
+                cell_with(
+                    $runtime,
+                    true,
+                    "h2 https / every 0.2 s",
+                    FIVE_PER_SECOND,
+                    |s| h2_load(&s.url("/"), 50),
+                );
+            }
+        }
+    };
+}
+
+over_tls!(tls_tokio, "tokio");
+over_tls!(tls_smol, "smol");
 on_runtime!(async_std, "async-std");
