@@ -259,3 +259,29 @@ pub fn test_certificates(name: &str) -> TestCertificates {
         other_key: path("other.key"),
     }
 }
+
+/// `hello` (a debug build) on a socket it inherits through `SERVER_STARTER_PORT` — already
+/// listening, so a connection made before hello serves waits in the backlog — with `vars`
+/// set, its stderr piped, and a watchdog that kills it after a minute.
+pub fn start_hello(vars: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr, Watchdog) {
+    use std::os::fd::AsRawFd;
+    let hello = build_examples(&["hello"], false).join("hello");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&listener)
+        .set_cloexec(false)
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut command = Command::new(hello);
+    command
+        .env(
+            "SERVER_STARTER_PORT",
+            format!("{addr}={}", listener.as_raw_fd()),
+        )
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = own_group(&mut command).spawn().expect("spawn hello");
+    let watchdog = Watchdog::new(child.id(), "hello", Duration::from_secs(60));
+    (child, addr, watchdog)
+}

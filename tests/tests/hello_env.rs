@@ -9,36 +9,10 @@
 //!   only after the window.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{own_group, Watchdog};
-
-/// hello on a socket it inherits through `SERVER_STARTER_PORT` (already listening, so a
-/// connection made before hello serves waits in the backlog), with `vars` set.
-fn start_hello(vars: &[(&str, &str)]) -> (Child, SocketAddr, Watchdog) {
-    let hello = lameduck_tests::build_examples(&["hello"], false).join("hello");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&listener)
-        .set_cloexec(false)
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut command = Command::new(hello);
-    command
-        .env(
-            "SERVER_STARTER_PORT",
-            format!("{addr}={}", listener.as_raw_fd()),
-        )
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let child = own_group(&mut command).spawn().expect("spawn hello");
-    let watchdog = Watchdog::new(child.id(), "hello", Duration::from_secs(60));
-    (child, addr, watchdog)
-}
+use lameduck_tests::start_hello;
 
 /// Reads one HTTP/1.1 response head (to the blank line) byte by byte.
 fn read_head(client: &mut TcpStream) -> String {
