@@ -18,10 +18,11 @@ use lameduck_tests::{describe_group, output_within, own_group, signal_group, Wat
 /// Seconds each cell's load runs.
 const SECONDS: u64 = 8;
 
-fn hello_binary() -> PathBuf {
+/// The release build of example `name` (`hello` or `axum`).
+fn example_binary(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| lameduck_tests::build_examples(&["hello"], true))
-        .join("hello")
+    DIR.get_or_init(|| lameduck_tests::build_examples(&["hello", "axum"], true))
+        .join(name)
 }
 
 /// The test CA and hello's certificate, made once with `openssl`.
@@ -50,6 +51,8 @@ fn free_port() -> u16 {
 
 /// `start_server` running `hello` on a fresh port, restarted every `restart_every`.
 struct Supervisor {
+    /// The worker: an example's binary.
+    example: PathBuf,
     child: Child,
     dir: PathBuf,
     port: u16,
@@ -72,11 +75,19 @@ const EXIT_LIMIT: Duration = Duration::from_secs(45);
 impl Supervisor {
     /// `hello` on `runtime` (`HELLO_RUNTIME`), or the naive server.
     fn start(runtime: &str, naive: bool, restart_every: Duration) -> Supervisor {
-        Supervisor::start_with(runtime, naive, false, restart_every)
+        Supervisor::start_with("hello", runtime, naive, false, restart_every)
     }
 
-    /// Like `start`, over TLS (`HELLO_TLS_CERT`, `HELLO_TLS_KEY`) if `tls`.
-    fn start_with(runtime: &str, naive: bool, tls: bool, restart_every: Duration) -> Supervisor {
+    /// Like `start`, with `example` as the worker, over TLS (`HELLO_TLS_CERT`,
+    /// `HELLO_TLS_KEY`) if `tls`.
+    fn start_with(
+        example: &str,
+        runtime: &str,
+        naive: bool,
+        tls: bool,
+        restart_every: Duration,
+    ) -> Supervisor {
+        let example = example_binary(example);
         require("start_server", "libserver-starter-perl");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("lameduck-seed-{}-{port}", std::process::id()));
@@ -92,7 +103,7 @@ impl Supervisor {
             .arg(format!("--pid-file={}", dir.join("app.pid").display()))
             .arg(format!("--log-file={}", dir.join("server.log").display()))
             .arg("--")
-            .arg(hello_binary())
+            .arg(&example)
             .stdin(Stdio::null());
         command.env("HELLO_RUNTIME", runtime);
         if naive {
@@ -106,6 +117,7 @@ impl Supervisor {
         let child = own_group(&mut command).spawn().expect("start_server runs");
         let watchdog = Watchdog::new(child.id(), "start_server", CELL_LIMIT);
         let mut supervisor = Supervisor {
+            example,
             child,
             dir,
             port,
@@ -186,7 +198,7 @@ impl Supervisor {
             );
             std::thread::sleep(Duration::from_millis(5));
         };
-        while !handles_term(newest) {
+        while !handles_term(newest, &self.example) {
             assert!(
                 Instant::now() < deadline,
                 "worker {newest} never installed its TERM handler:\n{}",
@@ -233,7 +245,7 @@ impl Supervisor {
 
 /// Whether `pid` runs `hello` (it has `exec`ed) and catches SIGTERM, per /proc; also true
 /// once it is gone (it can no longer miss a TERM).
-fn handles_term(pid: u32) -> bool {
+fn handles_term(pid: u32, example: &std::path::Path) -> bool {
     let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
         return true;
     };
@@ -245,7 +257,7 @@ fn handles_term(pid: u32) -> bool {
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
-    exe.file_name() == hello_binary().file_name() && caught & (1 << (libc::SIGTERM - 1)) != 0
+    exe.file_name() == example.file_name() && caught & (1 << (libc::SIGTERM - 1)) != 0
 }
 
 /// Each worker start_server started, with the exit status it logged for it (`wait(2)`'s
@@ -467,12 +479,9 @@ fn cell_with(
     load: impl FnOnce(&Supervisor) -> Outcome,
 ) {
     let _serial = serial();
-    let supervisor = Supervisor::start_with(runtime, false, tls, restart_every);
-    let outcome = load(&supervisor);
-    let (workers, log) = supervisor.stop();
-    let restarts = workers.len() - 1;
+    let supervisor = Supervisor::start_with("hello", runtime, false, tls, restart_every);
+    let (outcome, workers, log) = measure(supervisor, load);
     let name = format!("{name} on {runtime}");
-    println!("{name}: {outcome:?}, {restarts} restarts");
     // Every worker that got as far as main said which runtime it serves on (one a TERM
     // ended at start-up may not have): the cell measured that runtime and no other.
     let serving = log.matches("hello: serving on ").count();
@@ -485,6 +494,25 @@ fn cell_with(
         "{name}: {on_runtime} of {serving} workers said they serve on {runtime}, \
          {drained} drained\n{log}"
     );
+    judge(&name, &outcome, &workers, &log);
+}
+
+/// Runs `load` against `supervisor`'s server, then stops it: what the load saw, each
+/// worker's exit status, and start_server's log.
+fn measure(
+    supervisor: Supervisor,
+    load: impl FnOnce(&Supervisor) -> Outcome,
+) -> (Outcome, Vec<(u32, i32)>, String) {
+    let outcome = load(&supervisor);
+    let (workers, log) = supervisor.stop();
+    (outcome, workers, log)
+}
+
+/// A cell passes: enough restarts and load to mean something, 0 failed requests, and every
+/// worker drained clean.
+fn judge(name: &str, outcome: &Outcome, workers: &[(u32, i32)], log: &str) {
+    let restarts = workers.len() - 1;
+    println!("{name}: {outcome:?}, {restarts} restarts");
     assert!(
         restarts >= 3,
         "{name}: too few restarts to mean anything ({restarts})"
@@ -498,8 +526,8 @@ fn cell_with(
         (0, 0),
         "{name}: {outcome:?} across {restarts} restarts\n{log}"
     );
-    // `hello` exits 0 only when its drain report is clean: nothing cut at a deadline. Or
-    // a TERM right after its start (start_server is stopped, or restarts with
+    // The examples exit 0 only when their drain report is clean: nothing cut at a
+    // deadline. Or a TERM right after its start (start_server is stopped, or restarts with
     // `--interval=0`) ended it before its handlers existed — before it accepted anything.
     let unclean: Vec<_> = workers
         .iter()
@@ -509,6 +537,29 @@ fn cell_with(
         unclean.is_empty(),
         "{name}: workers that did not drain cleanly (pid, wait status): {unclean:?}\n{log}"
     );
+}
+
+/// The axum example (the README's first server) in the seed experiment: restarts every
+/// 0.2 s under `wrk` and `ab -k`, 0 failed.
+mod axum {
+    use super::*;
+
+    fn axum_cell(name: &str, load: impl FnOnce(&Supervisor) -> Outcome) {
+        let _serial = serial();
+        let supervisor = Supervisor::start_with("axum", "tokio", false, false, FIVE_PER_SECOND);
+        let (outcome, workers, log) = measure(supervisor, load);
+        judge(&format!("axum example: {name}"), &outcome, &workers, &log);
+    }
+
+    #[test]
+    fn wrk_every_200ms_fails_nothing() {
+        axum_cell("wrk / every 0.2 s", |s| wrk(&s.url("/")));
+    }
+
+    #[test]
+    fn ab_keep_alive_every_200ms_fails_nothing() {
+        axum_cell("ab -k / every 0.2 s", |s| ab(&s.url("/"), true, 100));
+    }
 }
 
 const EVERY_SECOND: Duration = Duration::from_secs(1);
