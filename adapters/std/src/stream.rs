@@ -239,6 +239,11 @@ impl<S> Decrypted<S> {
         Decrypted { io, conn }
     }
 
+    /// The connection its reads report to.
+    pub fn conn(&self) -> &crate::ConnHandle {
+        &self.conn
+    }
+
     /// The stream.
     pub fn get_ref(&self) -> &S {
         &self.io
