@@ -264,8 +264,16 @@ pub fn test_certificates(name: &str) -> TestCertificates {
 /// listening, so a connection made before hello serves waits in the backlog — with `vars`
 /// set, its stderr piped, and a watchdog that kills it after a minute.
 pub fn start_hello(vars: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr, Watchdog) {
+    start_example("hello", vars)
+}
+
+/// Like [`start_hello`], for the example `name`.
+pub fn start_example(
+    name: &str,
+    vars: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr, Watchdog) {
     use std::os::fd::AsRawFd;
-    let hello = build_examples(&["hello"], false).join("hello");
+    let hello = build_examples(&[name], false).join(name);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     socket2::SockRef::from(&listener)
         .set_cloexec(false)
@@ -281,7 +289,7 @@ pub fn start_hello(vars: &[(&str, &str)]) -> (std::process::Child, std::net::Soc
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = own_group(&mut command).spawn().expect("spawn hello");
-    let watchdog = Watchdog::new(child.id(), "hello", Duration::from_secs(60));
+    let child = own_group(&mut command).spawn().expect("spawn the example");
+    let watchdog = Watchdog::new(child.id(), name, Duration::from_secs(60));
     (child, addr, watchdog)
 }

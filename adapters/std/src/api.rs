@@ -13,8 +13,8 @@ macro_rules! runtime_api {
         pub use $crate::inherit::{self, InheritError};
         pub use $crate::signal::Signal;
         pub use $crate::{
-            accept, Conn, ConnHandle, Notice, NoticeWatch, Notices, Runtime, Shutdown, Timers,
-            Tracked,
+            accept, Conn, ConnHandle, Decrypted, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
+            Shutdown, Timers, Tracked,
         };
 
         /// A tracked TCP listener.

@@ -31,7 +31,8 @@ mod sync;
 pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
 pub use bind::{bind_or_inherit, listeners, track, track_tcp, track_unix};
 pub use handle::{
-    Conn, ConnHandle, DrainHold, ListenerGuard, Notice, NoticeWatch, Notices, Shutdown, Sleep,
+    Conn, ConnHandle, DrainHold, EndOnBegin, ListenerGuard, Notice, NoticeWatch, Notices, Shutdown,
+    Sleep,
 };
 pub use runtime::{Runtime, Timers};
 pub use signal::{drain_on, drain_on_signals};

@@ -15,10 +15,12 @@ use lameduck_core::{
 /// A boxed future, as a runtime's timer returns it and its spawner takes it.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+mod begun;
 mod conn;
 mod mailbox;
 mod notices;
 
+pub use begun::EndOnBegin;
 use conn::{sync, sync_to};
 pub use conn::{Conn, ConnHandle};
 pub use mailbox::Notice;
@@ -270,6 +272,8 @@ impl Shutdown {
                 "lameduck: shutdown began: {:?}",
                 self.counts()
             ));
+            // Wakes `begun()`: no action need have been delivered (nothing open, say).
+            self.inner.changed.notify(usize::MAX);
         }
         self.drive_timers();
         began
@@ -279,6 +283,7 @@ impl Shutdown {
     pub fn force_close(&self) {
         trace(format_args!("lameduck: force close: {:?}", self.counts()));
         self.with_serving_over(|lc, now| lc.force_close(now));
+        self.inner.changed.notify(usize::MAX);
         self.drive_timers();
     }
 

@@ -1,0 +1,188 @@
+//! A gRPC client for the `grpc` example, on tonic's own transport — what the tests run.
+//!
+//! ```text
+//! grpc_client say-hello URL                 # one unary call; prints the reply
+//! grpc_client health URL [SERVICE]          # prints SERVING / NOT_SERVING
+//! grpc_client watch URL [SERVICE]           # Health/Watch: prints each status as it comes
+//! grpc_client load URL SECONDS CHANNELS     # unary calls over persistent channels
+//! grpc_client stream URL listen|ignore      # SayHellos; prints each reply, then how it ended
+//! ```
+//!
+//! `load` prints `calls N failed M` and exits 1 if any call failed. A call refused by the
+//! server's GOAWAY — a stream the server never processed (RFC 9113 §6.8) — is retried once
+//! on the reconnected channel, as gRPC's transparent retry does for RPCs that never left
+//! the client; every other error counts.
+
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub mod helloworld {
+    tonic::include_proto!("helloworld");
+}
+
+use helloworld::greeter_client::GreeterClient;
+use helloworld::{HelloRequest, HellosRequest};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["say-hello", url] => say_hello(url).await,
+        ["health", url] => health(url, "").await,
+        ["health", url, service] => health(url, service).await,
+        ["watch", url] => watch(url, "").await,
+        ["watch", url, service] => watch(url, service).await,
+        ["load", url, seconds, channels] => {
+            load(
+                url,
+                seconds.parse().unwrap_or(5),
+                channels.parse().unwrap_or(4),
+            )
+            .await
+        }
+        ["stream", url, mode @ ("listen" | "ignore")] => stream(url, mode == "listen").await,
+        _ => Err("usage: grpc_client say-hello|health|load|stream URL ...".into()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grpc_client: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+async fn channel(url: &str) -> Result<Channel, Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?.connect().await?)
+}
+
+async fn say_hello(url: &str) -> Result<(), Error> {
+    let mut client = GreeterClient::new(channel(url).await?);
+    let reply = client
+        .say_hello(HelloRequest { name: "you".into() })
+        .await?;
+    println!("{}", reply.into_inner().message);
+    Ok(())
+}
+
+async fn health(url: &str, service: &str) -> Result<(), Error> {
+    let mut client = HealthClient::new(channel(url).await?);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(
+        reply.into_inner().status,
+    )?;
+    println!("{}", status.as_str_name());
+    Ok(())
+}
+
+async fn watch(url: &str, service: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut client = HealthClient::new(channel(url).await?);
+    let mut statuses = client
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?
+        .into_inner();
+    while let Some(reply) = statuses.message().await? {
+        let status =
+            tonic_health::pb::health_check_response::ServingStatus::try_from(reply.status)?;
+        // Flushed at once: whoever reads this waits for each line.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", status.as_str_name())?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+/// Whether a failed call never reached the server's handler: refused by GOAWAY, or the
+/// connection was already gone before the request was sent.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn load(url: &str, seconds: u64, channels: usize) -> Result<(), Error> {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..channels {
+        let mut client = GreeterClient::new(channel(url).await?);
+        tasks.push(tokio::spawn(async move {
+            let (mut calls, mut failed) = (0u64, 0u64);
+            while Instant::now() < until {
+                calls += 1;
+                let request = || HelloRequest {
+                    name: "load".into(),
+                };
+                let mut result = client.say_hello(request()).await;
+                if let Err(status) = &result {
+                    if never_sent(status) {
+                        result = client.say_hello(request()).await;
+                    }
+                }
+                if let Err(status) = result {
+                    if failed < 3 {
+                        eprintln!("grpc_client: call failed: {status:?}");
+                    }
+                    failed += 1;
+                }
+            }
+            (calls, failed)
+        }));
+    }
+    let (mut calls, mut failed) = (0, 0);
+    for task in tasks {
+        let (c, f) = task.await?;
+        calls += c;
+        failed += f;
+    }
+    println!("calls {calls} failed {failed}");
+    if failed > 0 {
+        return Err(format!("{failed} of {calls} calls failed").into());
+    }
+    Ok(())
+}
+
+async fn stream(url: &str, listen: bool) -> Result<(), Error> {
+    let mut client = GreeterClient::new(channel(url).await?);
+    let request = HellosRequest {
+        name: "stream".into(),
+        interval_ms: 50,
+        ends_on_shutdown: listen,
+    };
+    let mut replies = client.say_hellos(request).await?.into_inner();
+    loop {
+        match replies.message().await {
+            Ok(Some(reply)) => {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", reply.message)?;
+                stdout.flush()?;
+            }
+            Ok(None) => {
+                println!("ended: ok");
+                return Ok(());
+            }
+            Err(status) => {
+                println!("ended: {:?}", status.code());
+                return Ok(());
+            }
+        }
+    }
+}
