@@ -8,10 +8,10 @@
 //! grpc_client stream URL listen|ignore      # SayHellos; prints each reply, then how it ended
 //! ```
 //!
-//! `load` prints `calls N failed M` and exits 1 if any call failed. A call refused by the
-//! server's GOAWAY — a stream the server never processed (RFC 9113 §6.8) — is retried once
-//! on the reconnected channel, as gRPC's transparent retry does for RPCs that never left
-//! the client; every other error counts.
+//! `load` prints `calls N failed M` and exits 1 if any call failed. A call that never left
+//! the client — refused by the server's GOAWAY, or queued for a connection that closed
+//! before sending it — is retried on the reconnected channel (at most 3 times), as gRPC's
+//! transparent retry does; every other error counts.
 
 use std::time::{Duration, Instant};
 
@@ -104,14 +104,22 @@ async fn watch(url: &str, service: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether a failed call never reached the server's handler: refused by GOAWAY, or the
-/// connection was already gone before the request was sent.
+/// Whether a failed call never left the client, so retrying it cannot run it twice: its
+/// stream was refused by the server's GOAWAY (RFC 9113 §6.8: unprocessed), or it was still
+/// queued for a connection that closed before sending it (hyper hands such a request back
+/// unsent, as `Canceled: connection closed`). gRPC's own clients retry both transparently;
+/// tonic does not.
 fn never_sent(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
             return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
                 || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_canceled() {
+                return true;
+            }
         }
         source = e.source();
     }
@@ -131,9 +139,13 @@ async fn load(url: &str, seconds: u64, channels: usize) -> Result<(), Error> {
                     name: "load".into(),
                 };
                 let mut result = client.say_hello(request()).await;
-                if let Err(status) = &result {
-                    if never_sent(status) {
-                        result = client.say_hello(request()).await;
+                // At most a few times, so a server that refuses everything still fails.
+                for _ in 0..3 {
+                    match &result {
+                        Err(status) if never_sent(status) => {
+                            result = client.say_hello(request()).await;
+                        }
+                        _ => break,
                     }
                 }
                 if let Err(status) = result {

@@ -21,8 +21,10 @@ const SECONDS: u64 = 8;
 /// The release build of example `name` (`hello` or `axum`).
 fn example_binary(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| lameduck_tests::build_examples(&["hello", "axum"], true))
-        .join(name)
+    DIR.get_or_init(|| {
+        lameduck_tests::build_examples(&["hello", "axum", "grpc", "grpc_client"], true)
+    })
+    .join(name)
 }
 
 /// The test CA and hello's certificate, made once with `openssl`.
@@ -537,6 +539,35 @@ fn judge(name: &str, outcome: &Outcome, workers: &[(u32, i32)], log: &str) {
         unclean.is_empty(),
         "{name}: workers that did not drain cleanly (pid, wait status): {unclean:?}\n{log}"
     );
+}
+
+/// The grpc example in the seed experiment: tonic's own client (`grpc_client load`) makes
+/// unary calls over 4 persistent channels while start_server restarts the server every
+/// 0.2 s; no RPC is lost.
+#[test]
+fn grpc_unary_calls_over_persistent_channels_every_200ms_lose_nothing() {
+    let _serial = serial();
+    let supervisor = Supervisor::start_with("grpc", "tokio", false, false, FIVE_PER_SECOND);
+    let (outcome, workers, log) = measure(supervisor, |s| {
+        let url = s.url("");
+        let output = output_within(
+            Command::new(example_binary("grpc_client")).args([
+                "load",
+                &url,
+                &SECONDS.to_string(),
+                "4",
+            ]),
+            Duration::from_secs(SECONDS + 60),
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        Outcome {
+            requests: number_after(&text, "calls ").expect(&text),
+            failed: number_after(&text, "failed ").expect(&text),
+            non_2xx: 0,
+        }
+    });
+    judge("grpc unary every 0.2 s", &outcome, &workers, &log);
 }
 
 /// The axum example (the README's first server) in the seed experiment: restarts every
