@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per keep-alive request (callgrind), lameduck against a plain hyper server on
 # the same runtime, in one run: tokio (bench_server, current-thread), smol and async-std
-# (async_io_server). Two runs per server, `hey -c 10` with 2,000 and 6,000 requests; the
+# (async_io_server), and over TLS on tokio. Two runs per server, `hey -c 10` with 2,000 and 6,000 requests; the
 # difference over 4,000 excludes start-up and exit. Deterministic: noise does not move it.
 #
 #   bash benches/instructions.sh            # prints runtime,variant,instructions_per_request
@@ -21,7 +21,9 @@ total() {
     local vg=$!
     exec 8< "$fifo"
     local line; read -r line <&8
-    hey -n "$n" -c 10 "http://${line#listening on }/" > /dev/null
+    # hey sends its Host header, port included, as the TLS server name, which rustls
+    # refuses: -host makes it `localhost`.
+    hey -n "$n" -c 10 -host localhost "${scheme:-http}://${line#listening on }/" > /dev/null
     kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
     exec 8<&-
     awk '/^summary:/ { print $2 }' "$cg"
@@ -37,6 +39,13 @@ per_request() {
 echo "runtime,variant,instructions_per_request"
 for variant in plain lameduck; do
     echo "tokio,$variant,$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" "$variant" current 127.0.0.1:0)"
+done
+# TLS keep-alive: tokio-rustls + hyper against lameduck's serve_tls, same rustls config.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
+export BENCH_TLS_CERT="$out/cert.pem" BENCH_TLS_KEY="$out/key.pem"
+for variant in plain-tls lameduck-tls; do
+    echo "tokio,$variant,$(scheme=https LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" "$variant" current 127.0.0.1:0)"
 done
 for runtime in smol async-std; do
     for variant in plain lameduck; do

@@ -9,7 +9,8 @@
 //! | feature | module | streams |
 //! |---|---|---|
 //! | `tokio` | [`lameduck::tokio`](crate::tokio) | tokio's `AsyncRead`/`AsyncWrite` |
-//! | `hyper` | [`lameduck::hyper`](crate::hyper) (with `tokio`) | any hyper `Service`, HTTP/1.1 and HTTP/2 |
+//! | `hyper` | [`lameduck::hyper`](crate::hyper) (with a runtime) | any hyper or tower `Service` (an axum `Router`, tonic's routes), HTTP/1.1 and HTTP/2 |
+//! | `rustls` | [`lameduck::hyper::serve_tls`](crate::hyper) | HTTPS with rustls: handshakes raced against the lifecycle, ALPN, `close_notify` |
 //! | `smol` | [`lameduck::smol`](crate::smol) | `futures-io` |
 //! | `async-std` | [`lameduck::async_std`](crate::async_std) (discontinued upstream: prefer smol) | `futures-io` |
 //!

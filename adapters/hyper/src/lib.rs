@@ -79,6 +79,12 @@
 //!   into a reset that destroys the last response.
 //! - A connection still detecting HTTP/1 vs HTTP/2 at shutdown is New: it is neither cut
 //!   with its preface lost nor waited for without bound.
+//! - Tower services (an axum `Router`, tonic's routes) are served by [`serve_tower`], or
+//!   any function here after [`tower`].
+//! - HTTPS (feature `rustls`): `serve_tls` with a `Tls` loaded from PEM files. The
+//!   handshake is New (the stale-New rule and the deadline end a client that never
+//!   completes it; a handshake timeout while serving), Active starts at the first decrypted
+//!   byte, ALPN offers `h2` and `http/1.1`, and closing sends `close_notify`.
 #![warn(missing_docs)]
 
 mod io;
@@ -315,10 +321,14 @@ where
     serve_io::<R, _, _, _>(R::io(stream), conn, service)
 }
 
-/// Like [`serve_connection`], for I/O of your own making — TLS, say — over the connection's
-/// [`Tracked`](lameduck_std::Tracked) stream: `io` must read and write through it (so that the
-/// first byte of each request marks it Active and a cut fails its I/O) and own it (so that
-/// dropping `io` reports it Closed). `conn` is its handle (`stream.conn().handle()`).
+/// Like [`serve_connection`], for I/O of your own making over the connection's
+/// [`Tracked`](lameduck_std::Tracked) stream: `io` must read and write through it (so that a
+/// cut fails its I/O) and own it (so that dropping `io` reports it Closed), and the first
+/// byte of each request must mark the connection Active — the tracked stream does on a
+/// plain connection; a protocol layered over it (a TLS other than rustls, say) turns that
+/// off with [`Tracked::set_reads_start_requests`](lameduck_std::Tracked::set_reads_start_requests)
+/// and reads through a [`Decrypted`](lameduck_std::Decrypted). `conn` is its handle
+/// (`stream.conn().handle()`). For rustls, `serve_tls_connection` (feature `rustls`) does all this.
 pub async fn serve_io<R, I, S, B>(io: I, conn: ConnHandle, service: S)
 where
     R: Runtime,

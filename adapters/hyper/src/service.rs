@@ -7,8 +7,8 @@ use std::task::{ready, Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::{Request, Response, StatusCode, Version};
 
 use crate::io::HttpState;
 
@@ -45,7 +45,14 @@ where
         // The task that takes over an upgraded connection finds it here, to watch its
         // notices. Only requests that ask for an upgrade: an extension costs an allocation
         // and a hash map per request (measured: ~600 instructions, 7 % of a hello-world).
-        if req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT {
+        // hyper marks exactly those with an `OnUpgrade` in the extensions, which are empty
+        // otherwise: a null check, where looking up the `Upgrade` header hashed (~50
+        // instructions a request).
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
             req.extensions_mut().insert(state.conn.clone());
         }
         let version = req.version();

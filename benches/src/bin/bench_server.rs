@@ -3,7 +3,13 @@
 //! - `plain`: hyper's HTTP/1 connection, untracked, exits at SIGTERM (the baseline);
 //! - `lameduck`: `lameduck_hyper::serve`, drains on SIGTERM;
 //! - `hyper-util`: hyper-util's `GracefulShutdown` around each connection;
-//! - `axum`: `axum::serve(..).with_graceful_shutdown(SIGTERM)`.
+//! - `axum`: `axum::serve(..).with_graceful_shutdown(SIGTERM)`;
+//! - `plain-tls`: `plain` over tokio-rustls (the TLS baseline);
+//! - `lameduck-tls`: `lameduck_hyper::serve_tls`, drains on SIGTERM.
+//!
+//! The TLS variants take their certificate and key from `BENCH_TLS_CERT` and
+//! `BENCH_TLS_KEY` (PEM files), with the same rustls configuration (ring, ALPN `h2` and
+//! `http/1.1`) for both.
 //!
 //! `bench_server VARIANT FLAVOR ADDR` — FLAVOR is `multi` (tokio, 2 workers) or `current`.
 //! Serves the socket start_server passes (`SERVER_STARTER_PORT`) when there is one. Prints
@@ -136,6 +142,60 @@ async fn with_lameduck(addr: &str) {
     }
 }
 
+/// The TLS configuration both TLS variants serve, from `BENCH_TLS_CERT` and `BENCH_TLS_KEY`.
+fn tls() -> lameduck_hyper::Tls {
+    let var = |name| {
+        std::env::var_os(name).unwrap_or_else(|| {
+            eprintln!("bench_server: {name} must name a PEM file");
+            std::process::exit(2);
+        })
+    };
+    lameduck_hyper::Tls::from_pem_files(var("BENCH_TLS_CERT"), var("BENCH_TLS_KEY")).unwrap_or_else(
+        |e| {
+            eprintln!("bench_server: {e}");
+            std::process::exit(2);
+        },
+    )
+}
+
+async fn plain_tls(addr: &str) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls().config().clone());
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    ready(&listener);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let _ = http1()
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello))
+                        .await;
+                });
+            }
+            _ = term.recv() => return,
+        }
+    }
+}
+
+async fn with_lameduck_tls(addr: &str) {
+    let tls = tls();
+    let shutdown = lameduck::shutdown(Config::from_env().unwrap());
+    lameduck::drain_on_signals(&shutdown).unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    ready(&listener);
+    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    tokio::spawn(lameduck_hyper::serve_tls(
+        listener,
+        tls,
+        hyper::service::service_fn(hello),
+    ));
+    shutdown.drained().await;
+    drained_now();
+}
+
 async fn with_hyper_util(addr: &str) {
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     let mut term = signal(SignalKind::terminate()).unwrap();
@@ -181,7 +241,7 @@ fn main() {
     let (variant, flavor, addr) = match &args[1..] {
         [v, f, a] => (v.clone(), f.clone(), a.clone()),
         _ => {
-            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum multi|current ADDR");
+            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum|plain-tls|lameduck-tls multi|current ADDR");
             std::process::exit(2);
         }
     };
@@ -203,6 +263,8 @@ fn main() {
             "lameduck" => with_lameduck(&addr).await,
             "hyper-util" => with_hyper_util(&addr).await,
             "axum" => with_axum(&addr).await,
+            "plain-tls" => plain_tls(&addr).await,
+            "lameduck-tls" => with_lameduck_tls(&addr).await,
             other => panic!("variant {other:?}"),
         }
     });

@@ -8,6 +8,9 @@
 //!
 //! `conns,heap_per_conn_bytes,rss_per_conn_bytes,sigterm_to_exit_ms,sigterm_to_drained_ms,last_response_to_drained_ms`
 //!
+//! With `DRAIN_TLS_CA=ca.pem` every connection is HTTPS instead (`localhost`, trusting that
+//! CA): the heap and RSS per idle TLS connection.
+//!
 //! - heap: the server's live heap (it prints `heap N` on SIGUSR1; `bench_server` and the Go
 //!   server do) after the connections minus before, per connection; `-1` if not reported;
 //! - `sigterm_to_exit_ms`: SIGTERM until the kernel reaped the process;
@@ -48,8 +51,45 @@ fn signal(pid: u32, signal: &str) {
         .status();
 }
 
+/// A client connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `addr`, over TLS when `DRAIN_TLS_CA` names the CA to trust.
+async fn connect(addr: std::net::SocketAddr) -> Box<dyn Io> {
+    static TLS: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
+        std::sync::OnceLock::new();
+    let tls = TLS.get_or_init(|| {
+        let ca = std::fs::read(std::env::var_os("DRAIN_TLS_CA")?).expect("DRAIN_TLS_CA");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )))
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    match tls {
+        None => Box::new(tcp),
+        Some(tls) => Box::new(
+            tls.connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .expect("a TLS handshake"),
+        ),
+    }
+}
+
 /// Reads one response (headers and a `Content-Length` body) off `stream`.
-async fn read_response(stream: &mut TcpStream) -> std::io::Result<()> {
+async fn read_response(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin + ?Sized),
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -74,7 +114,7 @@ async fn read_response(stream: &mut TcpStream) -> std::io::Result<()> {
 
 /// One idle keep-alive client: a request, then reading until the server closes.
 async fn idle_client(addr: std::net::SocketAddr, done: tokio::sync::mpsc::Sender<()>) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut stream = connect(addr).await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
         .await
@@ -155,7 +195,7 @@ fn main() {
     // The slow request goes out just before the signal, so that it is in flight then.
     let slow = inflight.then(|| {
         runtime.block_on(async {
-            let mut slow = TcpStream::connect(addr).await.unwrap();
+            let mut slow = connect(addr).await;
             slow.write_all(b"GET /sleep?ms=200 HTTP/1.1\r\nHost: bench\r\n\r\n")
                 .await
                 .unwrap();

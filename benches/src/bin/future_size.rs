@@ -20,6 +20,31 @@ fn main() {
             "lameduck serve_io future: {} bytes",
             std::mem::size_of_val(&f)
         );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener =
+            lameduck_tokio::Listener::Tcp(lameduck_tokio::track_tcp(&shutdown, listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = listener.accept().await.unwrap().unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(
+            rustls::server::ResolvesServerCertUsingSni::new(),
+        ));
+        let tls = lameduck_hyper::Tls::new(config);
+        println!(
+            "TLS I/O: {} bytes",
+            std::mem::size_of::<<lameduck_tokio::Tokio as lameduck_hyper::TlsRuntime>::TlsIo>()
+        );
+        let f = lameduck_hyper::serve_tls_connection(stream, tls, svc);
+        println!(
+            "lameduck serve_tls_connection future: {} bytes",
+            std::mem::size_of_val(&f)
+        );
         let (io, _peer) = tokio::io::duplex(64);
         let c = hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
