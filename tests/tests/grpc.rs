@@ -61,7 +61,7 @@ fn finish(mut server: Child) -> (std::process::ExitStatus, String) {
 fn health_says_not_serving_from_the_moment_shutdown_begins_while_rpcs_still_succeed() {
     let (server, addr, _watchdog) = start_example("grpc", &[("LAMEDUCK_LAME_DUCK", "3s")]);
     let url = url(addr);
-    assert_eq!(call(&["say-hello", &url]).1, true);
+    assert!(call(&["say-hello", &url]).1);
     // Watch: the health service streams each change as it happens.
     let (mut watch, mut statuses, _watch_dog) = client(&["watch", &url]);
     assert_eq!(line(&mut statuses), "SERVING");
