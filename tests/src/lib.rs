@@ -293,3 +293,36 @@ pub fn start_example(
     let watchdog = Watchdog::new(child.id(), name, Duration::from_secs(60));
     (child, addr, watchdog)
 }
+
+/// Reads one HTTP/1.1 response head (to the blank line), byte by byte so that nothing after
+/// it is consumed.
+pub fn read_head(stream: &mut impl std::io::Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "a response head: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads one HTTP/1.1 response whose body has a `Content-Length`: (head, body).
+pub fn read_response(stream: &mut impl std::io::Read) -> (String, String) {
+    let head = read_head(stream);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}

@@ -12,41 +12,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use lameduck_tests::start_hello;
-
-/// Reads one HTTP/1.1 response head (to the blank line) byte by byte.
-fn read_head(client: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            client.read(&mut byte).unwrap(),
-            1,
-            "a response head: {head:?}"
-        );
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
+use lameduck_tests::{read_head, read_response, start_hello};
 
 /// `GET /` on `client`: the response head (its body is read by its length).
 fn get(client: &mut TcpStream) -> String {
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let head = read_head(client);
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no content-length: {head}"));
-    let mut body = vec![0u8; length];
-    client.read_exact(&mut body).unwrap();
-    head
+    read_response(client).0
 }
 
 fn says_close(head: &str) -> bool {

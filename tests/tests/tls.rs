@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{start_hello, TestCertificates};
+use lameduck_tests::{read_response, start_hello, TestCertificates};
 
 fn certificates() -> &'static TestCertificates {
     static CERTS: OnceLock<TestCertificates> = OnceLock::new();
@@ -33,29 +33,6 @@ fn connect(addr: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, Tc
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     rustls::StreamOwned::new(tls, tcp)
-}
-
-/// Reads one response whose body has a `Content-Length`: (head, body).
-fn response(stream: &mut impl Read) -> (String, String) {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).unwrap(), 1, "a head: {bytes:?}");
-        bytes.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&bytes).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no content-length: {head}"));
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    (head, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn tls_vars() -> [(&'static str, &'static str); 2] {
@@ -86,7 +63,7 @@ fn unfinished_handshakes_end_at_stale_new_and_the_request_in_flight_is_answered(
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let (head, _) = response(&mut client);
+    let (head, _) = read_response(&mut client);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let silent: Vec<TcpStream> = (0..200)
@@ -105,7 +82,7 @@ fn unfinished_handshakes_end_at_stale_new_and_the_request_in_flight_is_answered(
         .unwrap();
     client.flush().unwrap();
     let in_flight = std::thread::spawn(move || {
-        let (head, body) = response(&mut client);
+        let (head, body) = read_response(&mut client);
         (head, body, Instant::now())
     });
     let term = Instant::now();

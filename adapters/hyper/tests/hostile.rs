@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::until;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -132,15 +134,6 @@ async fn start(config: Config) -> (Shutdown, SocketAddr) {
         hyper::service::service_fn(app),
     ));
     (shutdown, addr)
-}
-
-/// Waits until the counts satisfy `f` (the server updates them on its own tasks).
-async fn until(shutdown: &Shutdown, what: &str, f: impl Fn(Counts) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f(shutdown.counts()) {
-        assert!(Instant::now() < deadline, "{what}: {:?}", shutdown.counts());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn drain(shutdown: &Shutdown) -> (DrainReport, Duration) {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::until;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use lameduck_hyper::{ConnHandle, Notice};
-use lameduck_tokio::{self as lameduck, Config, Shutdown};
+use lameduck_tokio::{Config, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,20 +62,6 @@ async fn start(config: Config) -> (Shutdown, SocketAddr) {
 
 fn config() -> Config {
     Config::default().with_deadline(Some(Duration::from_secs(10)))
-}
-
-/// Waits until the lifecycle's counts satisfy `f` (the server reports on its own tasks).
-async fn until(shutdown: &Shutdown, what: &str, f: impl Fn(lameduck::Counts) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !f(shutdown.counts()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {:?}",
-            shutdown.counts()
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 async fn read_to_end(client: &mut TcpStream) -> String {

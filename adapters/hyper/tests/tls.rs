@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::until;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -16,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use lameduck_hyper::{Tls, TlsError};
 use lameduck_tests::TestCertificates;
-use lameduck_tokio::{Config, Counts, Shutdown};
+use lameduck_tokio::{Config, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -65,19 +67,6 @@ async fn connect(addr: SocketAddr, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .expect("the handshake completes")
-}
-
-/// Waits until the lifecycle's counts satisfy `f` (the server reports on its own tasks).
-async fn until(shutdown: &Shutdown, what: &str, f: impl Fn(Counts) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !f(shutdown.counts()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {:?}",
-            shutdown.counts()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! What the hyper adapter's test suites share.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, Shutdown};
+use lameduck_tokio::{self as lameduck, Config, Counts, Shutdown};
 
 /// A shutdown handle and a tracked TCP listener on a free loopback port.
 pub async fn listen(config: Config) -> (Shutdown, lameduck::Listener, SocketAddr) {
@@ -11,4 +12,19 @@ pub async fn listen(config: Config) -> (Shutdown, lameduck::Listener, SocketAddr
     let addr = listener.local_addr().unwrap();
     let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
     (shutdown, listener, addr)
+}
+
+/// Waits until the lifecycle's counts satisfy `f` (the server reports on its own tasks),
+/// for at most 10 s.
+pub async fn until(shutdown: &Shutdown, what: &str, f: impl Fn(Counts) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f(shutdown.counts()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            shutdown.counts()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
