@@ -14,7 +14,11 @@ use lameduck_tests::{own_group, start_example, Watchdog};
 
 /// The gRPC client example on `args`, its stdout piped, bounded by a watchdog.
 fn client(args: &[&str]) -> (Child, BufReader<ChildStdout>, Watchdog) {
-    let binary = lameduck_tests::build_examples(&["grpc_client"], false).join("grpc_client");
+    // Built once: a call inside the lame-duck window must not wait for cargo.
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let binary = BINARY.get_or_init(|| {
+        lameduck_tests::build_examples(&["grpc_client"], false).join("grpc_client")
+    });
     let mut command = Command::new(binary);
     command
         .args(args)

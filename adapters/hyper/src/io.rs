@@ -31,6 +31,8 @@ pub(crate) struct HttpState {
     /// The last response completed; the next successful flush puts it on the wire.
     finish_pending: AtomicBool,
     pub http2: AtomicBool,
+    /// A request has started on this connection (HTTP/2: its GOAWAY waits for one).
+    seen_request: AtomicBool,
 }
 
 impl HttpState {
@@ -40,11 +42,17 @@ impl HttpState {
             inflight: AtomicUsize::new(0),
             finish_pending: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            seen_request: AtomicBool::new(false),
         })
     }
 
     pub fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Acquire)
+    }
+
+    /// Whether a request has started on this connection.
+    pub fn has_seen_request(&self) -> bool {
+        self.seen_request.load(Ordering::Relaxed)
     }
 
     pub fn inflight(&self) -> usize {
@@ -54,6 +62,7 @@ impl HttpState {
     /// A request's head was parsed and handed to the service.
     pub fn request(&self) {
         self.finish_pending.store(false, Ordering::Release);
+        self.seen_request.store(true, Ordering::Relaxed);
         // Usually Active already (HTTP/1: its first byte was read): then nothing to report,
         // and no lock to take. From Idle on HTTP/2.
         if self.inflight.fetch_add(1, Ordering::AcqRel) == 0

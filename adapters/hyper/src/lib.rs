@@ -406,9 +406,18 @@ where
     let mut connection = std::pin::pin!(connection);
     let mut watch = notices.watch();
     let mut told = false;
+    // HTTP/2 told to finish before its first request: GOAWAY waits for that request.
+    let mut goaway_owed = false;
     std::future::poll_fn(|cx| loop {
         if connection.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
+        }
+        // The service counts requests while the connection is polled, on this task: a
+        // request that started in the poll just above is seen here, no wake-up needed.
+        if goaway_owed && state.has_seen_request() {
+            goaway_owed = false;
+            graceful_shutdown(connection.as_mut());
+            continue; // the connection sends the GOAWAY when polled
         }
         let at_least = if told {
             Notice::Close
@@ -419,14 +428,23 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Notice::Close) => return Poll::Ready(()),
             Poll::Ready(_) => {
-                // HTTP/2: GOAWAY now; in-flight streams finish, the client retries the rest
-                // on a new connection. HTTP/1: never hyper's `graceful_shutdown`, which
-                // closes a connection whose request is still arriving, and closes after a
-                // response that already promised keep-alive — into the client's next
-                // request. The service marks the next response `Connection: close` instead,
-                // and hyper closes after it.
+                // HTTP/2: GOAWAY (hyper's double GOAWAY: streams the client sent before it
+                // saw it still run), then the client retries the rest on a new connection.
+                // But not before the connection's first request: a connection accepted in
+                // the lame-duck window, told at once, would otherwise serve nothing — and a
+                // client that opens one per call (a health probe) would only ever see
+                // GOAWAY. One request each, as HTTP/1 gets one response with `Connection:
+                // close`. HTTP/1: never hyper's `graceful_shutdown`, which closes a
+                // connection whose request is still arriving, and closes after a response
+                // that already promised keep-alive — into the client's next request. The
+                // service marks the next response `Connection: close` instead, and hyper
+                // closes after it.
                 if state.is_http2() {
-                    graceful_shutdown(connection.as_mut());
+                    if state.has_seen_request() {
+                        graceful_shutdown(connection.as_mut());
+                    } else {
+                        goaway_owed = true;
+                    }
                 }
                 told = true; // then poll the connection again
             }

@@ -308,6 +308,51 @@ async fn http2_gets_goaway_and_its_streams_finish() {
     assert_eq!((report.finished, report.cut.total()), (1, 0));
 }
 
+/// An HTTP/2 connection made in the lame-duck window serves its first request, then gets
+/// its GOAWAY — as an HTTP/1 one gets one response with `Connection: close`. Told at once,
+/// it would serve nothing: a client that opens a connection per call (a gRPC health probe)
+/// would only ever see GOAWAY until the listener closed.
+#[tokio::test]
+async fn http2_made_in_the_lame_duck_window_serves_a_request_before_its_goaway() {
+    use http_body_util::{BodyExt, Empty};
+    let config = config().with_lame_duck(Duration::from_secs(10));
+    let (shutdown, addr) = start(config).await;
+    shutdown.begin();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut driver = tokio::spawn(connection);
+    // The preface and SETTINGS are in: the connection is Idle, and was told to finish.
+    until(&shutdown, "the h2 connection is Idle", |c| c.idle == 1).await;
+    // A GOAWAY sent now would reach the client before its request (and the server then
+    // close the empty connection): give it the time to, and see the connection stay.
+    let closed = tokio::time::timeout(Duration::from_millis(300), &mut driver).await;
+    assert!(
+        closed.is_err(),
+        "the server ended the connection before any request: {closed:?}"
+    );
+    let request = Request::get(format!("http://{addr}/first"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("served, not refused");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"/first\n");
+    // Then the GOAWAY: the connection ends.
+    tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("the h2 connection ends after its request")
+        .unwrap()
+        .unwrap();
+}
+
 /// The drain's end is when the last lingering close ends, and the report says so: a client
 /// that keeps its socket open after the last `Connection: close` response holds the drain
 /// for the linger (1 s), and `drained_at` is that moment, not the response's.
