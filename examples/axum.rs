@@ -15,6 +15,7 @@ use lameduck::tokio::{bind_or_inherit, drain_on_signals, shutdown, Config, Confi
 
 #[tokio::main]
 async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+    let shutdown = shutdown(Config::from_env()?);
     let app = Router::new()
         .route("/", get(|| async { "hello from axum\n" }))
         .route(
@@ -23,11 +24,18 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 "slow, and still answered across a restart\n"
             }),
+        )
+        // The readiness probe: 200 while serving, 503 from SIGTERM (lame duck included).
+        .route(
+            "/ready",
+            get({
+                let shutdown = shutdown.clone();
+                move || async move { lameduck::hyper::readiness(&shutdown) }
+            }),
         );
     let addr = std::env::args().nth(1);
     let addr = addr.as_deref().unwrap_or("127.0.0.1:3000");
 
-    let shutdown = shutdown(Config::from_env()?);
     drain_on_signals(&shutdown)?;
     let listener = bind_or_inherit(&shutdown, addr)?;
     lameduck::hyper::serve_tower(listener, app).await; // until the drain stops accepting

@@ -14,6 +14,7 @@ use lameduck_hyper::{Tls, TlsRuntime};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
+/// (`GET /ready`, the readiness probe, is answered in `serve_lameduck`.)
 /// `GET /hold` with `Upgrade:` answers `101 Switching Protocols` and then keeps the upgraded
 /// connection forever without reading, writing or watching a notice — the handler that only
 /// a cut at the socket can end.
@@ -106,7 +107,21 @@ pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> 
         }
     };
     driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
-    let service = hyper::service::service_fn(hello::<R>);
+    // `GET /ready`: 200 while serving, 503 from SIGTERM on (lame-duck window included).
+    let service = hyper::service::service_fn({
+        let shutdown = shutdown.clone();
+        move |req: Request<Incoming>| {
+            let ready = (req.uri().path() == "/ready").then(|| {
+                lameduck_hyper::readiness(&shutdown).map(|body| Full::new(Bytes::from(body)))
+            });
+            async move {
+                match ready {
+                    Some(ready) => Ok(ready),
+                    None => hello::<R>(req).await,
+                }
+            }
+        }
+    });
     match tls {
         Some(tls) => R::spawn(lameduck_hyper::serve_tls(listener, tls, service)),
         None => R::spawn(lameduck_hyper::serve(listener, service)),

@@ -16,10 +16,15 @@ use lameduck_tests::{read_head, read_response, start_hello};
 
 /// `GET /` on `client`: the response head (its body is read by its length).
 fn get(client: &mut TcpStream) -> String {
+    get_path(client, "/").0
+}
+
+/// `GET path` on `client`: the response (head, body).
+fn get_path(client: &mut TcpStream, path: &str) -> (String, String) {
     client
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
-    read_response(client).0
+    read_response(client)
 }
 
 fn says_close(head: &str) -> bool {
@@ -73,6 +78,51 @@ fn lameduck_lame_duck_keeps_serving_with_connection_close_then_leaves() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
         took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "left {took:?} after SIGTERM, not after the 2 s window: {stderr}"
+    );
+}
+
+/// `/ready` is the readiness probe: 200 while serving, 503 from the moment of SIGTERM — the
+/// lame-duck window included, while `/` still answers 200 on a new connection (with
+/// `Connection: close`) — and hello leaves about the window later.
+#[test]
+fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
+    let (child, addr, _watchdog) = start_hello(&[("LAMEDUCK_LAME_DUCK", "2s")]);
+    let probe = || get_path(&mut TcpStream::connect(addr).unwrap(), "/ready");
+    let (head, body) = probe();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body == "ready\n",
+        "{head}{body}"
+    );
+
+    let signalled = Instant::now();
+    lameduck_tests::signal_group(child.id(), "TERM");
+    // The probe turns the moment hello has taken the signal (a probe polled as a balancer
+    // would, bounded by the window).
+    let turned = loop {
+        let (head, body) = probe();
+        if head.starts_with("HTTP/1.1 503") {
+            assert_eq!(body, "shutting down\n");
+            break signalled.elapsed();
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(signalled.elapsed() < Duration::from_secs(2), "never 503");
+    };
+    let head = get(&mut TcpStream::connect(addr).expect("still accepting"));
+    assert!(
+        head.starts_with("HTTP/1.1 200") && says_close(&head),
+        "the lame duck serves, and tells the client to go: {head}"
+    );
+    assert!(
+        turned < Duration::from_millis(500),
+        "503 only {turned:?} after SIGTERM"
+    );
+    let output = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "left {took:?} after SIGTERM, not after the 2 s window: {stderr}"
     );
 }

@@ -67,7 +67,9 @@
 //!   [`serve_connection`], capturing `stream.conn().handle()`.
 //! - While draining, every HTTP/1.1 response carries `Connection: close` and the connection
 //!   closes after it (an HTTP/1.0 keep-alive client is not promised `keep-alive`); HTTP/2
-//!   gets the graceful double GOAWAY. HTTP/1 never uses hyper's `graceful_shutdown`: it would
+//!   gets the graceful double GOAWAY — after its first request, on a connection that has not
+//!   had one yet (one made in the lame-duck window, say), so that every connection serves
+//!   at least one request. HTTP/1 never uses hyper's `graceful_shutdown`: it would
 //!   close a connection whose request is still arriving (hyperium/hyper#3792) and close
 //!   after a response that already promised keep-alive, into the client's next request. A
 //!   response already under way when the drain begins keeps its promise; the connection is
@@ -295,6 +297,48 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve(listener, tower(service)).await
+}
+
+/// The answer to a readiness probe (Kubernetes' `readinessProbe`, a load balancer's health
+/// check): `200 ready` while serving, `503 shutting down` from the moment the shutdown
+/// begins — the lame-duck window included, while `/` and every other route still answer —
+/// so the balancer stops sending before the server stops accepting. Both say
+/// `Cache-Control: no-store`. Mount it where your probe looks:
+///
+/// ```no_run
+/// # #[cfg(feature = "tokio")]
+/// # fn main() {
+/// use axum::{routing::get, Router};
+/// use lameduck_tokio::{shutdown, Config};
+///
+/// let shutdown = shutdown(Config::default());
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello\n" }))
+///     .route("/ready", get({
+///         let shutdown = shutdown.clone();
+///         move || async move { lameduck_hyper::readiness(&shutdown) }
+///     }));
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
+///
+/// Other protocols watch the same state with
+/// [`Shutdown::is_ready`](lameduck_std::Shutdown::is_ready) and
+/// [`Shutdown::begun`](lameduck_std::Shutdown::begun).
+pub fn readiness(shutdown: &lameduck_std::Shutdown) -> Response<String> {
+    let (status, body) = if shutdown.is_ready() {
+        (hyper::StatusCode::OK, "ready\n")
+    } else {
+        (hyper::StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    };
+    let mut response = Response::new(body.to_owned());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// A tower service as a hyper one, for [`serve`], [`serve_connection`] or `serve_tls`.
