@@ -1,7 +1,8 @@
 //! The seed experiment's server: `GET /` answers `from pid N` (N padded to a fixed width, so
 //! every response has the same length — `ab` counts a length change as a failure),
 //! `GET /sleep?ms=N` sleeps first; `GET /ready` is the readiness probe (200 while serving, 503
-//! from SIGTERM on, the lame-duck window included). It takes its listener from `SERVER_STARTER_PORT` or
+//! from SIGTERM on, the lame-duck window included); `GET /metrics` is lameduck's metrics in
+//! Prometheus text (connections per state, the phase, the drain's closes by reason). It takes its listener from `SERVER_STARTER_PORT` or
 //! `LISTEN_FDS`, else binds the address given (default `127.0.0.1:8080`), and drains on
 //! SIGTERM.
 //!

@@ -14,7 +14,7 @@ use lameduck_hyper::{Tls, TlsRuntime};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
-/// (`GET /ready`, the readiness probe, is answered in `serve_lameduck`.)
+/// (`GET /ready`, the readiness probe, and `GET /metrics` are answered in `serve_lameduck`.)
 /// `GET /hold` with `Upgrade:` answers `101 Switching Protocols` and then keeps the upgraded
 /// connection forever without reading, writing or watching a notice — the handler that only
 /// a cut at the socket can end.
@@ -107,16 +107,31 @@ pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> 
         }
     };
     driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+    // `GET /metrics`: lameduck's metrics in Prometheus text (none if a recorder was already
+    // installed in this process).
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
     // `GET /ready`: 200 while serving, 503 from SIGTERM on (lame-duck window included).
     let service = hyper::service::service_fn({
         let shutdown = shutdown.clone();
         move |req: Request<Incoming>| {
-            let ready = (req.uri().path() == "/ready").then(|| {
-                lameduck_hyper::readiness(&shutdown).map(|body| Full::new(Bytes::from(body)))
-            });
+            let answer = match req.uri().path() {
+                "/ready" => Some(lameduck_hyper::readiness(&shutdown).map(Bytes::from)),
+                "/metrics" => prometheus.as_ref().map(|prometheus| {
+                    driver::metrics::record(&shutdown);
+                    let mut response = Response::new(Bytes::from(prometheus.render()));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                }),
+                _ => None,
+            };
             async move {
-                match ready {
-                    Some(ready) => Ok(ready),
+                match answer {
+                    Some(answer) => Ok(answer.map(Full::new)),
                     None => hello::<R>(req).await,
                 }
             }

@@ -84,7 +84,8 @@ fn lameduck_lame_duck_keeps_serving_with_connection_close_then_leaves() {
 
 /// `/ready` is the readiness probe: 200 while serving, 503 from the moment of SIGTERM — the
 /// lame-duck window included, while `/` still answers 200 on a new connection (with
-/// `Connection: close`) — and hello leaves about the window later.
+/// `Connection: close`) — and hello leaves about the window later. `/metrics` says the same
+/// in Prometheus text, with a gauge per connection state.
 #[test]
 fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
     let (child, addr, _watchdog) = start_hello(&[("LAMEDUCK_LAME_DUCK", "2s")]);
@@ -94,6 +95,22 @@ fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
         head.starts_with("HTTP/1.1 200") && body == "ready\n",
         "{head}{body}"
     );
+    let scrape = || get_path(&mut TcpStream::connect(addr).unwrap(), "/metrics").1;
+    let metrics = scrape();
+    for line in [
+        "lameduck_ready 1",
+        "lameduck_phase{phase=\"serving\"} 1",
+        // The scrape's own connection is the one Active.
+        "lameduck_connections{state=\"active\"} 1",
+        "lameduck_connections{state=\"new\"} 0",
+        "lameduck_connections{state=\"idle\"} 0",
+        "lameduck_connections{state=\"upgraded\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 
     let signalled = Instant::now();
     lameduck_tests::signal_group(child.id(), "TERM");
@@ -117,6 +134,13 @@ fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
         turned < Duration::from_millis(500),
         "503 only {turned:?} after SIGTERM"
     );
+    let metrics = scrape();
+    for line in ["lameduck_ready 0", "lameduck_phase{phase=\"lame_duck\"} 1"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
     let output = child.wait_with_output().unwrap();
     let took = signalled.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);

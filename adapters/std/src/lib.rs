@@ -23,6 +23,8 @@ pub mod env;
 mod handle;
 pub mod inherit;
 mod listener;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod runtime;
 pub mod signal;
 mod stream;

@@ -103,7 +103,7 @@ impl Shutdown {
     }
 
     /// The lifecycle's time for the runtime's `now`.
-    fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.instant_of((self.inner.runtime.now)())
     }
 
