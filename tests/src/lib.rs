@@ -326,3 +326,48 @@ pub fn read_response(stream: &mut impl std::io::Read) -> (String, String) {
     stream.read_exact(&mut body).unwrap();
     (head, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Panics naming the Debian package unless `tool` is on the `PATH`.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(found, "`{tool}` is missing: apt-get install {package}");
+}
+
+/// A loopback port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What `wrk` printed, read: (requests, socket errors, non-2xx/3xx responses). Panics if
+/// there is no request count in it.
+pub fn wrk_figures(text: &str) -> (u64, u64, u64) {
+    // "Socket errors: connect 0, read 5, write 0, timeout 0" appears only when there are some.
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors:"))
+        .map_or(0, |line| {
+            line.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        });
+    let non_2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses:"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+    (requests, errors, non_2xx)
+}

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{output_within, own_group, signal_group, Watchdog};
+use lameduck_tests::{free_port, output_within, own_group, require, signal_group, Watchdog};
 
 /// Seconds of load per run.
 const SECONDS: u64 = 8;
@@ -26,27 +26,9 @@ const FLEET: usize = 2;
 /// Server slots in the balancer: the fleet, plus room for the instances that replace it.
 const SLOTS: usize = 8;
 
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "`{tool}` is missing: apt-get install {package}");
-}
-
 fn hello_binary() -> &'static Path {
     static HELLO: OnceLock<PathBuf> = OnceLock::new();
     HELLO.get_or_init(|| lameduck_tests::build_examples(&["hello"], true).join("hello"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One instance of hello on its own port, with `vars`.
@@ -225,24 +207,7 @@ fn wrk(port: u16) -> (u64, u64) {
     );
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "wrk failed: {text}");
-    let errors: u64 = text
-        .lines()
-        .find(|l| l.contains("Socket errors:"))
-        .map_or(0, |line| {
-            line.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-                .sum()
-        });
-    let non_2xx: u64 = text
-        .lines()
-        .find(|l| l.contains("Non-2xx or 3xx responses:"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0);
-    let requests = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{text}"));
+    let (requests, errors, non_2xx) = lameduck_tests::wrk_figures(&text);
     println!("{text}");
     (requests, errors + non_2xx)
 }

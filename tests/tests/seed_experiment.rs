@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{describe_group, output_within, own_group, signal_group, Watchdog};
+use lameduck_tests::{
+    describe_group, free_port, output_within, own_group, require, signal_group, Watchdog,
+};
 
 /// Seconds each cell's load runs.
 const SECONDS: u64 = 8;
@@ -31,24 +33,6 @@ fn example_binary(name: &str) -> PathBuf {
 fn certificates() -> &'static lameduck_tests::TestCertificates {
     static CERTS: OnceLock<lameduck_tests::TestCertificates> = OnceLock::new();
     CERTS.get_or_init(|| lameduck_tests::test_certificates("seed"))
-}
-
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "`{tool}` is missing: apt-get install {package}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `start_server` running `hello` on a fresh port, restarted every `restart_every`.
@@ -383,24 +367,11 @@ fn wrk(url: &str) -> Outcome {
             url.into(),
         ],
     );
-    // "Socket errors: connect 0, read 5, write 0, timeout 0" appears only when there are some.
-    let errors = text
-        .lines()
-        .find(|l| l.contains("Socket errors:"))
-        .map_or(0, |line| {
-            line.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-                .sum()
-        });
-    let requests = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .expect(&text);
+    let (requests, failed, non_2xx) = lameduck_tests::wrk_figures(&text);
     Outcome {
         requests,
-        failed: errors,
-        non_2xx: number_after(&text, "Non-2xx or 3xx responses:").unwrap_or(0),
+        failed,
+        non_2xx,
     }
 }
 
