@@ -75,7 +75,7 @@ fn worker(naive: bool) {
         if naive {
             hello_server::serve_naive("127.0.0.1:0", ready).await
         } else {
-            hello_server::serve_lameduck::<lameduck_tokio::Tokio>("127.0.0.1:0", ready).await
+            hello_server::serve_lameduck::<lameduck_tokio::Tokio>("127.0.0.1:0", ready, None).await
         }
     });
     std::process::exit(code);

@@ -18,18 +18,79 @@
 //! `HELLO_TLS_CERT=cert.pem HELLO_TLS_KEY=key.pem` serves HTTPS (HTTP/1.1 and HTTP/2 by
 //! ALPN) instead; a missing or bad file is an error naming it, and exit 2.
 //!
+//! `hello [ADDR] --self-restart --pid-file PATH [--upgrade-timeout DURATION]` restarts
+//! without a supervisor: SIGHUP starts the binary at hello's path as its successor, hands
+//! it the socket, and drains once the successor serves (a successor that fails or is not
+//! ready within the timeout, default 30s, is killed and hello serves on):
+//!
+//! ```text
+//! target/release/examples/hello 127.0.0.1:8080 --self-restart --pid-file app.pid &
+//! while true; do kill -HUP $(cat app.pid); sleep 1; done
+//! ```
+//!
 //! `HELLO_NAIVE=1` runs the same server the way most are written — hyper on tokio, no
 //! lameduck, exit at once on SIGTERM — so the experiment can show the difference.
 
 mod hello_server;
 
+use lameduck::driver::restart;
+
 /// What `HELLO_RUNTIME` may say.
 const RUNTIMES: &str = "tokio, smol or async-std";
 
+const USAGE: &str =
+    "usage: hello [ADDR] [--self-restart --pid-file PATH [--upgrade-timeout DURATION]]";
+
+/// `[ADDR] [--self-restart --pid-file PATH [--upgrade-timeout DURATION]]`.
+fn args() -> Result<(String, Option<restart::Options>), String> {
+    let mut addr = None;
+    let mut self_restart = false;
+    let mut pid_file = None;
+    let mut timeout = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--self-restart" => self_restart = true,
+            "--pid-file" => pid_file = Some(args.next().ok_or("--pid-file needs a path")?),
+            "--upgrade-timeout" => {
+                let value = args.next().ok_or("--upgrade-timeout needs a duration")?;
+                timeout = Some(
+                    humantime::parse_duration(&value)
+                        .map_err(|e| format!("--upgrade-timeout {value:?}: {e}"))?,
+                );
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
+            _ if addr.is_none() => addr = Some(arg),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:8080".into());
+    if !self_restart {
+        return match (pid_file, timeout) {
+            (None, None) => Ok((addr, None)),
+            _ => Err("--pid-file and --upgrade-timeout need --self-restart".into()),
+        };
+    }
+    let mut options = restart::Options::default();
+    if let Some(path) = pid_file {
+        options = options.pid_file(path);
+    } else {
+        return Err("--self-restart needs --pid-file PATH".into());
+    }
+    if let Some(timeout) = timeout {
+        options = options.upgrade_timeout(timeout);
+    }
+    Ok((addr, Some(options)))
+}
+
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let (addr, self_restart) = match args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("hello: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let runtime = match std::env::var("HELLO_RUNTIME") {
         Err(std::env::VarError::NotPresent) => "tokio".to_owned(),
         Ok(name) if ["tokio", "smol", "async-std"].contains(&name.as_str()) => name,
@@ -53,13 +114,17 @@ fn main() {
     let code = match runtime.as_str() {
         _ if naive => tokio_runtime().block_on(hello_server::serve_naive(&addr, ready)),
         "smol" => smol::block_on(hello_server::serve_lameduck::<lameduck::smol::Smol>(
-            &addr, ready,
+            &addr,
+            ready,
+            self_restart,
         )),
         "async-std" => async_std::task::block_on(hello_server::serve_lameduck::<
             lameduck::async_std::AsyncStd,
-        >(&addr, ready)),
+        >(&addr, ready, self_restart)),
         _ => tokio_runtime().block_on(hello_server::serve_lameduck::<lameduck_tokio::Tokio>(
-            &addr, ready,
+            &addr,
+            ready,
+            self_restart,
         )),
     };
     std::process::exit(code);

@@ -8,7 +8,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use lameduck::driver::env::ConfigFromEnv;
-use lameduck::driver::{self, Runtime};
+use lameduck::driver::signal::Signal;
+use lameduck::driver::{self, restart, Runtime};
 use lameduck::Config;
 use lameduck_hyper::{Tls, TlsRuntime};
 
@@ -83,7 +84,14 @@ pub fn tls_from_env() -> Result<Option<Tls>, String> {
 /// SIGTERM, tuned by the `LAMEDUCK_*` variables, over TLS when `HELLO_TLS_*` say so. Calls
 /// `ready` once it accepts; returns the exit code (0 when nothing was cut, 2 for bad
 /// settings).
-pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> i32 {
+///
+/// With `self_restart`, SIGHUP upgrades the process in place (see
+/// `lameduck::driver::restart`) and only SIGTERM and SIGINT drain.
+pub async fn serve_lameduck<R: TlsRuntime>(
+    addr: &str,
+    ready: impl FnOnce(),
+    self_restart: Option<restart::Options>,
+) -> i32 {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -106,7 +114,26 @@ pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> 
             return 2;
         }
     };
-    driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+    let restarter = match self_restart {
+        None => {
+            driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+            None
+        }
+        Some(options) => {
+            driver::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])
+                .expect("signal handlers");
+            match listener
+                .as_fd()
+                .and_then(|fd| restart::Restarter::start(&shutdown, &[fd], options))
+            {
+                Ok(restarter) => Some(restarter),
+                Err(e) => {
+                    eprintln!("hello: {e}");
+                    return 2;
+                }
+            }
+        }
+    };
     // `GET /metrics`: lameduck's metrics in Prometheus text (none if a recorder was already
     // installed in this process).
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -142,6 +169,12 @@ pub async fn serve_lameduck<R: TlsRuntime>(addr: &str, ready: impl FnOnce()) -> 
         None => R::spawn(lameduck_hyper::serve(listener, service)),
     };
     ready();
+    if let Some(restarter) = &restarter {
+        if let Err(e) = restarter.serving() {
+            eprintln!("hello: {e}");
+            shutdown.begin();
+        }
+    }
     let report = shutdown.drained().await;
     // One write, so the line stays whole in a log it shares with its supervisor.
     let line = format!("hello {}: drained: {report:?}\n", std::process::id());

@@ -44,6 +44,16 @@ pub enum PlainStream<R: Runtime> {
 }
 
 impl<R: Runtime> Listener<R> {
+    /// The listening socket, to hand to a successor
+    /// ([`Restarter::start`](crate::restart::Restarter::start)); an error once the listener
+    /// has stopped and closed.
+    pub fn as_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+
     /// The next tracked connection; `None` once the listener has stopped and closed. See
     /// [`TrackedListener::accept`].
     pub async fn accept(&mut self) -> Option<io::Result<Stream<R>>> {

@@ -153,6 +153,10 @@ where
                     },
                 }
             }
+            // The handover's own variables, read by `restart`.
+            crate::restart::LAMEDUCK_HANDOVER
+            | crate::restart::LAMEDUCK_READY_FD
+            | crate::restart::LAMEDUCK_DRAINING => {}
             _ => {
                 return Err(error(format!(
                     "not a lameduck setting (known: {})",

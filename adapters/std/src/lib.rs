@@ -8,7 +8,9 @@
 //!   drain waiters that fire the lifecycle's timers with whatever timer the runtime provides;
 //! - [`inherit`]: listening sockets passed by Server::Starter or systemd, parsed and checked;
 //! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
-//! - [`signal`]: shutdown signals as bytes on a socket, none lost at start-up.
+//! - [`signal`]: shutdown signals as bytes on a socket, none lost at start-up;
+//! - [`restart`]: in-place upgrade without a supervisor — socket handover, a readiness
+//!   handshake, rollback, a PID file and systemd notifications.
 //!
 //! Applications use it through the `lameduck` crate and a runtime feature.
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod inherit;
 mod listener;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+pub mod restart;
 pub mod runtime;
 pub mod signal;
 mod stream;

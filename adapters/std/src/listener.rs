@@ -53,6 +53,19 @@ impl<L, S: std::os::fd::AsRawFd> TrackedListener<L, S> {
         self.listener.as_ref()
     }
 
+    /// The listening socket, to hand to a successor
+    /// ([`Restarter::start`](crate::restart::Restarter::start)); an error once the listener
+    /// has stopped and closed.
+    pub fn as_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>>
+    where
+        L: std::os::fd::AsFd,
+    {
+        self.listener
+            .as_ref()
+            .map(|l| l.as_fd())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the listener is closed"))
+    }
+
     /// The shutdown handle this listener reports to.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown

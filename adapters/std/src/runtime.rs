@@ -27,11 +27,11 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     const NAME: &'static str;
 
     /// The runtime's TCP listener.
-    type TcpListener: Debug + Send + Sync + 'static;
+    type TcpListener: AsFd + Debug + Send + Sync + 'static;
     /// What it accepts.
     type TcpStream: AsFd + AsRawFd + Debug + Send + Sync + Unpin + 'static;
     /// The runtime's Unix-domain listener.
-    type UnixListener: Debug + Send + Sync + 'static;
+    type UnixListener: AsFd + Debug + Send + Sync + 'static;
     /// What it accepts; also the signal socket's type.
     type UnixStream: AsFd + AsRawFd + Debug + Send + Sync + Unpin + 'static;
 

@@ -1,0 +1,840 @@
+//! Restart without a supervisor: on SIGHUP (or [`Restarter::upgrade`]) the serving process
+//! starts its successor — the binary at the path it was started from, with the same
+//! arguments — hands it every listening socket, keeps accepting until the successor says it
+//! serves, and only then drains. A successor that exits, crashes or is not ready within the
+//! upgrade timeout is killed, and the old process goes on serving as if nothing happened.
+//!
+//! ```no_run
+//! # async fn serve<R: lameduck_std::Runtime>() -> std::io::Result<()> {
+//! use lameduck_std::restart::{Options, Restarter};
+//! use lameduck_std::signal::Signal;
+//!
+//! let shutdown = lameduck_std::shutdown::<R>(Default::default());
+//! let listener = lameduck_std::bind_or_inherit::<R>(&shutdown, "127.0.0.1:8080")?;
+//! // HUP upgrades, so only TERM and INT drain.
+//! lameduck_std::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])?;
+//! let restarter = Restarter::start(&shutdown, &[listener.as_fd()?], Options::default())?;
+//! // ... spawn the accept loop on `listener`, then:
+//! restarter.serving()?;
+//! let report = shutdown.drained().await;
+//! # drop(report); Ok(()) }
+//! ```
+//!
+//! # The handover, versioned
+//!
+//! The successor is an ordinary inheritor of systemd's socket-activation convention, so
+//! [`inherit::from_env`](crate::inherit::from_env) (and `bind_or_inherit`) adopts the
+//! sockets with no code of its own. Version 1 of the handover sets, in the successor only:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `LAMEDUCK_HANDOVER` | `1`, this protocol's version |
+//! | `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` | the listeners from fd 3 on, in the order given to [`Restarter::start`], named as given (`unknown` otherwise); each keyed by its bound address through `local_addr` |
+//! | `LAMEDUCK_READY_FD` | the write end of a pipe only the two processes hold (fd `3 + LISTEN_FDS`): the successor writes `READY=1\n` to it from [`Restarter::serving`] |
+//! | `LAMEDUCK_DRAINING` | `,`-separated pids of the generations still draining, for the bound on them |
+//!
+//! `SERVER_STARTER_PORT` and any inherited `LISTEN_*` are removed; everything else,
+//! `NOTIFY_SOCKET` included, is inherited. Close-on-exec is cleared only in the child,
+//! between `fork` and `execve`.
+//!
+//! # systemd
+//!
+//! With `Type=notify-reload` (or `notify`) and `NotifyAccess=all`, the serving process sends
+//! `READY=1` when it serves; an upgrade sends `RELOADING=1` with `MONOTONIC_USEC`, then
+//! `MAINPID=<successor>` and `READY=1` once the successor serves (or `READY=1` alone after a
+//! rollback: the main pid stays); a final shutdown sends `STOPPING=1` and
+//! `EXTEND_TIMEOUT_USEC` covering the lame-duck window and the deadline. An abstract
+//! `@`-socket in `NOTIFY_SOCKET` works. A unit file is in `docs/self-restart.md`.
+
+use std::ffi::{CString, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::handle::Shutdown;
+use crate::signal::{self, Signal};
+
+/// `LAMEDUCK_HANDOVER`: the handover protocol's version, `1`.
+pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
+/// `LAMEDUCK_READY_FD`: the fd the successor writes `READY=1\n` to.
+pub const LAMEDUCK_READY_FD: &str = "LAMEDUCK_READY_FD";
+/// `LAMEDUCK_DRAINING`: the pids of older generations still draining.
+pub const LAMEDUCK_DRAINING: &str = "LAMEDUCK_DRAINING";
+/// The handover version this module speaks.
+pub const HANDOVER_VERSION: &str = "1";
+/// What the successor writes to the ready fd once it serves.
+const READY: &[u8] = b"READY=1\n";
+
+/// How the restarter behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// The signal that upgrades (default SIGHUP); `None` for [`Restarter::upgrade`] only.
+    pub signal: Option<Signal>,
+    /// How long the successor has to say it serves before it is killed (default 30 s:
+    /// enough for a server that loads its state first; no fixed sleep is involved either
+    /// way — a successor ready in 5 ms is taken in 5 ms).
+    pub upgrade_timeout: Duration,
+    /// Where the serving process's pid is written (atomically: temp file and rename).
+    pub pid_file: Option<PathBuf>,
+    /// At most this many older generations may still drain when an upgrade starts (default
+    /// 8): each holds its connections' memory until its drain ends, so upgrades faster than
+    /// drains end must not pile processes up without bound.
+    pub max_draining: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            signal: Some(Signal::HUP),
+            upgrade_timeout: Duration::from_secs(30),
+            pid_file: None,
+            max_draining: 8,
+        }
+    }
+}
+
+impl Options {
+    /// Options with the PID file at `path`.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Options {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    /// Options with this upgrade timeout.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Options {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
+    /// Options upgrading on `signal` (`None`: only through [`Restarter::upgrade`]).
+    pub fn signal(mut self, signal: Option<Signal>) -> Options {
+        self.signal = signal;
+        self
+    }
+
+    /// Options allowing at most `n` draining older generations at an upgrade.
+    pub fn max_draining(mut self, n: usize) -> Options {
+        self.max_draining = n;
+        self
+    }
+}
+
+/// Why an upgrade did not happen. In every case this process goes on serving.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UpgradeError {
+    /// Another upgrade is under way.
+    InProgress,
+    /// This process already handed over to its successor, which serves now.
+    HandedOver {
+        /// The successor's pid.
+        successor: u32,
+    },
+    /// The shutdown has begun: a stopping server is not upgraded.
+    ShuttingDown,
+    /// Too many older generations still drain.
+    TooManyDraining {
+        /// Their pids.
+        draining: Vec<u32>,
+    },
+    /// The successor could not be started.
+    Spawn(io::Error),
+    /// The successor ended before it said it serves.
+    Exited {
+        /// Its pid.
+        successor: u32,
+        /// How it ended (`exit status 1`, `signal 11`).
+        status: String,
+    },
+    /// The successor did not say it serves within the upgrade timeout; it was killed.
+    Timeout {
+        /// Its pid.
+        successor: u32,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpgradeError::InProgress => f.write_str("upgrade in progress"),
+            UpgradeError::HandedOver { successor } => {
+                write!(f, "already handed over to pid {successor}")
+            }
+            UpgradeError::ShuttingDown => f.write_str("shutting down"),
+            UpgradeError::TooManyDraining { draining } => write!(
+                f,
+                "{} older generations still drain ({draining:?})",
+                draining.len()
+            ),
+            UpgradeError::Spawn(e) => write!(f, "cannot start the successor: {e}"),
+            UpgradeError::Exited { successor, status } => {
+                write!(f, "successor {successor} ended before it served ({status})")
+            }
+            UpgradeError::Timeout { successor, after } => write!(
+                f,
+                "successor {successor} did not serve within {}; killed",
+                humantime::format_duration(*after)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpgradeError {}
+
+/// Where the upgrade stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Serving,
+    Upgrading,
+    HandedOver(u32),
+}
+
+struct Inner {
+    shutdown: Shutdown,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    /// Our own duplicates of the listeners (close-on-exec), so the handover never depends on
+    /// the accept loop still holding them.
+    listeners: Vec<(OwnedFd, String)>,
+    options: Options,
+    state: Mutex<State>,
+    /// Successor side: the write end of our parent's ready pipe, until `serving`.
+    ready: Mutex<Option<File>>,
+    /// Pids of older generations that may still drain.
+    draining: Vec<u32>,
+}
+
+/// The in-place upgrade of a serving process; see the [module docs](self).
+///
+/// Dropping it (when the server returns from its drain) removes the PID file if it still
+/// names this process.
+pub struct Restarter {
+    inner: Arc<Inner>,
+    _signals: Option<signal::Subscription>,
+}
+
+impl fmt::Debug for Restarter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Restarter")
+            .field("exe", &self.inner.exe)
+            .field("state", &*lock(&self.inner.state))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One line on stderr, written at once so it stays whole in a shared log.
+fn log(args: fmt::Arguments<'_>) {
+    let line = format!("lameduck {}: {args}\n", std::process::id());
+    let _ = io::stderr().write_all(line.as_bytes());
+}
+
+impl Restarter {
+    /// Takes over the upgrade of this process: remembers the binary's path and arguments,
+    /// duplicates `listeners` for the successor, and (with [`Options::signal`]) upgrades on
+    /// that signal from now on. Call it at start-up, after the listeners are bound or
+    /// inherited and before the accept loop runs; then [`serving`](Restarter::serving) once
+    /// it does.
+    ///
+    /// In a successor it also takes `LAMEDUCK_READY_FD` (and removes the handover variables
+    /// from the environment); a malformed one is an `InvalidInput` error naming it.
+    pub fn start(
+        shutdown: &Shutdown,
+        listeners: &[BorrowedFd<'_>],
+        options: Options,
+    ) -> io::Result<Restarter> {
+        Restarter::start_named(
+            shutdown,
+            &listeners
+                .iter()
+                .map(|&fd| (fd, "unknown"))
+                .collect::<Vec<_>>(),
+            options,
+        )
+    }
+
+    /// [`start`](Restarter::start) with a name for each listener, passed in
+    /// `LISTEN_FDNAMES` (ASCII, no `:`, at most 255 bytes).
+    pub fn start_named(
+        shutdown: &Shutdown,
+        listeners: &[(BorrowedFd<'_>, &str)],
+        options: Options,
+    ) -> io::Result<Restarter> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        let mut dups = Vec::with_capacity(listeners.len());
+        for (fd, name) in listeners {
+            if name.is_empty()
+                || name.len() > 255
+                || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            {
+                return Err(invalid(format!(
+                    "listener name {name:?}: expected 1 to 255 printable ASCII characters, no `:`"
+                )));
+            }
+            // `try_clone_to_owned` duplicates with close-on-exec set.
+            dups.push((fd.try_clone_to_owned()?, (*name).to_owned()));
+        }
+        let ready = take_ready_fd()?;
+        let draining = match std::env::var(LAMEDUCK_DRAINING) {
+            Ok(list) => {
+                std::env::remove_var(LAMEDUCK_DRAINING);
+                list.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse().map_err(|_| {
+                            invalid(format!(
+                                "{LAMEDUCK_DRAINING}={list:?}: expected pids joined by `,`"
+                            ))
+                        })
+                    })
+                    .collect::<io::Result<Vec<u32>>>()?
+            }
+            Err(_) => Vec::new(),
+        };
+        let inner = Arc::new(Inner {
+            shutdown: shutdown.clone(),
+            // The path, not `/proc/self/exe`: a deploy that replaced the file is picked up.
+            exe: std::env::current_exe()?,
+            args: std::env::args_os().skip(1).collect(),
+            listeners: dups,
+            options,
+            state: Mutex::new(State::Serving),
+            ready: Mutex::new(ready),
+            draining,
+        });
+        let signals = match inner.options.signal {
+            Some(sig) => {
+                let (socket, subscription) = signal::subscribe(&[sig])?;
+                socket.set_nonblocking(false)?;
+                let inner = inner.clone();
+                std::thread::Builder::new()
+                    .name("lameduck-restart".into())
+                    .spawn(move || on_signals(inner, socket))?;
+                Some(subscription)
+            }
+            None => None,
+        };
+        // STOPPING=1 when a shutdown that is not a handover begins.
+        let watcher = inner.clone();
+        std::thread::Builder::new()
+            .name("lameduck-stopping".into())
+            .spawn(move || {
+                futures_lite::future::block_on(watcher.shutdown.begun());
+                if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
+                    let config = watcher.shutdown.config();
+                    let mut states = vec![sd_notify::NotifyState::Stopping];
+                    if let Some(deadline) = config.deadline {
+                        // The drain may take the lame-duck window and the deadline; a
+                        // second for the lingering closes and the exit.
+                        let total = config.lame_duck + deadline + Duration::from_secs(1);
+                        let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
+                        states.push(sd_notify::NotifyState::ExtendTimeoutUsec(usec));
+                    }
+                    notify(&states);
+                }
+            })?;
+        Ok(Restarter {
+            inner,
+            _signals: signals,
+        })
+    }
+
+    /// Says that this process serves (its accept loop runs). In a successor, tells the
+    /// parent, which then writes the PID file, tells systemd and drains; in the first
+    /// generation — or a successor whose parent is gone — writes the PID file and sends
+    /// systemd `READY=1` itself.
+    pub fn serving(&self) -> io::Result<()> {
+        if let Some(mut ready) = lock(&self.inner.ready).take() {
+            match ready.write_all(READY) {
+                Ok(()) => return Ok(()),
+                // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
+                Err(e) => log(format_args!(
+                    "upgrade: cannot tell the parent we serve ({e}); serving as the main process"
+                )),
+            }
+            self.write_pid_file(std::process::id())?;
+            notify(&[
+                sd_notify::NotifyState::MainPid(std::process::id()),
+                sd_notify::NotifyState::Ready,
+            ]);
+            return Ok(());
+        }
+        self.write_pid_file(std::process::id())?;
+        notify(&[sd_notify::NotifyState::Ready]);
+        Ok(())
+    }
+
+    /// Upgrades now, blocking until the successor serves (then this process has begun its
+    /// drain, and the successor's pid is returned) or failed (then this process serves on).
+    /// Blocking: call it from a thread, or `spawn_blocking`, not from an async task.
+    pub fn upgrade(&self) -> Result<u32, UpgradeError> {
+        self.inner.upgrade()
+    }
+
+    fn write_pid_file(&self, pid: u32) -> io::Result<()> {
+        match &self.inner.options.pid_file {
+            Some(path) => write_pid_file(path, pid),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Restarter {
+    fn drop(&mut self) {
+        if let Some(path) = &self.inner.options.pid_file {
+            let ours = std::fs::read_to_string(path)
+                .is_ok_and(|text| text.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Writes `pid` to `path` atomically: a temp file beside it, renamed over it.
+pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, format!("{pid}\n"))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            io::Error::new(e.kind(), format!("PID file {}: {e}", path.display()))
+        })
+}
+
+/// The successor's end of the ready pipe, if this process is a successor.
+fn take_ready_fd() -> io::Result<Option<File>> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let version = std::env::var_os(LAMEDUCK_HANDOVER);
+    let fd = std::env::var_os(LAMEDUCK_READY_FD);
+    std::env::remove_var(LAMEDUCK_HANDOVER);
+    std::env::remove_var(LAMEDUCK_READY_FD);
+    let Some(fd) = fd else { return Ok(None) };
+    if version.as_deref() != Some(HANDOVER_VERSION.as_ref()) {
+        return Err(invalid(format!(
+            "{LAMEDUCK_HANDOVER}={version:?}: this lameduck speaks handover version {HANDOVER_VERSION}"
+        )));
+    }
+    let text = fd.to_string_lossy();
+    let fd: RawFd = text
+        .parse()
+        .ok()
+        .filter(|&fd: &RawFd| fd > 2 && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{LAMEDUCK_READY_FD}={text:?}: not an fd number above 2"
+            ))
+        })?;
+    // SAFETY: `fstat` writes only into the `stat` buffer we pass, and fails with EBADF when
+    // the number is not an open fd.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(invalid(format!(
+            "{LAMEDUCK_READY_FD}={fd}: not an open pipe"
+        )));
+    }
+    // SAFETY: the fd is an open pipe that our parent placed here for us alone (the
+    // handover protocol); nothing else in this process knows its number.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on an fd we own; no memory involved.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(file))
+}
+
+fn on_signals(inner: Arc<Inner>, mut socket: std::os::unix::net::UnixStream) {
+    let mut bytes = [0u8; 16];
+    while let Ok(n @ 1..) = socket.read(&mut bytes) {
+        for _ in 0..n {
+            let inner = inner.clone();
+            // Each upgrade on its own thread, so that a second signal during one is
+            // answered at once ("upgrade in progress") instead of queued behind it.
+            let _ = std::thread::Builder::new()
+                .name("lameduck-upgrade".into())
+                .spawn(move || {
+                    if let Err(e) = inner.upgrade() {
+                        log(format_args!("upgrade failed: {e}; serving on"));
+                    }
+                });
+        }
+    }
+}
+
+/// Sends `states` to systemd's `NOTIFY_SOCKET` through the sd-notify crate; sd-notify 0.5
+/// does not resolve an abstract `@name`, which std's address type does.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => notify_abstract(name, states),
+        None => sd_notify::notify(states),
+    };
+    if let Err(e) = result {
+        log(format_args!("NOTIFY_SOCKET {socket:?}: {e}"));
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn notify_abstract(name: &[u8], states: &[sd_notify::NotifyState<'_>]) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    std::os::unix::net::UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn notify_abstract(_: &[u8], _: &[sd_notify::NotifyState<'_>]) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract sockets are Linux-only",
+    ))
+}
+
+/// Is `pid` a live process (not a zombie)?
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => {
+            // No procfs: ask the kernel.
+            // SAFETY: signal 0 checks for existence; nothing is delivered.
+            unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+        }
+    }
+}
+
+impl Inner {
+    fn upgrade(&self) -> Result<u32, UpgradeError> {
+        {
+            let mut state = lock(&self.state);
+            match *state {
+                State::Upgrading => return Err(UpgradeError::InProgress),
+                State::HandedOver(successor) => return Err(UpgradeError::HandedOver { successor }),
+                State::Serving if !self.shutdown.is_ready() => {
+                    return Err(UpgradeError::ShuttingDown)
+                }
+                State::Serving => {}
+            }
+            let draining: Vec<u32> = self
+                .draining
+                .iter()
+                .copied()
+                .filter(|&p| alive(p))
+                .collect();
+            if draining.len() >= self.options.max_draining {
+                return Err(UpgradeError::TooManyDraining { draining });
+            }
+            *state = State::Upgrading;
+        }
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        notify(&reloading);
+        let started = Instant::now();
+        let result = self.hand_over();
+        let mut state = lock(&self.state);
+        match result {
+            Ok(successor) => {
+                *state = State::HandedOver(successor);
+                drop(state);
+                log(format_args!(
+                    "upgrade: successor {successor} serves after {:?}; draining",
+                    started.elapsed()
+                ));
+                self.shutdown.begin();
+                Ok(successor)
+            }
+            Err(e) => {
+                *state = State::Serving;
+                drop(state);
+                // Ends the reload: this process is still the main one.
+                notify(&[sd_notify::NotifyState::Ready]);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the successor and waits until it serves; on failure it is killed and reaped.
+    fn hand_over(&self) -> Result<u32, UpgradeError> {
+        let still_draining: Vec<u32> = self
+            .draining
+            .iter()
+            .copied()
+            .filter(|&p| alive(p))
+            .chain([std::process::id()])
+            .collect();
+        let (pid, ready) = self.spawn(&still_draining).map_err(UpgradeError::Spawn)?;
+        let outcome = wait_ready(&ready, self.options.upgrade_timeout);
+        let fail = |e: UpgradeError| {
+            // SAFETY: `pid` is our child, not yet reaped, so the number is still its own.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let status = reap(pid);
+            match e {
+                UpgradeError::Exited { successor, .. } => {
+                    Err(UpgradeError::Exited { successor, status })
+                }
+                e => Err(e),
+            }
+        };
+        match outcome {
+            ReadyOutcome::Ready if self.shutdown.is_ready() => {}
+            // A SIGTERM during the upgrade: stopping wins over upgrading.
+            ReadyOutcome::Ready => return fail(UpgradeError::ShuttingDown),
+            ReadyOutcome::Ended => {
+                return fail(UpgradeError::Exited {
+                    successor: pid as u32,
+                    status: String::new(),
+                })
+            }
+            ReadyOutcome::Timeout => {
+                return fail(UpgradeError::Timeout {
+                    successor: pid as u32,
+                    after: self.options.upgrade_timeout,
+                })
+            }
+        }
+        let successor = pid as u32;
+        if let Some(path) = &self.options.pid_file {
+            if let Err(e) = write_pid_file(path, successor) {
+                log(format_args!("upgrade: {e}"));
+            }
+        }
+        notify(&[
+            sd_notify::NotifyState::MainPid(successor),
+            sd_notify::NotifyState::Ready,
+        ]);
+        // Reaps the successor should it end while we still drain: no zombie.
+        let _ = std::thread::Builder::new()
+            .name("lameduck-reap".into())
+            .spawn(move || {
+                let status = reap(pid);
+                log(format_args!("successor {successor} ended ({status})"));
+            });
+        Ok(successor)
+    }
+
+    /// Forks and execs the successor with the listeners at fd 3 on and the ready pipe after
+    /// them. Returns its pid and the pipe's read end.
+    fn spawn(&self, draining: &[u32]) -> io::Result<(libc::pid_t, OwnedFd)> {
+        let cstring = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in the path, an argument or the environment",
+                )
+            })
+        };
+        let n = self.listeners.len();
+        let ready_fd = 3 + n as RawFd;
+        let exe = cstring(self.exe.as_os_str().as_bytes())?;
+        let mut argv = vec![exe.clone()];
+        for arg in &self.args {
+            argv.push(cstring(arg.as_bytes())?);
+        }
+        let replaced = [
+            crate::inherit::SERVER_STARTER_PORT,
+            crate::inherit::LISTEN_FDS,
+            crate::inherit::LISTEN_PID,
+            crate::inherit::LISTEN_FDNAMES,
+            LAMEDUCK_HANDOVER,
+            LAMEDUCK_READY_FD,
+            LAMEDUCK_DRAINING,
+        ];
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if replaced.iter().any(|r| key.as_bytes() == r.as_bytes()) {
+                continue;
+            }
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(cstring(&entry)?);
+        }
+        let names: Vec<&str> = self
+            .listeners
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .collect();
+        let draining: Vec<String> = draining.iter().map(u32::to_string).collect();
+        for entry in [
+            format!("{LAMEDUCK_HANDOVER}={HANDOVER_VERSION}"),
+            format!("{}={n}", crate::inherit::LISTEN_FDS),
+            format!("{}={}", crate::inherit::LISTEN_FDNAMES, names.join(":")),
+            format!("{LAMEDUCK_READY_FD}={ready_fd}"),
+            format!("{LAMEDUCK_DRAINING}={}", draining.join(",")),
+        ] {
+            envp.push(cstring(entry.as_bytes())?);
+        }
+        // LISTEN_PID is the child's own pid, known only after the fork: the child writes its
+        // digits into this buffer (room for any pid, NUL-terminated) before `execve`.
+        let mut listen_pid = b"LISTEN_PID=".to_vec();
+        let digits_at = listen_pid.len();
+        listen_pid.resize(digits_at + 21, 0);
+
+        let mut pipe = [0 as RawFd; 2];
+        // SAFETY: `pipe2` writes two fds into the array we pass.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
+        let (read, write) =
+            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let sources: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .chain([write.as_raw_fd()])
+            .collect();
+        let mut temps = vec![-1 as RawFd; sources.len()];
+        let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+        env_ptrs.push(listen_pid.as_ptr().cast());
+        env_ptrs.push(std::ptr::null());
+        let mut arg_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+
+        // SAFETY: after `fork` in a multi-threaded process the child may only make
+        // async-signal-safe calls until `execve`: it calls only `fcntl`, `dup2`, `close`,
+        // `getpid`, `signal`, `sigprocmask`, `sigemptyset`, `execve` and `_exit`, and
+        // writes only into buffers allocated before the fork (`temps`, `listen_pid`). It
+        // never returns from the `if` block.
+        let pid = unsafe { libc::fork() };
+        if pid == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: the child between `fork` and `execve`; see above.
+            unsafe {
+                // Out of the way first (above every target), so that placing one fd never
+                // overwrites another that is yet to be placed.
+                let above = 3 + sources.len() as RawFd;
+                for (temp, &source) in temps.iter_mut().zip(&sources) {
+                    *temp = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
+                    if *temp == -1 {
+                        libc::_exit(127);
+                    }
+                }
+                for (target, &temp) in (3..).zip(temps.iter()) {
+                    // `dup2` leaves close-on-exec clear on the target: inherited by exec.
+                    if libc::dup2(temp, target) == -1 {
+                        libc::_exit(127);
+                    }
+                }
+                let mut pid = libc::getpid() as u32;
+                let mut digits = [0u8; 10];
+                let mut len = 0;
+                loop {
+                    digits[len] = b'0' + (pid % 10) as u8;
+                    len += 1;
+                    pid /= 10;
+                    if pid == 0 {
+                        break;
+                    }
+                }
+                for i in 0..len {
+                    *listen_pid.as_mut_ptr().add(digits_at + i) = digits[len - 1 - i];
+                }
+                *listen_pid.as_mut_ptr().add(digits_at + len) = 0;
+                // Rust ignores SIGPIPE; the successor starts from the defaults like any
+                // freshly started program.
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::execve(exe.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        drop(write);
+        drop(env_ptrs);
+        drop(arg_ptrs);
+        Ok((pid, read))
+    }
+}
+
+enum ReadyOutcome {
+    Ready,
+    Ended,
+    Timeout,
+}
+
+fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return ReadyOutcome::Timeout;
+        }
+        let mut poll = libc::pollfd {
+            fd: ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+        // SAFETY: one valid `pollfd`, and the count says one.
+        let n = unsafe { libc::poll(&mut poll, 1, ms) };
+        if n == -1 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return ReadyOutcome::Ended;
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        // SAFETY: reads at most `buf.len()` bytes into `buf`.
+        let read = unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match read {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            0 | -1 => return ReadyOutcome::Ended,
+            n => {
+                got.extend_from_slice(&buf[..n as usize]);
+                if got.windows(READY.len()).any(|w| w == READY) {
+                    return ReadyOutcome::Ready;
+                }
+                if got.len() > 4096 {
+                    return ReadyOutcome::Ended;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for child `pid` and says how it ended.
+fn reap(pid: libc::pid_t) -> String {
+    let mut status = 0;
+    loop {
+        // SAFETY: writes the status into `status`; `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r == -1 {
+            return format!("not waited for: {}", io::Error::last_os_error());
+        }
+        break;
+    }
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status}")
+    }
+}
