@@ -579,6 +579,7 @@ impl Inner {
             .chain([std::process::id()])
             .collect();
         let (pid, ready) = self.spawn(&still_draining).map_err(UpgradeError::Spawn)?;
+        log(format_args!("upgrade: started successor {pid}"));
         let outcome = wait_ready(&ready, self.options.upgrade_timeout);
         let fail = |e: UpgradeError| {
             // SAFETY: `pid` is our child, not yet reaped, so the number is still its own.

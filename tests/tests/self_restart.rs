@@ -1,0 +1,606 @@
+//! `hello --self-restart`: in-place upgrades with no supervisor, over real processes and
+//! signals. The test process is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so every
+//! generation of hello — each the child of the one before — ends up its child once its
+//! parent exits, and can be reaped and checked here: nothing left running, no zombie.
+//!
+//! - SIGHUP every 0.2 s under `wrk` and under `ab -k`: at least 50 upgrades each, 0 failed
+//!   requests, the serving processes' fds (other than connections), environment and RSS
+//!   flat across generations, every generation exiting 0;
+//! - a broken deploy (the binary replaced by a script that exits 1) and a hanging one
+//!   (never ready, upgrade timeout): the successor is killed, the same pid serves on and
+//!   keeps the PID file, no request fails; the deploy fixed, the next SIGHUP upgrades;
+//! - two SIGHUPs back to back: one upgrade, the other refused ("upgrade in progress");
+//! - systemd's notifications, read from an abstract `@` datagram socket, in order;
+//! - SIGTERM drains and exits 0, and removes the PID file.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use lameduck_tests::{free_port, own_group, require, Watchdog};
+
+/// Seconds of load per run: at 0.2 s per upgrade, more than 50 upgrades.
+const SECONDS: u64 = 12;
+/// Upgrades each load run must see.
+const UPGRADES: usize = 50;
+
+/// One test at a time: each reaps the processes it started, and they all share the
+/// subreaper.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn hello_binary() -> &'static Path {
+    static HELLO: OnceLock<PathBuf> = OnceLock::new();
+    HELLO.get_or_init(|| {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+            0
+        );
+        lameduck_tests::build_examples(&["hello"], true).join("hello")
+    })
+}
+
+/// A hello generation chain started with `--self-restart`.
+struct Hello {
+    first: Child,
+    port: u16,
+    pid_file: PathBuf,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    /// Every pid seen serving.
+    pids: BTreeSet<u32>,
+    _watchdog: Watchdog,
+}
+
+impl Hello {
+    /// `binary` started as a user starts it; `env` added.
+    fn start(binary: &Path, extra: &[&str], env: &[(&str, &str)]) -> Hello {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("lameduck-self-restart-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("hello.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let mut command = Command::new(binary);
+        command
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--self-restart", "--pid-file"])
+            .arg(&pid_file)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut first = own_group(&mut command).spawn().expect("hello runs");
+        let watchdog = Watchdog::new(first.id(), "hello", Duration::from_secs(SECONDS + 90));
+        let (tx, lines) = mpsc::channel();
+        let stderr = first.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut hello = Hello {
+            first,
+            port,
+            pid_file,
+            lines,
+            log: Vec::new(),
+            pids: BTreeSet::new(),
+            _watchdog: watchdog,
+        };
+        let pid = hello.wait_pid(|_| true, "hello wrote its PID file");
+        hello.pids.insert(pid);
+        hello
+    }
+
+    /// The pid in the PID file, once `accept` takes it.
+    fn wait_pid(&mut self, accept: impl Fn(u32) -> bool, what: &str) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(pid) = self.pid() {
+                if accept(pid) {
+                    return pid;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: never; log:\n{}",
+                self.drain_log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Waits for a stderr line containing `text`; returns it.
+    fn wait_line(&mut self, text: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {text:?}; log:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    fn drain_log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGTERM to the serving process; then every generation must have exited 0 and been
+    /// reaped, and nothing this test started may be left.
+    fn stop(mut self) -> Vec<String> {
+        if let Some(pid) = self.pid() {
+            self.pids.insert(pid);
+            kill(pid, libc::SIGTERM);
+        }
+        let first = self.first.id();
+        for pid in self.pids.clone() {
+            let status = if pid == first {
+                self.first.wait().unwrap().code()
+            } else {
+                match reap(pid) {
+                    Some(code) => Some(code),
+                    // Drained and gone before its own parent: that parent reaped it, and
+                    // logged how it ended.
+                    None => {
+                        let line = self.wait_line(&format!("successor {pid} ended ("));
+                        line.contains("ended (exit status 0)").then_some(0)
+                    }
+                }
+            };
+            assert_eq!(
+                status,
+                Some(0),
+                "generation {pid} did not exit 0; log:\n{}",
+                self.drain_log()
+            );
+        }
+        assert!(
+            !self.pid_file.exists(),
+            "the PID file outlived the last generation"
+        );
+        let left = children();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        self.drain_log();
+        self.log
+    }
+}
+
+fn kill(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(pid as libc::pid_t, signal) };
+}
+
+/// Waits (bounded) for `pid`, a child or an orphan we adopted, and returns its exit code;
+/// `None` when it is not ours (its parent, still alive when it ended, reaped it).
+fn reap(pid: u32) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into `status`.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if r == pid as libc::pid_t {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            });
+        }
+        // Not our child (yet): its parent, a generation still draining, may reap it, or
+        // exit first and leave it to us.
+        if r == -1 && !Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Our children still there (running or zombie): `(pid, state)`.
+fn children() -> Vec<(u32, String)> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&me.as_str()) {
+            found.push((
+                pid,
+                format!("{} {}", &name[name.find('(').unwrap_or(0)..], fields[0]),
+            ));
+        }
+    }
+    found
+}
+
+/// What a serving process holds: (fds that are not sockets, all fds, environment bytes, RSS kB).
+fn footprint(pid: u32) -> Option<(usize, usize, usize, u64)> {
+    let mut files = 0;
+    let mut all = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        all += 1;
+        let target = std::fs::read_link(fd.path()).ok()?;
+        if !target.to_string_lossy().starts_with("socket:") {
+            files += 1;
+        }
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?.len();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .ok()?;
+    Some((files, all, environ, rss))
+}
+
+/// One `GET /` on a new connection: the status line's code, or the error.
+fn get(port: u16) -> Result<String, String> {
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    match text.split_whitespace().nth(1) {
+        Some("200") if text.contains("from pid") => Ok(text),
+        _ => Err(format!("bad response {text:?}")),
+    }
+}
+
+/// Requests one after another on new connections until `stop`; the failures.
+fn client(port: u16, stop: mpsc::Receiver<()>) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        while stop.try_recv().is_err() {
+            match get(port) {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(e),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// Runs `load` while SIGHUP goes to the serving process every 0.2 s; checks the figures.
+fn upgrades_under(load: impl FnOnce(&str) -> (u64, u64, String)) {
+    let _serial = serial();
+    let mut hello = Hello::start(hello_binary(), &[], &[]);
+    let url = hello.url();
+    let (stop, stopped) = mpsc::channel::<()>();
+    let pid_file = hello.pid_file.clone();
+    let hup = std::thread::spawn(move || {
+        let read =
+            || -> Option<u32> { std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok() };
+        let mut seen = Vec::new();
+        let mut footprints = Vec::new();
+        while stopped.recv_timeout(Duration::from_millis(200)).is_err() {
+            let Some(pid) = read() else { continue };
+            if seen.last() != Some(&pid) {
+                seen.push(pid);
+                // What the generation holds once it serves, under load.
+                footprints.extend(footprint(pid));
+            }
+            kill(pid, libc::SIGHUP);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while read() == Some(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        seen.extend(read());
+        (seen, footprints)
+    });
+    let (requests, failed, text) = load(&url);
+    stop.send(()).unwrap();
+    let (pids, footprints) = hup.join().unwrap();
+    hello.pids.extend(pids.iter().copied());
+    let log = hello.stop();
+    eprintln!(
+        "{requests} requests, {failed} failed, {} generations; first/last footprint (files, fds, env, RSS kB): {:?} / {:?}",
+        pids.len(),
+        footprints.first(),
+        footprints.last()
+    );
+    assert!(requests > 1000, "too little load:\n{text}");
+    assert_eq!(failed, 0, "failed requests:\n{text}\n{}", log.join("\n"));
+    assert!(
+        pids.len() > UPGRADES,
+        "only {} upgrades in {SECONDS} s; log:\n{}",
+        pids.len() - 1,
+        log.join("\n")
+    );
+    let upgraded = log
+        .iter()
+        .filter(|l| l.contains("upgrade: successor"))
+        .count();
+    assert!(upgraded >= UPGRADES, "{upgraded} handovers logged");
+    assert!(
+        footprints.len() > UPGRADES,
+        "{} footprints",
+        footprints.len()
+    );
+    let first = footprints[0];
+    assert!(
+        footprints.iter().all(|f| f.0 == first.0),
+        "fds other than sockets changed across generations: {footprints:?}"
+    );
+    // Sockets: the listener, the signal and notice sockets, and the load's connections.
+    assert!(
+        footprints.iter().all(|f| f.1 <= first.0 + 64 + 16),
+        "more fds than connections explain: {footprints:?}"
+    );
+    // The first generation has no handover variables; from the second on the environment
+    // may vary only by the pids in it (the draining generations' list).
+    let second = footprints[1].2;
+    assert!(
+        footprints[1..].iter().all(|f| f.2.abs_diff(second) <= 48),
+        "the environment grew across generations: {footprints:?}"
+    );
+    let rss = |f: &(usize, usize, usize, u64)| f.3;
+    let early = footprints[..10].iter().map(rss).max().unwrap();
+    let late = footprints[footprints.len() - 10..]
+        .iter()
+        .map(rss)
+        .max()
+        .unwrap();
+    assert!(
+        late <= early + early / 4,
+        "RSS grew from {early} to {late} kB: {footprints:?}"
+    );
+}
+
+fn wrk(url: &str) -> (u64, u64, String) {
+    require("wrk", "wrk");
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{SECONDS}s"), url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (requests, errors, non_2xx) = lameduck_tests::wrk_figures(&text);
+    (requests, errors + non_2xx, text)
+}
+
+fn ab_k(url: &str) -> (u64, u64, String) {
+    require("ab", "apache2-utils");
+    let out = Command::new("ab")
+        .args([
+            "-r",
+            "-q",
+            "-k",
+            "-t",
+            &SECONDS.to_string(),
+            "-n",
+            "10000000",
+            "-c",
+            "64",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number = |label: &str| -> Option<u64> {
+        let rest = &text[text.find(label)? + label.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let requests = number("Complete requests:").unwrap_or_else(|| panic!("{text}"));
+    let failed =
+        number("Failed requests:").unwrap_or(0) + number("Non-2xx responses:").unwrap_or(0);
+    (requests, failed, text)
+}
+
+#[test]
+fn sighup_every_200ms_under_wrk_fails_nothing() {
+    upgrades_under(wrk);
+}
+
+#[test]
+fn sighup_every_200ms_under_ab_keep_alive_fails_nothing() {
+    upgrades_under(ab_k);
+}
+
+/// A copy of hello that the test may replace, as a deploy replaces the file.
+fn deployable(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lameduck-deploy-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hello");
+    deploy_bytes(&path, &std::fs::read(hello_binary()).unwrap());
+    path
+}
+
+/// Replaces `path` the way a deploy does: a new file renamed over the old one.
+fn deploy_bytes(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// A deploy that fails (`script`), then the good binary again: the failure leaves the same
+/// process serving with its PID file and fails no request; the next SIGHUP upgrades.
+fn failed_deploy(name: &str, script: &str, extra: &[&str], expect: &str) {
+    let _serial = serial();
+    let binary = deployable(name);
+    let mut hello = Hello::start(&binary, extra, &[]);
+    let pid = hello.pid().unwrap();
+    let (stop, stopped) = mpsc::channel();
+    let load = client(hello.port, stopped);
+    deploy_bytes(&binary, script.as_bytes());
+    kill(pid, libc::SIGHUP);
+    let line = hello.wait_line("upgrade failed");
+    assert!(line.contains(expect), "{line}");
+    assert_eq!(
+        hello.pid(),
+        Some(pid),
+        "the PID file moved off the serving process"
+    );
+    assert!(
+        get(hello.port).unwrap().contains(&format!("{pid:>10}")),
+        "the old process serves"
+    );
+    // The failed successor is gone, not left running or as a zombie.
+    let failed: u32 = line
+        .split("successor ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no successor pid in {line:?}"));
+    assert!(
+        !Path::new(&format!("/proc/{failed}")).exists(),
+        "successor {failed} is still there"
+    );
+
+    deploy_bytes(&binary, &std::fs::read(hello_binary()).unwrap());
+    kill(pid, libc::SIGHUP);
+    let next = hello.wait_pid(|p| p != pid, "the fixed deploy took over");
+    hello.pids.insert(next);
+    stop.send(()).unwrap();
+    let (ok, errors) = load.join().unwrap();
+    assert!(ok > 10, "the client made {ok} requests");
+    assert!(
+        errors.is_empty(),
+        "{} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    hello.stop();
+}
+
+#[test]
+fn a_broken_deploy_is_rolled_back() {
+    failed_deploy(
+        "broken",
+        "#!/bin/sh\nexit 1\n",
+        &[],
+        "ended before it served (exit status 1)",
+    );
+}
+
+#[test]
+fn a_deploy_that_never_serves_is_killed_at_the_upgrade_timeout() {
+    failed_deploy(
+        "hanging",
+        "#!/bin/sh\nexec sleep 1000\n",
+        &["--upgrade-timeout", "500ms"],
+        "did not serve within 500ms; killed",
+    );
+}
+
+#[test]
+fn two_sighups_back_to_back_upgrade_once() {
+    let _serial = serial();
+    // A deploy whose successor takes half a second to start, so that the second SIGHUP
+    // surely comes while the first upgrade waits for it.
+    let binary = deployable("slow");
+    let script = format!(
+        "#!/bin/sh\nsleep 0.5\nexec {} \"$@\"\n",
+        hello_binary().display()
+    );
+    let mut hello = Hello::start(&binary, &[], &[]);
+    deploy_bytes(&binary, script.as_bytes());
+    let pid = hello.pid().unwrap();
+    kill(pid, libc::SIGHUP);
+    hello.wait_line("upgrade: started successor");
+    kill(pid, libc::SIGHUP);
+    hello.wait_line("upgrade failed: upgrade in progress");
+    let next = hello.wait_pid(|p| p != pid, "the upgrade");
+    hello.pids.insert(next);
+    let log = hello.stop();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("upgrade: successor"))
+            .count(),
+        1,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn systemd_hears_ready_reloading_mainpid_and_stopping_in_order() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let _serial = serial();
+    hello_binary();
+    let name = format!("lameduck-test-notify-{}", std::process::id());
+    let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let notify = format!("@{name}");
+    let mut hello = Hello::start(
+        hello_binary(),
+        &[],
+        &[("NOTIFY_SOCKET", &notify), ("LAMEDUCK_DEADLINE", "5s")],
+    );
+    let mut buf = [0u8; 512];
+    let mut recv = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1\n");
+    let pid = hello.pid().unwrap();
+    kill(pid, libc::SIGHUP);
+    let reloading = recv();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let next = hello.wait_pid(|p| p != pid, "the upgrade");
+    hello.pids.insert(next);
+    assert_eq!(recv(), format!("MAINPID={next}\nREADY=1\n"));
+    kill(next, libc::SIGTERM);
+    // The lame-duck window (0) + the deadline (5 s) + 1 s.
+    assert_eq!(recv(), "STOPPING=1\nEXTEND_TIMEOUT_USEC=6000000\n");
+    hello.stop();
+}
