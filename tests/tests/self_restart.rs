@@ -177,9 +177,11 @@ impl Hello {
                     Some(code) => Some(code),
                     // Drained and gone before its own parent: that parent reaped it, and
                     // logged how it ended.
+                    // Reaped by its parent: its own last line says whether it was clean.
                     None => {
-                        let line = self.wait_line(&format!("successor {pid} ended ("));
-                        line.contains("ended (exit status 0)").then_some(0)
+                        let line = self.wait_line(&format!("hello {pid}: drained: "));
+                        line.contains("cut: Counts { new: 0, active: 0, idle: 0, upgraded: 0 }")
+                            .then_some(0)
                     }
                 }
             };
@@ -602,5 +604,78 @@ fn systemd_hears_ready_reloading_mainpid_and_stopping_in_order() {
     kill(next, libc::SIGTERM);
     // The lame-duck window (0) + the deadline (5 s) + 1 s.
     assert_eq!(recv(), "STOPPING=1\nEXTEND_TIMEOUT_USEC=6000000\n");
+    hello.stop();
+}
+
+/// The successor pid named in a log line after `after`.
+fn pid_after(line: &str, after: &str) -> u32 {
+    line.split(after)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid after {after:?} in {line:?}"))
+}
+
+#[test]
+fn a_successor_that_dies_right_after_it_served_is_replaced() {
+    let _serial = serial();
+    let binary = deployable("dies");
+    // Says it serves, puts the good binary back for the replacement, and dies.
+    let script = format!(
+        "#!/bin/sh\ncp {good} \"$0.tmp\" && mv \"$0.tmp\" \"$0\"\neval \"echo READY=1 >&$LAMEDUCK_READY_FD\"\nexit 1\n",
+        good = hello_binary().display()
+    );
+    let mut hello = Hello::start(&binary, &[], &[]);
+    let pid = hello.pid().unwrap();
+    let (stop, stopped) = mpsc::channel();
+    let load = client(hello.port, stopped);
+    deploy_bytes(&binary, script.as_bytes());
+    kill(pid, libc::SIGHUP);
+    let dead = pid_after(&hello.wait_line("failed after it served"), "successor ");
+    let line = hello.wait_line("(a replacement)");
+    let replacement = pid_after(&line, "successor ");
+    assert_ne!(dead, replacement);
+    hello.wait_pid(|p| p == replacement, "the replacement's PID file");
+    hello.pids.insert(replacement);
+    assert!(get(hello.port)
+        .unwrap()
+        .contains(&format!("{replacement:>10}")));
+    stop.send(()).unwrap();
+    let (ok, errors) = load.join().unwrap();
+    assert!(ok > 10, "the client made {ok} requests");
+    assert!(
+        errors.is_empty(),
+        "{} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    hello.stop();
+}
+
+#[test]
+fn a_sigkill_of_the_old_process_mid_handover_leaves_the_successor_serving() {
+    let _serial = serial();
+    let binary = deployable("orphan");
+    let script = format!(
+        "#!/bin/sh\nsleep 0.5\nexec {} \"$@\"\n",
+        hello_binary().display()
+    );
+    let mut hello = Hello::start(&binary, &[], &[]);
+    deploy_bytes(&binary, script.as_bytes());
+    let pid = hello.pid().unwrap();
+    kill(pid, libc::SIGHUP);
+    let successor = pid_after(
+        &hello.wait_line("upgrade: started successor"),
+        "started successor ",
+    );
+    kill(pid, libc::SIGKILL);
+    assert_eq!(hello.first.wait().unwrap().code(), None, "killed");
+    hello.pids.remove(&pid);
+    // Made while nobody accepts: it waits in the backlog the successor holds.
+    let answer = get(hello.port).expect("the successor answers");
+    assert!(answer.contains(&format!("{successor:>10}")), "{answer}");
+    hello.wait_line("serving as the main process");
+    assert_eq!(hello.pid(), Some(successor));
+    hello.pids.insert(successor);
     hello.stop();
 }

@@ -206,6 +206,12 @@ struct Inner {
     listeners: Vec<(OwnedFd, String)>,
     options: Options,
     state: Mutex<State>,
+    /// Signalled when a replacement settled.
+    settled: std::sync::Condvar,
+    /// Whether a replacement for a failed successor is being started.
+    replacing: Mutex<bool>,
+    /// When this process handed over.
+    handed_at: Mutex<Option<Instant>>,
     /// Successor side: the write end of our parent's ready pipe, until `serving`.
     ready: Mutex<Option<File>>,
     /// Pids of older generations that may still drain.
@@ -310,6 +316,9 @@ impl Restarter {
             listeners: dups,
             options,
             state: Mutex::new(State::Serving),
+            settled: std::sync::Condvar::new(),
+            replacing: Mutex::new(false),
+            handed_at: Mutex::new(None),
             ready: Mutex::new(ready),
             draining,
         });
@@ -390,8 +399,39 @@ impl Restarter {
     }
 }
 
+/// How long a process that handed over stays, at least, after its successor said it
+/// serves: a successor that crashes at once is then replaced by this process, which still
+/// holds the listeners (see [`Restarter`]'s drop).
+pub const PROBATION: Duration = Duration::from_millis(250);
+
 impl Drop for Restarter {
+    /// Removes the PID file if it still names this process. In a process that handed over,
+    /// first waits until its successor has served for [`PROBATION`] (or a replacement for it
+    /// has settled), so that a successor dying right after it said it serves is replaced,
+    /// not left with nobody accepting.
     fn drop(&mut self) {
+        let inner = &self.inner;
+        let handed_at = *lock(&inner.handed_at);
+        if let Some(at) = handed_at {
+            let give_up = PROBATION + inner.options.upgrade_timeout * 2;
+            let mut replacing = lock(&inner.replacing);
+            loop {
+                let left = PROBATION.saturating_sub(at.elapsed());
+                if (left.is_zero() && !*replacing) || at.elapsed() > give_up {
+                    break;
+                }
+                let wait = if left.is_zero() {
+                    give_up.saturating_sub(at.elapsed())
+                } else {
+                    left
+                };
+                replacing = inner
+                    .settled
+                    .wait_timeout(replacing, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
         if let Some(path) = &self.inner.options.pid_file {
             let ours = std::fs::read_to_string(path)
                 .is_ok_and(|text| text.trim() == std::process::id().to_string());
@@ -520,7 +560,7 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Inner {
-    fn upgrade(&self) -> Result<u32, UpgradeError> {
+    fn upgrade(self: &Arc<Self>) -> Result<u32, UpgradeError> {
         {
             let mut state = lock(&self.state);
             match *state {
@@ -546,12 +586,13 @@ impl Inner {
         reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
         notify(&reloading);
         let started = Instant::now();
-        let result = self.hand_over();
+        let result = self.hand_over(false);
         let mut state = lock(&self.state);
         match result {
             Ok(successor) => {
                 *state = State::HandedOver(successor);
                 drop(state);
+                *lock(&self.handed_at) = Some(Instant::now());
                 log(format_args!(
                     "upgrade: successor {successor} serves after {:?}; draining",
                     started.elapsed()
@@ -570,7 +611,8 @@ impl Inner {
     }
 
     /// Starts the successor and waits until it serves; on failure it is killed and reaped.
-    fn hand_over(&self) -> Result<u32, UpgradeError> {
+    /// `replacing`: for a successor that failed after it served, while we drain.
+    fn hand_over(self: &Arc<Self>, replacing: bool) -> Result<u32, UpgradeError> {
         let still_draining: Vec<u32> = self
             .draining
             .iter()
@@ -593,7 +635,7 @@ impl Inner {
             }
         };
         match outcome {
-            ReadyOutcome::Ready if self.shutdown.is_ready() => {}
+            ReadyOutcome::Ready if replacing || self.shutdown.is_ready() => {}
             // A SIGTERM during the upgrade: stopping wins over upgrading.
             ReadyOutcome::Ready => return fail(UpgradeError::ShuttingDown),
             ReadyOutcome::Ended => {
@@ -619,12 +661,37 @@ impl Inner {
             sd_notify::NotifyState::MainPid(successor),
             sd_notify::NotifyState::Ready,
         ]);
-        // Reaps the successor should it end while we still drain: no zombie.
+        // Reaps the successor should it end while we still drain: no zombie. One that fails
+        // (not a clean exit: a crash, a kill) while we are still here is replaced, once:
+        // we hold the listeners, and the connections waiting in their backlog are not lost
+        // as long as someone accepts before the last holder exits.
+        let this = self.clone();
         let _ = std::thread::Builder::new()
             .name("lameduck-reap".into())
             .spawn(move || {
                 let status = reap(pid);
                 log(format_args!("successor {successor} ended ({status})"));
+                if replacing || status == "exit status 0" {
+                    return;
+                }
+                *lock(&this.replacing) = true;
+                log(format_args!(
+                    "successor {successor} failed after it served; starting a replacement"
+                ));
+                let result = this.hand_over(true);
+                *lock(&this.replacing) = false;
+                this.settled.notify_all();
+                match result {
+                    Ok(replacement) => {
+                        *lock(&this.state) = State::HandedOver(replacement);
+                        log(format_args!(
+                            "upgrade: successor {replacement} serves (a replacement)"
+                        ));
+                    }
+                    Err(e) => log(format_args!(
+                        "replacement failed: {e}; nobody accepts once this process has drained"
+                    )),
+                }
             });
         Ok(successor)
     }
