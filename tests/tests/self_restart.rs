@@ -539,20 +539,27 @@ fn a_deploy_that_never_serves_is_killed_at_the_upgrade_timeout() {
     );
 }
 
+/// hello, deployed again as a script that starts the real one after half a second, and
+/// sent SIGHUP: an upgrade that is surely still under way for a while. (hello, its pid.)
+fn slow_upgrade(name: &str) -> (Hello, u32) {
+    let binary = deployable(name);
+    let script = format!(
+        "#!/bin/sh\nsleep 0.5\nexec {} \"$@\"\n",
+        hello_binary().display()
+    );
+    let hello = Hello::start(&binary, &[], &[]);
+    deploy_bytes(&binary, script.as_bytes());
+    let pid = hello.pid().unwrap();
+    kill(pid, libc::SIGHUP);
+    (hello, pid)
+}
+
 #[test]
 fn two_sighups_back_to_back_upgrade_once() {
     let _serial = serial();
     // A deploy whose successor takes half a second to start, so that the second SIGHUP
     // surely comes while the first upgrade waits for it.
-    let binary = deployable("slow");
-    let script = format!(
-        "#!/bin/sh\nsleep 0.5\nexec {} \"$@\"\n",
-        hello_binary().display()
-    );
-    let mut hello = Hello::start(&binary, &[], &[]);
-    deploy_bytes(&binary, script.as_bytes());
-    let pid = hello.pid().unwrap();
-    kill(pid, libc::SIGHUP);
+    let (mut hello, pid) = slow_upgrade("slow");
     hello.wait_line("upgrade: started successor");
     kill(pid, libc::SIGHUP);
     hello.wait_line("upgrade failed: upgrade in progress");
@@ -655,15 +662,7 @@ fn a_successor_that_dies_right_after_it_served_is_replaced() {
 #[test]
 fn a_sigkill_of_the_old_process_mid_handover_leaves_the_successor_serving() {
     let _serial = serial();
-    let binary = deployable("orphan");
-    let script = format!(
-        "#!/bin/sh\nsleep 0.5\nexec {} \"$@\"\n",
-        hello_binary().display()
-    );
-    let mut hello = Hello::start(&binary, &[], &[]);
-    deploy_bytes(&binary, script.as_bytes());
-    let pid = hello.pid().unwrap();
-    kill(pid, libc::SIGHUP);
+    let (mut hello, pid) = slow_upgrade("orphan");
     let successor = pid_after(
         &hello.wait_line("upgrade: started successor"),
         "started successor ",
