@@ -315,6 +315,19 @@ fn client(port: u16, stop: mpsc::Receiver<()>) -> std::thread::JoinHandle<(u64, 
     })
 }
 
+/// Stops a [`client`]; it must have made requests, and none may have failed.
+fn no_failures(stop: mpsc::Sender<()>, load: std::thread::JoinHandle<(u64, Vec<String>)>) {
+    stop.send(()).unwrap();
+    let (ok, errors) = load.join().unwrap();
+    assert!(ok > 10, "the client made {ok} requests");
+    assert!(
+        errors.is_empty(),
+        "{} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}
+
 /// Runs `load` while SIGHUP goes to the serving process every 0.2 s; checks the figures.
 fn upgrades_under(load: impl FnOnce(&str) -> (u64, u64, String)) {
     let _serial = serial();
@@ -507,15 +520,7 @@ fn failed_deploy(name: &str, script: &str, extra: &[&str], expect: &str) {
     kill(pid, libc::SIGHUP);
     let next = hello.wait_pid(|p| p != pid, "the fixed deploy took over");
     hello.pids.insert(next);
-    stop.send(()).unwrap();
-    let (ok, errors) = load.join().unwrap();
-    assert!(ok > 10, "the client made {ok} requests");
-    assert!(
-        errors.is_empty(),
-        "{} requests failed: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    no_failures(stop, load);
     hello.stop();
 }
 
@@ -647,15 +652,7 @@ fn a_successor_that_dies_right_after_it_served_is_replaced() {
     assert!(get(hello.port)
         .unwrap()
         .contains(&format!("{replacement:>10}")));
-    stop.send(()).unwrap();
-    let (ok, errors) = load.join().unwrap();
-    assert!(ok > 10, "the client made {ok} requests");
-    assert!(
-        errors.is_empty(),
-        "{} requests failed: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    no_failures(stop, load);
     hello.stop();
 }
 
