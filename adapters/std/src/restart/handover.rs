@@ -1,0 +1,270 @@
+//! The handover itself: the child placed and executed between `fork` and `execve`, the
+//! parent waiting for its `READY=1`, and the successor taking its end of the pipe.
+
+use super::*;
+
+/// The successor's end of the ready pipe, if this process is a successor.
+pub(super) fn take_ready_fd() -> io::Result<Option<File>> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let version = std::env::var_os(LAMEDUCK_HANDOVER);
+    let fd = std::env::var_os(LAMEDUCK_READY_FD);
+    std::env::remove_var(LAMEDUCK_HANDOVER);
+    std::env::remove_var(LAMEDUCK_READY_FD);
+    let Some(fd) = fd else { return Ok(None) };
+    if version.as_deref() != Some(HANDOVER_VERSION.as_ref()) {
+        return Err(invalid(format!(
+            "{LAMEDUCK_HANDOVER}={version:?}: this lameduck speaks handover version {HANDOVER_VERSION}"
+        )));
+    }
+    let text = fd.to_string_lossy();
+    let fd: RawFd = text
+        .parse()
+        .ok()
+        .filter(|&fd: &RawFd| fd > 2 && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{LAMEDUCK_READY_FD}={text:?}: not an fd number above 2"
+            ))
+        })?;
+    // SAFETY: `fstat` writes only into the `stat` buffer we pass, and fails with EBADF when
+    // the number is not an open fd.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(invalid(format!(
+            "{LAMEDUCK_READY_FD}={fd}: not an open pipe"
+        )));
+    }
+    // SAFETY: the fd is an open pipe that our parent placed here for us alone (the
+    // handover protocol); nothing else in this process knows its number.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on an fd we own; no memory involved.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(file))
+}
+
+/// Is `pid` a live process (not a zombie)?
+pub(super) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => {
+            // No procfs: ask the kernel.
+            // SAFETY: signal 0 checks for existence; nothing is delivered.
+            unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+        }
+    }
+}
+
+impl Inner {
+    /// Forks and execs the successor with the listeners at fd 3 on and the ready pipe after
+    /// them. Returns its pid and the pipe's read end.
+    pub(super) fn spawn(&self, draining: &[u32]) -> io::Result<(libc::pid_t, OwnedFd)> {
+        let cstring = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in the path, an argument or the environment",
+                )
+            })
+        };
+        let n = self.listeners.len();
+        let ready_fd = 3 + n as RawFd;
+        let exe = cstring(self.exe.as_os_str().as_bytes())?;
+        let mut argv = vec![exe.clone()];
+        for arg in &self.args {
+            argv.push(cstring(arg.as_bytes())?);
+        }
+        let replaced = [
+            crate::inherit::SERVER_STARTER_PORT,
+            crate::inherit::LISTEN_FDS,
+            crate::inherit::LISTEN_PID,
+            crate::inherit::LISTEN_FDNAMES,
+            LAMEDUCK_HANDOVER,
+            LAMEDUCK_READY_FD,
+            LAMEDUCK_DRAINING,
+        ];
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if replaced.iter().any(|r| key.as_bytes() == r.as_bytes()) {
+                continue;
+            }
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(cstring(&entry)?);
+        }
+        let names: Vec<&str> = self
+            .listeners
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .collect();
+        let draining: Vec<String> = draining.iter().map(u32::to_string).collect();
+        for entry in [
+            format!("{LAMEDUCK_HANDOVER}={HANDOVER_VERSION}"),
+            format!("{}={n}", crate::inherit::LISTEN_FDS),
+            format!("{}={}", crate::inherit::LISTEN_FDNAMES, names.join(":")),
+            format!("{LAMEDUCK_READY_FD}={ready_fd}"),
+            format!("{LAMEDUCK_DRAINING}={}", draining.join(",")),
+        ] {
+            envp.push(cstring(entry.as_bytes())?);
+        }
+        // LISTEN_PID is the child's own pid, known only after the fork: the child writes its
+        // digits into this buffer (room for any pid, NUL-terminated) before `execve`.
+        let mut listen_pid = b"LISTEN_PID=".to_vec();
+        let digits_at = listen_pid.len();
+        listen_pid.resize(digits_at + 21, 0);
+
+        let mut pipe = [0 as RawFd; 2];
+        // SAFETY: `pipe2` writes two fds into the array we pass.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
+        let (read, write) =
+            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let sources: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .chain([write.as_raw_fd()])
+            .collect();
+        let mut temps = vec![-1 as RawFd; sources.len()];
+        let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+        env_ptrs.push(listen_pid.as_ptr().cast());
+        env_ptrs.push(std::ptr::null());
+        let mut arg_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+
+        // SAFETY: after `fork` in a multi-threaded process the child may only make
+        // async-signal-safe calls until `execve`: it calls only `fcntl`, `dup2`, `close`,
+        // `getpid`, `signal`, `sigprocmask`, `sigemptyset`, `execve` and `_exit`, and
+        // writes only into buffers allocated before the fork (`temps`, `listen_pid`). It
+        // never returns from the `if` block.
+        let pid = unsafe { libc::fork() };
+        if pid == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: the child between `fork` and `execve`; see above.
+            unsafe {
+                // Out of the way first (above every target), so that placing one fd never
+                // overwrites another that is yet to be placed.
+                let above = 3 + sources.len() as RawFd;
+                for (temp, &source) in temps.iter_mut().zip(&sources) {
+                    *temp = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
+                    if *temp == -1 {
+                        libc::_exit(127);
+                    }
+                }
+                for (target, &temp) in (3..).zip(temps.iter()) {
+                    // `dup2` leaves close-on-exec clear on the target: inherited by exec.
+                    if libc::dup2(temp, target) == -1 {
+                        libc::_exit(127);
+                    }
+                }
+                let mut pid = libc::getpid() as u32;
+                let mut digits = [0u8; 10];
+                let mut len = 0;
+                loop {
+                    digits[len] = b'0' + (pid % 10) as u8;
+                    len += 1;
+                    pid /= 10;
+                    if pid == 0 {
+                        break;
+                    }
+                }
+                for i in 0..len {
+                    *listen_pid.as_mut_ptr().add(digits_at + i) = digits[len - 1 - i];
+                }
+                *listen_pid.as_mut_ptr().add(digits_at + len) = 0;
+                // Rust ignores SIGPIPE; the successor starts from the defaults like any
+                // freshly started program.
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::execve(exe.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        drop(write);
+        drop(env_ptrs);
+        drop(arg_ptrs);
+        Ok((pid, read))
+    }
+}
+
+pub(super) enum ReadyOutcome {
+    Ready,
+    Ended,
+    Timeout,
+}
+
+pub(super) fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return ReadyOutcome::Timeout;
+        }
+        let mut poll = libc::pollfd {
+            fd: ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+        // SAFETY: one valid `pollfd`, and the count says one.
+        let n = unsafe { libc::poll(&mut poll, 1, ms) };
+        if n == -1 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return ReadyOutcome::Ended;
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        // SAFETY: reads at most `buf.len()` bytes into `buf`.
+        let read = unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match read {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            0 | -1 => return ReadyOutcome::Ended,
+            n => {
+                got.extend_from_slice(&buf[..n as usize]);
+                if got.windows(READY.len()).any(|w| w == READY) {
+                    return ReadyOutcome::Ready;
+                }
+                if got.len() > 4096 {
+                    return ReadyOutcome::Ended;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for child `pid` and says how it ended.
+pub(super) fn reap(pid: libc::pid_t) -> String {
+    let mut status = 0;
+    loop {
+        // SAFETY: writes the status into `status`; `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r == -1 {
+            return format!("not waited for: {}", io::Error::last_os_error());
+        }
+        break;
+    }
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status}")
+    }
+}

@@ -1,0 +1,35 @@
+//! systemd's notifications, through the sd-notify crate.
+
+use super::*;
+
+/// Sends `states` to systemd's `NOTIFY_SOCKET` through the sd-notify crate; sd-notify 0.5
+/// does not resolve an abstract `@name`, which std's address type does.
+pub(super) fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => notify_abstract(name, states),
+        None => sd_notify::notify(states),
+    };
+    if let Err(e) = result {
+        log(format_args!("NOTIFY_SOCKET {socket:?}: {e}"));
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn notify_abstract(name: &[u8], states: &[sd_notify::NotifyState<'_>]) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    std::os::unix::net::UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn notify_abstract(_: &[u8], _: &[sd_notify::NotifyState<'_>]) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract sockets are Linux-only",
+    ))
+}
