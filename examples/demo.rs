@@ -4,18 +4,22 @@
 //! cargo run --release --example demo -- [--seconds 10] [--concurrency 64] [--restart-ms 500]
 //! ```
 //!
-//! The demo is its own supervisor, like Perl's `start_server`: it holds a listening socket
-//! and re-executes itself as a worker that inherits the socket through
-//! `SERVER_STARTER_PORT`, starting a new worker and retiring the old one (SIGTERM) every
-//! `--restart-ms`. Meanwhile a built-in load — half keep-alive clients, half a new
-//! connection per request — counts every request that fails. It runs twice: with lameduck,
-//! and with the naive server most code ships (hyper, exit at once on SIGTERM), then prints
-//! both side by side.
+//! The demo starts the hello server and restarts it every `--restart-ms` while a built-in
+//! load — half keep-alive clients, half a new connection per request — counts every request
+//! that fails. It runs twice:
+//!
+//! - **lameduck**, restarting itself with no supervisor ([`lameduck::driver::restart`], as
+//!   `hello --self-restart` does): `kill -HUP $(cat pid-file)` starts the successor, hands it
+//!   the socket, and the old process drains once the successor serves;
+//! - **naive**, the server most code ships (hyper, exit at once on SIGTERM), restarted the
+//!   only way it can be without a supervisor: SIGTERM, wait for it to exit, start it again.
+//!
+//! then prints both side by side.
 
 mod hello_server;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use lameduck::driver::restart;
 
 struct Options {
     seconds: u64,
@@ -58,24 +63,31 @@ fn options() -> Options {
 }
 
 fn main() {
-    match std::env::var("DEMO_WORKER").as_deref() {
-        Ok(variant) => worker(variant == "naive"),
-        Err(_) => supervisor(options()),
+    match std::env::var("DEMO_SERVER").as_deref() {
+        Ok(variant) => server(variant == "naive"),
+        Err(_) => demo(options()),
     }
 }
 
-/// A worker: the hello server on the inherited socket; prints `ready` once it accepts.
-fn worker(naive: bool) {
+/// The server under test, started as `DEMO_SERVER=lameduck|naive demo ADDR PID_FILE`.
+/// lameduck's successors are started the same way, by the restart module.
+fn server(naive: bool) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, pid_file] = &args[..] else {
+        eprintln!("demo: the server takes ADDR PID_FILE");
+        std::process::exit(2);
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let code = runtime.block_on(async {
-        let ready = || println!("ready");
         if naive {
-            hello_server::serve_naive("127.0.0.1:0", ready).await
+            hello_server::serve_naive(addr, || {}).await
         } else {
-            hello_server::serve_lameduck::<lameduck_tokio::Tokio>("127.0.0.1:0", ready, None).await
+            let self_restart = restart::Options::default().pid_file(pid_file);
+            hello_server::serve_lameduck::<lameduck_tokio::Tokio>(addr, || {}, Some(self_restart))
+                .await
         }
     });
     std::process::exit(code);
@@ -87,19 +99,24 @@ struct Stats {
     requests: AtomicU64,
     failed: AtomicU64,
     restarts: AtomicU64,
-    worker_pid: AtomicU64,
+    failed_restarts: AtomicU64,
+    server_pid: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     drains_ms: Mutex<Vec<f64>>,
 }
 
-fn supervisor(options: Options) {
-    // The listening socket lives here, in the supervisor, for the whole run: workers come and
-    // go, the socket and its backlog stay.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket2::SockRef::from(&listener)
-        .set_cloexec(false)
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+fn demo(options: Options) {
+    // Each generation of the self-restarting server is the child of the one before, which
+    // exits: as the child subreaper, the demo inherits them and reaps them (no zombies),
+    // and can tell when one is gone.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("lameduck-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
     println!(
         "demo: {} s per run, {} clients (half keep-alive), a restart every {} ms, on {addr}\n",
         options.seconds,
@@ -109,13 +126,20 @@ fn supervisor(options: Options) {
     let mut rows = Vec::new();
     for (name, naive) in [("lameduck", false), ("naive", true)] {
         let stats = Arc::new(Stats::default());
-        run(&options, &listener, addr, naive, &stats);
+        run(
+            &options,
+            addr,
+            &dir.join(format!("{name}.pid")),
+            naive,
+            &stats,
+        );
         rows.push((name, stats));
     }
+    let _ = std::fs::remove_dir_all(&dir);
     println!();
     println!(
-        "{:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>17}",
-        "server", "requests", "failed", "restarts", "p50", "p99", "drain p50 / max"
+        "{:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>20}",
+        "server", "requests", "failed", "restarts", "p50", "p99", "old gone p50 / max"
     );
     for (name, stats) in &rows {
         let mut latencies = stats.latencies_us.lock().unwrap().clone();
@@ -137,7 +161,7 @@ fn supervisor(options: Options) {
             )
         };
         println!(
-            "{:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>17}",
+            "{:<10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>20}",
             name,
             stats.requests.load(Ordering::Relaxed),
             stats.failed.load(Ordering::Relaxed),
@@ -147,58 +171,143 @@ fn supervisor(options: Options) {
             drain
         );
     }
-    let lameduck_failed = rows[0].1.failed.load(Ordering::Relaxed);
+    println!(
+        "\n\"old gone\": from the restart's signal until the old process has exited (lameduck \
+         keeps it {} ms after the handover, so it can replace a successor that dies at once).",
+        restart::PROBATION.as_millis()
+    );
+    let lameduck = &rows[0].1;
+    let lameduck_failed = lameduck.failed.load(Ordering::Relaxed);
+    let failed_restarts = lameduck.failed_restarts.load(Ordering::Relaxed);
     println!(
         "\n{}",
-        if lameduck_failed == 0 {
+        if lameduck_failed == 0 && failed_restarts == 0 {
             "lameduck: zero failed requests across every restart."
         } else {
-            "lameduck FAILED requests: this is a bug, please report it."
+            "lameduck FAILED requests or restarts: this is a bug, please report it."
         }
     );
-    std::process::exit(i32::from(lameduck_failed != 0));
+    std::process::exit(i32::from(lameduck_failed != 0 || failed_restarts != 0));
 }
 
-/// Starts a worker on the socket and waits until it accepts.
-fn spawn_worker(listener: &std::net::TcpListener, addr: SocketAddr, naive: bool) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("DEMO_WORKER", if naive { "naive" } else { "lameduck" })
-        .env(
-            "SERVER_STARTER_PORT",
-            format!("{addr}={}", listener.as_raw_fd()),
-        )
-        .stdout(Stdio::piped())
+/// Starts the server and waits until it serves: lameduck's restart module writes the PID
+/// file once the accept loop runs; the naive server is serving once it accepts.
+fn start(addr: SocketAddr, pid_file: &Path, naive: bool) -> Child {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env("DEMO_SERVER", if naive { "naive" } else { "lameduck" })
+        .arg(addr.to_string())
+        .arg(pid_file)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("re-execute as a worker");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the worker did not start");
+        .expect("start the server");
+    let started = Instant::now();
+    while if naive {
+        std::net::TcpStream::connect(addr).is_err()
+    } else {
+        read_pid(pid_file).is_none()
+    } {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     child
 }
 
-fn run(
-    options: &Options,
-    listener: &std::net::TcpListener,
-    addr: SocketAddr,
-    naive: bool,
-    stats: &Arc<Stats>,
-) {
-    let name = if naive { "naive" } else { "lameduck" };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut current = spawn_worker(listener, addr, naive);
+fn read_pid(pid_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Whether `pid` has exited; reaps it if it is the demo's child (its parent exited before
+/// it, or it is the first generation). A zombie stays one until reaped, so looking first and
+/// reaping second cannot miss it.
+fn gone(pid: u32) -> bool {
+    let zombie = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => return true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with(['Z', 'X'])),
+    };
+    if !zombie {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on one pid; `status` is a valid place to write.
+    match unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } {
+        // Its main thread is a zombie while the others still exit: not gone yet.
+        0 => false,
+        // Reaped; or (-1) not the demo's child, and its parent, still draining, reaps it.
+        _ => true,
+    }
+}
+
+/// One restart of the lameduck server: SIGHUP to the process in the PID file, which starts
+/// its successor; counted once the PID file names the successor. Then the time until the
+/// old process has exited.
+fn upgrade(pid_file: &Path, stats: &Stats) {
+    let Some(old) = read_pid(pid_file) else {
+        return;
+    };
+    let sent = Instant::now();
+    signal(old, "HUP");
+    while read_pid(pid_file) == Some(old) {
+        if sent.elapsed() > Duration::from_secs(10) {
+            stats.failed_restarts.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Some(new) = read_pid(pid_file) {
+        stats.server_pid.store(u64::from(new), Ordering::Relaxed);
+    }
+    stats.restarts.fetch_add(1, Ordering::Relaxed);
+    while !gone(old) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     stats
-        .worker_pid
-        .store(u64::from(current.id()), Ordering::Relaxed);
+        .drains_ms
+        .lock()
+        .unwrap()
+        .push(sent.elapsed().as_secs_f64() * 1000.0);
+}
+
+/// SIGTERM, then the time until the server has exited: its drain.
+fn stop(mut server: Child, stats: &Stats) {
+    let sent = Instant::now();
+    signal(server.id(), "TERM");
+    let _ = server.wait();
+    stats
+        .drains_ms
+        .lock()
+        .unwrap()
+        .push(sent.elapsed().as_secs_f64() * 1000.0);
+}
+
+fn run(options: &Options, addr: SocketAddr, pid_file: &Path, naive: bool, stats: &Arc<Stats>) {
+    let name = if naive { "naive" } else { "lameduck" };
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let mut current = Some(start(addr, pid_file, naive));
+    stats
+        .server_pid
+        .store(u64::from(current.as_ref().unwrap().id()), Ordering::Relaxed);
 
     let load = {
-        let (stats, stop, concurrency) = (stats.clone(), stop.clone(), options.concurrency);
+        let (stats, stop, concurrency) = (stats.clone(), stop_load.clone(), options.concurrency);
         std::thread::spawn(move || load(addr, concurrency, &stats, &stop))
     };
     let started = Instant::now();
     let until = started + Duration::from_secs(options.seconds);
-    let mut retiring: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let mut upgrades: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut next_restart = started + options.restart;
     let mut next_print = started;
     while Instant::now() < until {
@@ -209,55 +318,53 @@ fn run(
         }
         if Instant::now() >= next_restart {
             next_restart += options.restart;
-            // A new worker first, then SIGTERM to the old one: the socket always has a worker.
-            let new = spawn_worker(listener, addr, naive);
-            stats
-                .worker_pid
-                .store(u64::from(new.id()), Ordering::Relaxed);
-            let old = std::mem::replace(&mut current, new);
-            stats.restarts.fetch_add(1, Ordering::Relaxed);
-            let stats = stats.clone();
-            retiring.push(std::thread::spawn(move || retire(old, &stats)));
+            if naive {
+                // Stop, then start: nobody accepts in between, and in-flight requests die.
+                stop(current.take().unwrap(), stats);
+                let new = start(addr, pid_file, naive);
+                stats
+                    .server_pid
+                    .store(u64::from(new.id()), Ordering::Relaxed);
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                current = Some(new);
+            } else {
+                let (pid_file, stats) = (pid_file.to_path_buf(), stats.clone());
+                upgrades.push(std::thread::spawn(move || upgrade(&pid_file, &stats)));
+            }
         }
     }
     progress(name, started, stats);
-    stop.store(true, Ordering::Relaxed);
+    stop_load.store(true, Ordering::Relaxed);
     load.join().unwrap();
-    retiring.push(std::thread::spawn({
-        let stats = Arc::new(Stats::default());
-        move || retire(current, &stats)
-    }));
-    for r in retiring {
-        r.join().unwrap();
+    for u in upgrades {
+        u.join().unwrap();
+    }
+    if naive {
+        stop(current.take().unwrap(), &Stats::default());
+    } else {
+        // The serving generation: SIGTERM drains it, like any lameduck server.
+        if let Some(last) = read_pid(pid_file) {
+            signal(last, "TERM");
+            while !gone(last) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // `Child` does not reap on drop: `gone` reaped every generation, the first included.
+        drop(current);
     }
     println!();
 }
 
 fn progress(name: &str, started: Instant, stats: &Stats) {
     print!(
-        "\r{name:<9} {:>5.1} s  requests {:>8}  failed {:>6}  restarts {:>4}  worker pid {:>7}",
+        "\r{name:<9} {:>5.1} s  requests {:>8}  failed {:>6}  restarts {:>4}  server pid {:>7}",
         started.elapsed().as_secs_f64(),
         stats.requests.load(Ordering::Relaxed),
         stats.failed.load(Ordering::Relaxed),
         stats.restarts.load(Ordering::Relaxed),
-        stats.worker_pid.load(Ordering::Relaxed),
+        stats.server_pid.load(Ordering::Relaxed),
     );
     let _ = std::io::Write::flush(&mut std::io::stdout());
-}
-
-/// SIGTERM, then the time until the worker has exited: its drain.
-fn retire(mut worker: Child, stats: &Stats) {
-    let sent = Instant::now();
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(worker.id().to_string())
-        .status();
-    let _ = worker.wait();
-    stats
-        .drains_ms
-        .lock()
-        .unwrap()
-        .push(sent.elapsed().as_secs_f64() * 1000.0);
 }
 
 /// The built-in load: `concurrency` clients until `stop`, half of them keep-alive.
