@@ -6,6 +6,11 @@
 #
 #   bash benches/instructions.sh            # prints runtime,variant,instructions_per_request
 #   TLS_RUNS=8 bash benches/instructions.sh # the TLS pair 8 times
+#
+# Last, the metrics feature's cost: `lameduck` built without it, against the build with
+# `--features metrics` running `lameduck` (the feature compiled in) and `lameduck-metrics`
+# (a Prometheus recorder installed and recorded into, as at a scrape; recording happens at
+# scrape time, never per request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p lameduck-benches --bin bench_server --bin async_io_server
@@ -57,3 +62,11 @@ for runtime in smol async-std; do
         echo "$runtime,$variant,$(per_request "$bin/async_io_server" "$variant" "$runtime" 127.0.0.1:0)"
     done
 done
+# The metrics feature: the same server without it (the build above) and with it.
+cp "$bin/bench_server" "$out/bench_server.no-metrics"
+cargo build --release -q -p lameduck-benches --bin bench_server --features metrics
+echo "tokio,lameduck (metrics off),$(LAMEDUCK_IDLE_GRACE=close per_request "$out/bench_server.no-metrics" lameduck current 127.0.0.1:0)"
+echo "tokio,lameduck (metrics compiled in),$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" lameduck current 127.0.0.1:0)"
+echo "tokio,lameduck-metrics (metrics on: recorder installed),$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" lameduck-metrics current 127.0.0.1:0)"
+# Leave the default build in place for benches/run.sh.
+cargo build --release -q -p lameduck-benches --bin bench_server

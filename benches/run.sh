@@ -20,6 +20,9 @@
 #                     and its allocation count per event.
 #   5. restart.csv    start_server restarting the worker every second under wrk: throughput
 #                     and p99 relative to no restarts; lameduck vs Go vs hyper-util.
+#   7. fleet.csv      rolling updates of two instances behind HAProxy (tcp, retries 0, each
+#                     taken out 300 ms after its SIGTERM) under wrk: failed requests per
+#                     server (benches/fleet.py; needs haproxy).
 #
 # Needs: wrk, ab (apache2-utils), start_server (libserver-starter-perl), python3; Go
 # (golang-go) for the Go rows (skipped with a warning when absent).
@@ -203,6 +206,14 @@ for variant in "${restart_variants[@]}"; do
         echo "   $variant $mode: $(tail -1 "$out/restart.csv")"
     done
 done
+
+echo "== 7. rolling updates behind HAProxy (benches/fleet.py)"
+if command -v haproxy >/dev/null 2>&1; then
+    cargo build --quiet --release --example hello
+    SECS="$restart_secs" python3 benches/fleet.py lost
+else
+    echo "warning: no haproxy (Debian: haproxy); skipping the rolling updates" >&2
+fi
 
 echo "== report"
 python3 benches/report.py "$out"

@@ -5,7 +5,10 @@
 //! - `hyper-util`: hyper-util's `GracefulShutdown` around each connection;
 //! - `axum`: `axum::serve(..).with_graceful_shutdown(SIGTERM)`;
 //! - `plain-tls`: `plain` over tokio-rustls (the TLS baseline);
-//! - `lameduck-tls`: `lameduck_hyper::serve_tls`, drains on SIGTERM.
+//! - `lameduck-tls`: `lameduck_hyper::serve_tls`, drains on SIGTERM;
+//! - `lameduck-metrics` (feature `metrics`): `lameduck` with a Prometheus recorder installed
+//!   (metrics-exporter-prometheus) and lameduck's metrics recorded into it once, as a scrape
+//!   does; the same service.
 //!
 //! The TLS variants take their certificate and key from `BENCH_TLS_CERT` and
 //! `BENCH_TLS_KEY` (PEM files), with the same rustls configuration (ring, ALPN `h2` and
@@ -121,7 +124,7 @@ async fn plain(addr: &str) {
     }
 }
 
-async fn with_lameduck(addr: &str) {
+async fn with_lameduck(addr: &str, metrics: bool) {
     let config = Config::from_env().unwrap_or_else(|e| {
         eprintln!("bench_server: {e}");
         std::process::exit(2);
@@ -131,6 +134,15 @@ async fn with_lameduck(addr: &str) {
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     ready(&listener);
     let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    if metrics {
+        #[cfg(feature = "metrics")]
+        install_metrics(&shutdown);
+        #[cfg(not(feature = "metrics"))]
+        {
+            eprintln!("bench_server: lameduck-metrics needs the `metrics` feature");
+            std::process::exit(2);
+        }
+    }
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),
@@ -140,6 +152,18 @@ async fn with_lameduck(addr: &str) {
     if std::env::var_os("BENCH_REPORT").is_some() {
         eprintln!("{report:?}");
     }
+}
+
+/// Installs a Prometheus recorder and records lameduck's metrics into it once, as a scrape
+/// would (`record` at scrape time is all the feature does; nothing is recorded per request).
+#[cfg(feature = "metrics")]
+fn install_metrics(shutdown: &lameduck::Shutdown) {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("a Prometheus recorder");
+    lameduck_std::metrics::record(shutdown);
+    let scrape = prometheus.render();
+    assert!(scrape.contains("lameduck_connections"), "{scrape}");
 }
 
 /// The TLS configuration both TLS variants serve, from `BENCH_TLS_CERT` and `BENCH_TLS_KEY`.
@@ -241,7 +265,7 @@ fn main() {
     let (variant, flavor, addr) = match &args[1..] {
         [v, f, a] => (v.clone(), f.clone(), a.clone()),
         _ => {
-            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum|plain-tls|lameduck-tls multi|current ADDR");
+            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum|plain-tls|lameduck-tls|lameduck-metrics multi|current ADDR");
             std::process::exit(2);
         }
     };
@@ -260,7 +284,8 @@ fn main() {
         tokio::spawn(report_heap());
         match variant.as_str() {
             "plain" => plain(&addr).await,
-            "lameduck" => with_lameduck(&addr).await,
+            "lameduck" => with_lameduck(&addr, false).await,
+            "lameduck-metrics" => with_lameduck(&addr, true).await,
             "hyper-util" => with_hyper_util(&addr).await,
             "axum" => with_axum(&addr).await,
             "plain-tls" => plain_tls(&addr).await,
