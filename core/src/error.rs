@@ -13,6 +13,8 @@ pub enum Event {
     RequestFinished,
     /// [`Lifecycle::upgraded`](crate::Lifecycle::upgraded).
     Upgraded,
+    /// [`Lifecycle::catch_up`](crate::Lifecycle::catch_up) to this state.
+    CatchUp(ConnState),
 }
 
 impl fmt::Display for Event {
@@ -21,6 +23,11 @@ impl fmt::Display for Event {
             Event::RequestStarted => "request started",
             Event::RequestFinished => "request finished",
             Event::Upgraded => "upgraded",
+            Event::CatchUp(ConnState::New) => "catch up to new",
+            Event::CatchUp(ConnState::Active) => "catch up to active",
+            Event::CatchUp(ConnState::Idle) => "catch up to idle",
+            Event::CatchUp(ConnState::Upgraded) => "catch up to upgraded",
+            Event::CatchUp(ConnState::Closed) => "catch up to closed",
         })
     }
 }
@@ -54,6 +61,11 @@ pub enum Error {
     TooManyConnections,
     /// [`linger_ended`](crate::Lifecycle::linger_ended) with no lingering close under way.
     NoLingeringClose,
+    /// [`catch_up`](crate::Lifecycle::catch_up) would move a connection after Serving ended:
+    /// from the shutdown's begin on, every move must be reported as its event (the driver
+    /// should have stopped its connections moving on their own, and caught each one up, before
+    /// [`begin_shutdown`](crate::Lifecycle::begin_shutdown)).
+    CatchUpAfterServing(ConnId),
 }
 
 impl fmt::Display for Error {
@@ -72,6 +84,10 @@ impl fmt::Display for Error {
             ),
             Error::TooManyConnections => f.write_str("no connection slot left"),
             Error::NoLingeringClose => f.write_str("linger_ended with no lingering close"),
+            Error::CatchUpAfterServing(id) => write!(
+                f,
+                "catch_up would move connection {id} after serving ended (report each move as its event)"
+            ),
         }
     }
 }

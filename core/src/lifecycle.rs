@@ -244,6 +244,79 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// The serving fast path: brings connection `id` to the state its driver `reported`, for
+    /// a driver that lets its connections move between New, Idle and Active on their own
+    /// while Serving (a lock-free atomic per connection, say) instead of reporting each
+    /// request.
+    ///
+    /// That is sound because no rule reads those three states before the shutdown begins:
+    /// the stale-New rule counts from the accept, the idle grace from the drain's start, and
+    /// nothing is closed while Serving. So the driver may keep them to itself, provided the
+    /// lifecycle is caught up before anything reads them: before
+    /// [`begin_shutdown`](Lifecycle::begin_shutdown) (after the connections have stopped
+    /// moving on their own), and before [`closed`](Lifecycle::closed) or
+    /// [`counts`](Lifecycle::counts) if those must be exact. From the shutdown's begin on,
+    /// every move is its event.
+    ///
+    /// The moves, at the lifecycle's latest time (no timer depends on their times):
+    ///
+    /// | known | reported | as if |
+    /// |---|---|---|
+    /// | any | the same | nothing: no change, in any phase |
+    /// | New or Idle | Active | [`request_started`](Lifecycle::request_started) |
+    /// | Active | Idle | [`request_finished`](Lifecycle::request_finished) |
+    /// | New | Idle | both: a whole request came and went between two catch-ups |
+    ///
+    /// Anything else is refused with [`Error::InvalidTransition`] (event
+    /// [`CatchUp`](crate::Event::CatchUp)): Upgraded and Closed are only reached through
+    /// their events, and nothing goes back to New. A move once Serving is over is refused
+    /// with [`Error::CatchUpAfterServing`]. A refused call changes nothing.
+    ///
+    /// ```
+    /// use lameduck_core::{Config, ConnState, Instant, Lifecycle};
+    ///
+    /// let mut lc = Lifecycle::new(Config::default());
+    /// let id = lc.accept(Instant::ZERO)?;
+    /// // The connection served a request on its own and is waiting for the next one.
+    /// lc.catch_up(id, ConnState::Idle)?;
+    /// assert_eq!(lc.state(id)?, ConnState::Idle);
+    /// lc.begin_shutdown(Instant::from_nanos(10_000_000))?;
+    /// assert_eq!(lc.report().unwrap().at_begin.idle, 1);
+    /// # Ok::<(), lameduck_core::Error>(())
+    /// ```
+    pub fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error> {
+        let index = self.slab.live(id)?;
+        let known = self.slab.slots[index].state();
+        if known == reported {
+            return Ok(());
+        }
+        let allowed = matches!(
+            (known, reported),
+            (ConnState::New | ConnState::Idle, ConnState::Active)
+                | (ConnState::Active | ConnState::New, ConnState::Idle)
+        );
+        if !allowed {
+            return Err(Error::InvalidTransition {
+                id,
+                from: known,
+                event: Event::CatchUp(reported),
+            });
+        }
+        if self.phase() != Phase::Serving {
+            return Err(Error::CatchUpAfterServing(id));
+        }
+        // While Serving nothing is queued but stale-New and idle-grace timers, which only
+        // start counting at the shutdown's begin; the moves keep their bookkeeping right.
+        let now = self.now;
+        if known != ConnState::Active {
+            self.request_started(id, now)?;
+        }
+        if reported == ConnState::Idle {
+            self.request_finished(id, now)?;
+        }
+        Ok(())
+    }
+
     /// The connection was taken over by a long-lived protocol: Active → Upgraded.
     pub fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         let index = self.expect(id, Event::Upgraded, |s| s == ConnState::Active)?;

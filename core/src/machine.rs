@@ -58,6 +58,8 @@ pub trait Machine: core::fmt::Debug {
     fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::request_finished`].
     fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::catch_up`].
+    fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error>;
     /// [`Lifecycle::upgraded`].
     fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::closed`].
@@ -119,6 +121,9 @@ impl Machine for Lifecycle {
     }
     fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::request_finished(self, id, now)
+    }
+    fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error> {
+        Lifecycle::catch_up(self, id, reported)
     }
     fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::upgraded(self, id, now)

@@ -24,6 +24,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::StopAccepting),
         3 => Just(Op::Poll),
         4 => Just(Op::Obey),
+        1 => any::<u8>().prop_map(Op::LingerClose),
+        1 => Just(Op::LingerEnd),
+        3 => (any::<u8>(), 0u8..5).prop_map(|(i, state)| Op::CatchUp(i, state)),
     ]
 }
 

@@ -69,6 +69,7 @@ fn the_transition_table() {
                 Event::RequestStarted => lc.request_started(id, ms(5)),
                 Event::RequestFinished => lc.request_finished(id, ms(5)),
                 Event::Upgraded => lc.upgraded(id, ms(5)),
+                Event::CatchUp(to) => lc.catch_up(id, to),
             };
             if legal_from.contains(&from) {
                 assert_eq!(result, Ok(()), "{event} from {from}");
@@ -88,6 +89,76 @@ fn the_transition_table() {
             }
         }
     }
+}
+
+/// The serving fast path's moves: every (known, reported) pair while Serving, and every
+/// move refused once the shutdown has begun.
+#[test]
+fn the_catch_up_table() {
+    use ConnState::*;
+    let legal = [(New, Active), (Idle, Active), (Active, Idle), (New, Idle)];
+    for from in LIVE {
+        for reported in [New, Active, Idle, Upgraded, Closed] {
+            let mut lc = Lifecycle::new(config());
+            let id = conn_in(&mut lc, from);
+            lc.handle_timeout(ms(7));
+            let before = lc.counts();
+            let result = lc.catch_up(id, reported);
+            if from == reported {
+                assert_eq!(result, Ok(()), "{from} to itself");
+                assert_eq!(lc.counts(), before);
+            } else if legal.contains(&(from, reported)) {
+                assert_eq!(result, Ok(()), "{from} to {reported}");
+                assert_eq!(lc.state(id), Ok(reported));
+                assert_eq!(lc.counts().get(reported), 1);
+                assert_eq!(lc.counts().total(), 1);
+                assert_eq!(lc.now(), ms(7), "at the lifecycle's latest time");
+            } else {
+                assert_eq!(
+                    result,
+                    Err(Error::InvalidTransition {
+                        id,
+                        from,
+                        event: Event::CatchUp(reported)
+                    }),
+                    "{from} to {reported}"
+                );
+                assert_eq!(lc.state(id), Ok(from), "a refused catch-up changes nothing");
+                assert_eq!(lc.counts(), before);
+            }
+
+            // Once Serving is over, a move is an event, never a catch-up.
+            let mut lc = Lifecycle::new(config());
+            let id = conn_in(&mut lc, from);
+            lc.begin_shutdown(ms(1)).unwrap();
+            let before = lc.counts();
+            let result = lc.catch_up(id, reported);
+            if from == reported {
+                assert_eq!(result, Ok(()));
+            } else if legal.contains(&(from, reported)) {
+                assert_eq!(
+                    result,
+                    Err(Error::CatchUpAfterServing(id)),
+                    "{from} to {reported}"
+                );
+            } else {
+                assert!(
+                    matches!(result, Err(Error::InvalidTransition { .. })),
+                    "{from} to {reported}: {result:?}"
+                );
+            }
+            assert_eq!(lc.counts(), before, "{from} to {reported} after begin");
+        }
+    }
+    // A closed or forged id is refused like any event.
+    let mut lc = Lifecycle::new(config());
+    let id = conn_in(&mut lc, Closed);
+    assert_eq!(lc.catch_up(id, Active), Err(Error::Closed(id)));
+    let forged = ConnId::from_parts(9, 0);
+    assert_eq!(
+        lc.catch_up(forged, Active),
+        Err(Error::UnknownConnection(forged))
+    );
 }
 
 #[test]

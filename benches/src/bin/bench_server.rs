@@ -131,9 +131,7 @@ async fn with_lameduck(addr: &str, metrics: bool) {
     });
     let shutdown = lameduck::shutdown(config);
     lameduck::drain_on_signals(&shutdown).unwrap();
-    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
-    ready(&listener);
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    // Before `ready`: the recorder's set-up is start-up, not serving.
     if metrics {
         #[cfg(feature = "metrics")]
         install_metrics(&shutdown);
@@ -143,6 +141,9 @@ async fn with_lameduck(addr: &str, metrics: bool) {
             std::process::exit(2);
         }
     }
+    let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
+    ready(&listener);
+    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),
@@ -161,9 +162,12 @@ fn install_metrics(shutdown: &lameduck::Shutdown) {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("a Prometheus recorder");
-    lameduck_std::metrics::record(shutdown);
-    let scrape = prometheus.render();
-    assert!(scrape.contains("lameduck_connections"), "{scrape}");
+    // BENCH_RECORD=0: the recorder alone, to tell its own cost from lameduck's.
+    if std::env::var_os("BENCH_RECORD").is_none_or(|v| v != "0") {
+        lameduck_std::metrics::record(shutdown);
+        let scrape = prometheus.render();
+        assert!(scrape.contains("lameduck_connections"), "{scrape}");
+    }
 }
 
 /// The TLS configuration both TLS variants serve, from `BENCH_TLS_CERT` and `BENCH_TLS_KEY`.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use crate::{
-    Action, CloseReason, Config, ConnId, ConnState, Counts, DrainReport, Error, IdlePolicy,
+    Action, CloseReason, Config, ConnId, ConnState, Counts, DrainReport, Error, Event, IdlePolicy,
     Instant, Lifecycle, Phase,
 };
 
@@ -232,6 +232,49 @@ impl Checked {
     pub fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         let result = self.lc.request_finished(id, now);
         self.transition(id, now, result, &[ConnState::Active], ConnState::Idle);
+        result
+    }
+
+    /// [`Lifecycle::catch_up`], checked against the model's own reading of the fast path:
+    /// while Serving a connection may be brought from New or Idle to Active, from Active to
+    /// Idle, or from New to Idle (a whole request between two catch-ups); the same state is
+    /// always a no-op; nothing else, and no move once Serving is over.
+    pub fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error> {
+        let result = self.lc.catch_up(id, reported);
+        let known = self.model.conns.get(&id).map(|c| c.state);
+        let serving = self.model.shutdown_at.is_none();
+        let legal = |from: ConnState| {
+            matches!(
+                (from, reported),
+                (ConnState::New | ConnState::Idle, ConnState::Active)
+                    | (ConnState::Active | ConnState::New, ConnState::Idle)
+            )
+        };
+        match (known, result) {
+            (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
+            (Some(s), Ok(())) if s == reported => {}
+            (Some(s), Ok(())) if legal(s) && serving => {
+                // At the model's latest time, which the lifecycle's `now` must equal.
+                let now = self.model.now;
+                if let Some(c) = self.model.conns.get_mut(&id) {
+                    c.state = reported;
+                    c.since = now;
+                    c.timers_seen = false;
+                }
+            }
+            (Some(s), Err(Error::CatchUpAfterServing(eid)))
+                if legal(s) && !serving && eid == id => {}
+            (
+                Some(s),
+                Err(Error::InvalidTransition {
+                    id: eid,
+                    from,
+                    event: Event::CatchUp(to),
+                }),
+            ) if s != reported && !legal(s) && eid == id && from == s && to == reported => {}
+            (s, r) => violation!("{id:?} in state {s:?} answered {r:?} to catch_up({reported})"),
+        }
+        self.check_state();
         result
     }
 
@@ -667,6 +710,9 @@ impl crate::Machine for Checked {
     }
     fn request_finished(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Checked::request_finished(self, id, now)
+    }
+    fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error> {
+        Checked::catch_up(self, id, reported)
     }
     fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Checked::upgraded(self, id, now)

@@ -58,6 +58,11 @@ pub enum Op {
     /// A lingering close is done (the peer closed, or the driver's linger timer ran out):
     /// `linger_ended`.
     LingerEnd,
+    /// The serving fast path: the driver catches a connection up to the state it reports
+    /// (`catch_up`), as a driver whose connections move on their own while Serving does.
+    /// The state operand picks New, Active, Idle, Upgraded or Closed (modulo 5), so that
+    /// refused moves are exercised too.
+    CatchUp(u8, u8),
 }
 
 /// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
@@ -234,6 +239,18 @@ impl Driver {
             }
             Op::LingerEnd => {
                 let _ = self.lc.linger_ended(now);
+            }
+            Op::CatchUp(i, state) => {
+                if let Some(id) = self.pick(i) {
+                    let reported = [
+                        ConnState::New,
+                        ConnState::Active,
+                        ConnState::Idle,
+                        ConnState::Upgraded,
+                        ConnState::Closed,
+                    ][usize::from(state) % 5];
+                    let _ = self.lc.catch_up(id, reported);
+                }
             }
         }
     }

@@ -45,22 +45,21 @@ pub(super) fn sync(lc: &mut dyn Machine, id: ConnId, mailbox: &Mailbox) {
     sync_to(lc, id, mailbox.state());
 }
 
-/// Brings the lifecycle's state of `id` to `reported` (New, Idle and Active are the only
-/// states a connection reaches on its own). The lifecycle's latest time is used: no timer
-/// depends on these moves' times before the drain begins.
+/// Brings the lifecycle's state of `id` to `reported` — the core's serving fast path,
+/// [`Lifecycle::catch_up`](lameduck_core::Lifecycle::catch_up), which defines (and, in a fuzz
+/// build, checks) the moves. A connection the lifecycle already closed, or one that has not
+/// moved, is left alone.
 pub(super) fn sync_to(lc: &mut dyn Machine, id: ConnId, reported: ConnState) {
-    let Ok(known) = lc.state(id) else {
-        return;
-    };
-    let now = lc.now();
-    let _ = match (known, reported) {
-        (ConnState::New | ConnState::Idle, ConnState::Active) => lc.request_started(id, now),
-        (ConnState::Active, ConnState::Idle) => lc.request_finished(id, now),
-        (ConnState::New, ConnState::Idle) => lc
-            .request_started(id, now)
-            .and_then(|()| lc.request_finished(id, now)),
-        _ => Ok(()),
-    };
+    let result = lc.catch_up(id, reported);
+    // A refused move would be this handle's bug: its connections move on their own only
+    // while Serving, and only between New, Idle and Active.
+    debug_assert!(
+        !matches!(
+            result,
+            Err(Error::InvalidTransition { .. } | Error::CatchUpAfterServing(_))
+        ),
+        "{result:?}"
+    );
 }
 
 impl Conn {
