@@ -55,6 +55,7 @@ impl Server {
             Event::RequestStarted => self.lc.request_started(id, now)?,
             Event::RequestFinished => self.lc.request_finished(id, now)?,
             Event::Upgraded => self.lc.upgraded(id, now)?,
+            Event::CatchUp(to) => self.lc.catch_up(id, to)?,
         }
         let state = self.lc.state(id)?;
         self.say(format_args!("{event:<16} {}  ({state})", self.name(id)));

@@ -66,6 +66,9 @@ pub enum Error {
     /// should have stopped its connections moving on their own, and caught each one up, before
     /// [`begin_shutdown`](crate::Lifecycle::begin_shutdown)).
     CatchUpAfterServing(ConnId),
+    /// [`listener_closed`](crate::Lifecycle::listener_closed) with no registered listener
+    /// open.
+    NoOpenListener,
 }
 
 impl fmt::Display for Error {
@@ -84,6 +87,7 @@ impl fmt::Display for Error {
             ),
             Error::TooManyConnections => f.write_str("no connection slot left"),
             Error::NoLingeringClose => f.write_str("linger_ended with no lingering close"),
+            Error::NoOpenListener => f.write_str("listener_closed with no listener open"),
             Error::CatchUpAfterServing(id) => write!(
                 f,
                 "catch_up would move connection {id} after serving ended (report each move as its event)"

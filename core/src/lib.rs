@@ -60,6 +60,12 @@
 //!
 //! Anything else is an [`Error`] that changes nothing.
 //!
+//! **The serving fast path.** No rule reads New, Idle or Active before the shutdown begins,
+//! so a driver may let its connections keep those three states to themselves while Serving
+//! (an atomic per connection, no call per request) and bring the lifecycle up to date with
+//! [`catch_up`](Lifecycle::catch_up) before it begins the shutdown; `catch_up` defines which
+//! moves that may be, and refuses the rest.
+//!
 //! # The shutdown protocol
 //!
 //! [`begin_shutdown`](Lifecycle::begin_shutdown) moves the [`Phase`] from Serving to:
@@ -69,7 +75,10 @@
 //!    [`Action::AskToLeave`] if upgraded), so a load balancer can move clients away.
 //! 2. **Draining**: [`Action::StopAccepting`]. The driver drains its accept backlog (those
 //!    connections are tracked and served like any other) and reports
-//!    [`stopped_accepting`](Lifecycle::stopped_accepting).
+//!    [`stopped_accepting`](Lifecycle::stopped_accepting) — or, if it registers its
+//!    listeners ([`listener_opened`](Lifecycle::listener_opened),
+//!    [`listener_closed`](Lifecycle::listener_closed)), accepting ends when the last one
+//!    has closed.
 //!    - Active connections are told to finish-then-close and are waited for; never closed
 //!      before the deadline. The driver answers with `Connection: close` and closes them.
 //!    - Idle connections follow the [`IdlePolicy`]: closed at once, or — the default — left

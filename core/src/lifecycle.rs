@@ -91,8 +91,12 @@ pub struct Lifecycle {
     counts: Counts,
     now: Instant,
     stage: Stage,
-    /// The driver may still accept (it has not called `stopped_accepting`).
+    /// The driver may still accept (it has not called `stopped_accepting`, and no
+    /// registered listener closed last after `StopAccepting`).
     accepting: bool,
+    /// Listeners registered with `listener_opened` and not yet closed; `None` while the
+    /// driver does not register its listeners (it then reports `stopped_accepting` itself).
+    listeners: Option<usize>,
     /// Connections closed with [`closed_lingering`](Lifecycle::closed_lingering) whose
     /// sockets still linger: the drain is not over until they are done.
     lingering: usize,
@@ -123,6 +127,7 @@ impl Lifecycle {
             now: Instant::ZERO,
             stage: Stage::Serving,
             accepting: true,
+            listeners: None,
             lingering: 0,
             attention: VecDeque::new(),
             sweep: None,
@@ -166,8 +171,9 @@ impl Lifecycle {
         self.counts
     }
 
-    /// Whether the driver may still accept (it has not reported
-    /// [`stopped_accepting`](Lifecycle::stopped_accepting)).
+    /// Whether the driver may still accept: it has not reported
+    /// [`stopped_accepting`](Lifecycle::stopped_accepting), and (tracking its listeners) they
+    /// have not all closed after [`Action::StopAccepting`].
     pub fn is_accepting(&self) -> bool {
         self.accepting
     }
@@ -186,9 +192,10 @@ impl Lifecycle {
     /// A connection was accepted: track it as [`ConnState::New`].
     ///
     /// Accepting stays possible after shutdown begins, until the driver reports
-    /// [`stopped_accepting`](Lifecycle::stopped_accepting): an accept that raced the signal,
-    /// or one drained from the backlog after [`Action::StopAccepting`], is tracked and
-    /// served (and told to finish-then-close), never lost.
+    /// [`stopped_accepting`](Lifecycle::stopped_accepting) or, tracking its listeners,
+    /// closes the last one ([`listener_closed`](Lifecycle::listener_closed)): an accept that raced the
+    /// signal, or one drained from a listener's backlog after [`Action::StopAccepting`], is
+    /// tracked and served (and told to finish-then-close), never lost.
     pub fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
         if !self.accepting {
             return Err(Error::NotAccepting);
@@ -430,6 +437,76 @@ impl Lifecycle {
         }
     }
 
+    /// The driver will register every listener it opens
+    /// ([`listener_opened`](Lifecycle::listener_opened)), so that the lifecycle ends
+    /// accepting itself: when [`Action::StopAccepting`] is issued with none open, or when the
+    /// last one closes after it. Implied by the first `listener_opened`; a driver that may
+    /// have none (it accepts by other means) calls this at start-up. Without it the driver
+    /// reports [`stopped_accepting`](Lifecycle::stopped_accepting) itself. Idempotent.
+    pub fn track_listeners(&mut self) {
+        self.listeners.get_or_insert(0);
+    }
+
+    /// The driver opened a listener: the lifecycle keeps accepting after
+    /// [`Action::StopAccepting`] until every listener registered this way has closed
+    /// ([`listener_closed`](Lifecycle::listener_closed)), so that a driver can drain each
+    /// one's backlog first. Fails with [`Error::NotAccepting`] once accepting has ended.
+    ///
+    /// ```
+    /// use lameduck_core::{Action, Config, Instant, Lifecycle};
+    ///
+    /// let mut lc = Lifecycle::new(Config::default());
+    /// lc.listener_opened()?;
+    /// lc.begin_shutdown(Instant::ZERO)?;
+    /// assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
+    /// // The driver drains its backlog: an accept is still tracked.
+    /// let late = lc.accept(Instant::ZERO)?;
+    /// lc.closed(late, Instant::ZERO)?;
+    /// lc.listener_closed(Instant::ZERO)?;
+    /// assert!(!lc.is_accepting());
+    /// assert_eq!(lc.poll_action(), Some(Action::Drained));
+    /// # Ok::<(), lameduck_core::Error>(())
+    /// ```
+    pub fn listener_opened(&mut self) -> Result<(), Error> {
+        if !self.accepting {
+            return Err(Error::NotAccepting);
+        }
+        *self.listeners.get_or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A listener registered with [`listener_opened`](Lifecycle::listener_opened) closed.
+    /// If it was the last one open and [`Action::StopAccepting`] has been issued, accepting
+    /// ends here (as with [`stopped_accepting`](Lifecycle::stopped_accepting)). Fails with
+    /// [`Error::NoOpenListener`] when none is open.
+    pub fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(open @ 1..) = self.listeners else {
+            return Err(Error::NoOpenListener);
+        };
+        self.tick(now);
+        self.listeners = Some(open - 1);
+        if open == 1 && self.stop_issued() {
+            self.stopped_accepting(now);
+        }
+        Ok(())
+    }
+
+    /// Registered listeners still open.
+    pub fn listeners(&self) -> usize {
+        self.listeners.unwrap_or(0)
+    }
+
+    /// Whether [`Action::StopAccepting`] has been issued (and accepting has not ended).
+    fn stop_issued(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Draining {
+                stop_owed: false,
+                ..
+            }
+        ) && self.accepting
+    }
+
     /// The driver has drained its accept backlog and closed every listener; it will not
     /// accept again. [`Action::Drained`] waits for this, so that no connection still in a
     /// backlog is forgotten. Idempotent; may also be called before shutdown (a listener that
@@ -487,6 +564,11 @@ impl Lifecycle {
         } = &mut self.stage
         {
             *stop_owed = false;
+            // Listeners are tracked and none is open: no backlog is left to drain.
+            if self.listeners == Some(0) {
+                self.accepting = false;
+                self.check_drained();
+            }
             return Some(Action::StopAccepting);
         }
         while let Some(id) = self.attention.pop_front() {

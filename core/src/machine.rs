@@ -74,6 +74,14 @@ pub trait Machine: core::fmt::Debug {
     fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::force_close`].
     fn force_close(&mut self, now: Instant);
+    /// [`Lifecycle::track_listeners`].
+    fn track_listeners(&mut self);
+    /// [`Lifecycle::listener_opened`].
+    fn listener_opened(&mut self) -> Result<(), Error>;
+    /// [`Lifecycle::listener_closed`].
+    fn listener_closed(&mut self, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::listeners`].
+    fn listeners(&self) -> usize;
     /// [`Lifecycle::stopped_accepting`].
     fn stopped_accepting(&mut self, now: Instant);
     /// [`Lifecycle::handle_timeout`].
@@ -145,6 +153,18 @@ impl Machine for Lifecycle {
     }
     fn force_close(&mut self, now: Instant) {
         Lifecycle::force_close(self, now)
+    }
+    fn track_listeners(&mut self) {
+        Lifecycle::track_listeners(self)
+    }
+    fn listener_opened(&mut self) -> Result<(), Error> {
+        Lifecycle::listener_opened(self)
+    }
+    fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
+        Lifecycle::listener_closed(self, now)
+    }
+    fn listeners(&self) -> usize {
+        Lifecycle::listeners(self)
     }
     fn stopped_accepting(&mut self, now: Instant) {
         Lifecycle::stopped_accepting(self, now)

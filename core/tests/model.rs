@@ -27,6 +27,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::LingerClose),
         1 => Just(Op::LingerEnd),
         3 => (any::<u8>(), 0u8..5).prop_map(|(i, state)| Op::CatchUp(i, state)),
+        1 => Just(Op::TrackListeners),
+        1 => Just(Op::ListenerOpen),
+        1 => Just(Op::ListenerClose),
     ]
 }
 

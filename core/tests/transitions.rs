@@ -560,3 +560,58 @@ fn a_lingering_close_is_a_close_once() {
     lc.linger_ended(ms(3)).unwrap();
     assert_eq!(lc.lingering(), 0);
 }
+
+/// Listener accounting: accepting outlives `StopAccepting` until the last registered
+/// listener has closed (each may drain its backlog first); with listeners tracked and none
+/// open it ends when `StopAccepting` is issued; untracked, the driver says so itself.
+#[test]
+fn registered_listeners_keep_accepting_until_the_last_one_closes() {
+    let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
+    lc.listener_opened().unwrap();
+    assert_eq!(lc.listeners(), 2);
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
+    assert!(lc.is_accepting(), "two backlogs still to drain");
+    lc.listener_closed(ms(1)).unwrap();
+    let late = lc.accept(ms(2)).unwrap();
+    assert!(lc.is_accepting());
+    lc.closed(late, ms(3)).unwrap();
+    assert_eq!(lc.phase(), Phase::Draining, "a listener is still open");
+    lc.listener_closed(ms(4)).unwrap();
+    assert!(!lc.is_accepting());
+    assert_eq!(lc.accept(ms(5)), Err(Error::NotAccepting));
+    assert_eq!(lc.listener_opened(), Err(Error::NotAccepting));
+    assert_eq!(lc.listener_closed(ms(5)), Err(Error::NoOpenListener));
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+    assert_eq!(lc.report().unwrap().drained_at, Some(ms(4)));
+
+    // A listener closed while Serving does not end accepting; none open at the issue does.
+    let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
+    lc.listener_closed(ms(1)).unwrap();
+    assert!(lc.is_accepting());
+    lc.begin_shutdown(ms(2)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::Drained]
+    );
+
+    // Tracked with none ever opened: the same.
+    let mut lc = Lifecycle::new(config());
+    lc.track_listeners();
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::Drained]
+    );
+
+    // Untracked: the driver reports stopped_accepting itself, after its backlog.
+    let mut lc = Lifecycle::new(config());
+    lc.begin_shutdown(ms(0)).unwrap();
+    assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
+    assert!(lc.is_accepting());
+    assert_eq!(lc.listener_closed(ms(1)), Err(Error::NoOpenListener));
+    lc.stopped_accepting(ms(1));
+    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
+}

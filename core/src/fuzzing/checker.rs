@@ -30,6 +30,9 @@ struct Model {
     now: Instant,
     conns: BTreeMap<ConnId, Conn>,
     accepting: bool,
+    /// Listeners registered (`listener_opened`) and not closed; `None` while the driver
+    /// does not track them.
+    listeners: Option<usize>,
     shutdown_at: Option<Instant>,
     draining_at: Option<Instant>,
     deadline_hit: bool,
@@ -150,6 +153,7 @@ impl Checked {
                 now: Instant::ZERO,
                 conns: BTreeMap::new(),
                 accepting: true,
+                listeners: None,
                 shutdown_at: None,
                 draining_at: None,
                 deadline_hit: false,
@@ -378,6 +382,46 @@ impl Checked {
         self.check_state();
     }
 
+    /// [`Lifecycle::track_listeners`], checked.
+    pub fn track_listeners(&mut self) {
+        self.lc.track_listeners();
+        self.model.listeners.get_or_insert(0);
+        self.check_state();
+    }
+
+    /// [`Lifecycle::listener_opened`], checked: refused once accepting has ended.
+    pub fn listener_opened(&mut self) -> Result<(), Error> {
+        let result = self.lc.listener_opened();
+        match (self.model.accepting, result) {
+            (true, Ok(())) => *self.model.listeners.get_or_insert(0) += 1,
+            (false, Err(Error::NotAccepting)) => {}
+            (accepting, r) => violation!("listener_opened while accepting={accepting}: {r:?}"),
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::listener_closed`], checked: the last one closed after `StopAccepting`
+    /// ends accepting.
+    pub fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
+        let result = self.lc.listener_closed(now);
+        match (self.model.listeners.unwrap_or(0), result) {
+            (0, Err(Error::NoOpenListener)) => {}
+            (n, Ok(())) if n > 0 => {
+                let m = &mut self.model;
+                m.tick(now);
+                m.listeners = Some(n - 1);
+                if n == 1 && m.told_stop && m.accepting {
+                    m.accepting = false;
+                    m.update_drained();
+                }
+            }
+            (n, r) => violation!("listener_closed with {n} open answered {r:?}"),
+        }
+        self.check_state();
+        result
+    }
+
     /// [`Lifecycle::stopped_accepting`], checked.
     pub fn stopped_accepting(&mut self, now: Instant) {
         self.lc.stopped_accepting(now);
@@ -424,6 +468,11 @@ impl Checked {
                     );
                 }
                 m.told_stop = true;
+                // Listeners tracked, none open: no backlog to drain; accepting ends now.
+                if m.listeners == Some(0) {
+                    m.accepting = false;
+                    m.update_drained();
+                }
             }
             Some(Action::Drained) => {
                 if m.told_drained || !m.drained {
@@ -637,6 +686,15 @@ impl Checked {
         if lc.now() != m.now {
             violation!("clock {:?}, model {:?}", lc.now(), m.now);
         }
+        if lc.is_accepting() != m.accepting || lc.listeners() != m.listeners.unwrap_or(0) {
+            violation!(
+                "accepting {} with {} listeners, model {} with {:?}",
+                lc.is_accepting(),
+                lc.listeners(),
+                m.accepting,
+                m.listeners
+            );
+        }
         for (id, c) in &m.conns {
             if lc.state(*id) != Ok(c.state) {
                 violation!("{id:?} is {:?}, model {}", lc.state(*id), c.state);
@@ -734,6 +792,18 @@ impl crate::Machine for Checked {
     }
     fn force_close(&mut self, now: Instant) {
         Checked::force_close(self, now)
+    }
+    fn track_listeners(&mut self) {
+        Checked::track_listeners(self)
+    }
+    fn listener_opened(&mut self) -> Result<(), Error> {
+        Checked::listener_opened(self)
+    }
+    fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
+        Checked::listener_closed(self, now)
+    }
+    fn listeners(&self) -> usize {
+        self.lc.listeners()
     }
     fn stopped_accepting(&mut self, now: Instant) {
         Checked::stopped_accepting(self, now)

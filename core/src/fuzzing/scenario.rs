@@ -63,6 +63,13 @@ pub enum Op {
     /// The state operand picks New, Active, Idle, Upgraded or Closed (modulo 5), so that
     /// refused moves are exercised too.
     CatchUp(u8, u8),
+    /// The driver says it registers its listeners: `track_listeners`.
+    TrackListeners,
+    /// The driver opens a listener and registers it: `listener_opened`.
+    ListenerOpen,
+    /// The driver closes a listener (one of its own, or — with none open — a bogus close
+    /// the lifecycle must refuse): `listener_closed`.
+    ListenerClose,
 }
 
 /// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
@@ -120,6 +127,8 @@ struct Driver {
     /// Connections told to finish-then-close.
     told_finish: Vec<ConnId>,
     closes_after_notice: bool,
+    /// Listeners the driver registered and has not closed.
+    listeners: usize,
 }
 
 impl Driver {
@@ -155,6 +164,14 @@ impl Driver {
             }
             for action in core::mem::take(&mut self.owed) {
                 match action {
+                    // Its listeners' backlogs are drained (an `Accept` op may have been
+                    // one): it closes them; with none registered it says it has stopped.
+                    Action::StopAccepting if self.listeners > 0 => {
+                        while self.listeners > 0 {
+                            let _ = self.lc.listener_closed(self.clock);
+                            self.listeners -= 1;
+                        }
+                    }
                     Action::StopAccepting => self.lc.stopped_accepting(self.clock),
                     // The lifecycle may have seen the connection close already (the client
                     // raced us); the checker verifies whichever answer it gives.
@@ -240,6 +257,16 @@ impl Driver {
             Op::LingerEnd => {
                 let _ = self.lc.linger_ended(now);
             }
+            Op::TrackListeners => self.lc.track_listeners(),
+            Op::ListenerOpen => {
+                if self.lc.listener_opened().is_ok() {
+                    self.listeners += 1;
+                }
+            }
+            Op::ListenerClose => {
+                let _ = self.lc.listener_closed(now);
+                self.listeners = self.listeners.saturating_sub(1);
+            }
             Op::CatchUp(i, state) => {
                 if let Some(id) = self.pick(i) {
                     let reported = [
@@ -322,6 +349,7 @@ pub fn run(scenario: &Scenario) -> DrainReport {
         owed: Vec::new(),
         told_finish: Vec::new(),
         closes_after_notice: scenario.closes_after_notice,
+        listeners: 0,
     };
     for &op in &scenario.ops {
         driver.step(op);

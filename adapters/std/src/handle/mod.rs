@@ -33,8 +33,8 @@ struct State {
     lc: Box<dyn Machine + Send>,
     /// Mailboxes by connection slot.
     mailboxes: Vec<Option<(ConnId, Arc<Mailbox>)>>,
-    /// Listeners still open.
-    listeners: usize,
+    /// [`Action::StopAccepting`] was delivered: listeners must stop (the lifecycle counts
+    /// them, and ends accepting when the last one has closed).
     stop_accepting: bool,
     drained: bool,
     /// A task drives the lifecycle's timers.
@@ -82,13 +82,15 @@ impl Shutdown {
     /// fuzz build passes the checked lifecycle (`lameduck_core::fuzzing::Checked`), so that
     /// every call this handle makes, on its lock-free path too, is checked against the
     /// reference model.
-    pub fn with_machine(machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
+    pub fn with_machine(mut machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
+        // Every listener of this handle registers (`register_listener`), so the lifecycle
+        // ends accepting itself; with none, when it says to stop.
+        machine.track_listeners();
         Shutdown {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     lc: Box::new(machine),
                     mailboxes: Vec::new(),
-                    listeners: 0,
                     stop_accepting: false,
                     drained: false,
                     timers_driven: false,
@@ -180,12 +182,9 @@ impl Shutdown {
                 Action::StopAccepting => {
                     trace(format_args!(
                         "lameduck: stop accepting ({} listeners)",
-                        state.listeners
+                        state.lc.listeners()
                     ));
                     state.stop_accepting = true;
-                    if state.listeners == 0 {
-                        state.lc.stopped_accepting(now);
-                    }
                     changed = true;
                 }
                 Action::FinishThenClose(id) => {
@@ -338,11 +337,15 @@ impl Shutdown {
 
     /// Registers a listener. The lifecycle reaches Drained only once every registered
     /// listener has dropped its guard, so a listener must drop it only after it has drained
-    /// its accept backlog.
+    /// its accept backlog (the lifecycle counts them: accepting ends when the last one is
+    /// dropped after [`Action::StopAccepting`], at once if none is open).
+    ///
+    /// A listener registered once accepting has ended (every listener closed after the
+    /// shutdown said to stop) is not counted: it must not accept.
     pub fn register_listener(&self) -> ListenerGuard {
-        self.lock().listeners += 1;
+        let registered = self.lock().lc.listener_opened().is_ok();
         ListenerGuard {
-            shutdown: self.clone(),
+            shutdown: registered.then(|| self.clone()),
         }
     }
 
@@ -439,20 +442,16 @@ impl Drop for DrainHold {
 /// [`Shutdown::register_listener`].
 #[derive(Debug)]
 pub struct ListenerGuard {
-    shutdown: Shutdown,
+    /// `None` when the lifecycle refused the registration.
+    shutdown: Option<Shutdown>,
 }
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        let shutdown = &self.shutdown;
-        let now = shutdown.now();
-        let mut state = shutdown.lock();
-        state.listeners = state.listeners.saturating_sub(1);
-        if state.listeners == 0 && state.stop_accepting {
-            state.lc.stopped_accepting(now);
-            shutdown.deliver(&mut state, now);
-            drop(state);
-            shutdown.inner.changed.notify(usize::MAX);
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.with(|lc, now| {
+                let _ = lc.listener_closed(now);
+            });
         }
     }
 }
