@@ -32,19 +32,13 @@ import tempfile
 import threading
 import time
 
+from loopback import free_port, get, wrk_figures
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 OUT = os.path.join(ROOT, "target", "bench")
 SECS = int(os.environ.get("SECS", "8"))
 FLEET, SLOTS = 2, 10
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_listening(port, what):
@@ -119,13 +113,7 @@ class Balancer:
 def wrk(port):
     out = subprocess.run(["wrk", "-t2", "-c50", f"-d{SECS}s", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=SECS + 60).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    failed = 0
-    if m := re.search(r"Socket errors:(.*)", out):
-        failed += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        failed += int(m.group(1))
-    return requests, failed
+    return wrk_figures(out)
 
 
 def rolling_update(command, env, http, on_start=None, on_term=None, on_balancer=None):
@@ -216,13 +204,8 @@ def lost_requests():
 
 def scrape(port):
     """{'new': n, ..., 'phase': name} from hello's /metrics, or None if it is gone."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-    except OSError:
+    data = get(port, "/metrics", timeout=0.5)
+    if data is None:
         return None
     text = data.decode(errors="replace")
     out = {m.group(1): int(float(m.group(2)))

@@ -19,12 +19,13 @@ import ctypes
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from loopback import free_port, get, wrk_figures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELLO = os.path.join(ROOT, "target", "release", "examples", "hello")
@@ -36,25 +37,9 @@ UPGRADES = int(os.environ.get("UPGRADES", "20"))
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def answering_pid(port):
     """The pid in hello's answer on a fresh connection, or 0 if nobody answered."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-    except OSError:
-        return 0
-    m = re.search(rb"from pid +(\d+)", data)
+    m = re.search(rb"from pid +(\d+)", get(port, "/") or b"")
     return int(m.group(1)) if m else 0
 
 
@@ -165,12 +150,7 @@ def wrk(port, server=None):
             hups += 1
             reap()
     out = proc.communicate()[0]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = 0
-    if m := re.search(r"Socket errors:(.*)", out):
-        errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m.group(1))
+    requests, errors = wrk_figures(out)
     return requests / SECS, errors, hups
 
 

@@ -628,37 +628,31 @@ fn a_naive_server_fails_the_same_experiment() {
     );
 }
 
-/// An HTTP/2 load that behaves like browsers and Go's transport: prior-knowledge h2c over a
-/// pooled connection, reconnecting after GOAWAY and retrying only requests the server never
-/// processed (RFC 9113 §6.8) — hyper-util's client does both. `h2load` never reconnects, so
-/// its failure count after any GOAWAY is meaningless.
-/// Over TLS (an `https` URL) it trusts the test CA and negotiates `h2` by ALPN.
+/// An HTTP/2 load that behaves like browsers and Go's transport: each task keeps one
+/// connection (prior-knowledge h2c, or `h2` by ALPN over TLS trusting the test CA),
+/// reconnects once the server closed it or said GOAWAY, and retries only requests the server
+/// never processed (RFC 9113 §6.8). `h2load` never reconnects, so its failure count after any
+/// GOAWAY is meaningless; hyper-util's pooled client can leave requests waiting forever on a
+/// connection that went away (seen here: every task parked, no socket open; the same as
+/// reqwest#1323), so each task owns its connection instead. A request that takes more than
+/// 10 s counts as failed.
 fn h2_load(url: &str, concurrency: usize) -> Outcome {
-    use hyper_util::client::legacy::{connect::HttpConnector, Client};
-    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use hyper_util::client::legacy::connect::HttpConnector;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder.http2_only(true).timer(TokioTimer::new());
     let _entered = runtime.enter();
-    if url.starts_with("https:") {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls())
-            .https_only()
-            .enable_http2()
-            .build();
-        runtime.block_on(h2_requests(builder.build(connector), url, concurrency))
-    } else {
-        runtime.block_on(h2_requests(
-            builder.build(HttpConnector::new()),
-            url,
-            concurrency,
-        ))
-    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_tls())
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http);
+    runtime.block_on(h2_requests(connector, url, concurrency))
 }
 
 /// A TLS client configuration that trusts the test CA.
@@ -676,76 +670,131 @@ fn client_tls() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// `concurrency` tasks sending GETs to `url` through `client` for SECONDS.
-async fn h2_requests<C>(
-    client: hyper_util::client::legacy::Client<C, http_body_util::Empty<bytes::Bytes>>,
-    url: &str,
-    concurrency: usize,
-) -> Outcome
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// A new HTTP/2 connection through `connector`; its driver runs as its own task.
+async fn h2_connect<C>(connector: &mut C, uri: &hyper::Uri) -> Result<H2Sender, String>
 where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    C: tower_service::Service<hyper::Uri>,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Error: std::fmt::Debug,
+{
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|e| format!("connector: {e:?}"))?;
+    let io = connector
+        .call(uri.clone())
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| format!("handshake: {e:?}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// `concurrency` tasks sending GETs to `url` for SECONDS, each on its own connection.
+async fn h2_requests<C>(connector: C, url: &str, concurrency: usize) -> Outcome
+where
+    C: tower_service::Service<hyper::Uri> + Clone + Send + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Future: Send,
+    C::Error: std::fmt::Debug,
 {
     use http_body_util::BodyExt;
-    {
-        let uri: hyper::Uri = url.parse().unwrap();
-        let until = Instant::now() + Duration::from_secs(SECONDS);
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (client, uri) = (client.clone(), uri.clone());
-                tokio::spawn(async move {
-                    let mut outcome = Outcome {
-                        requests: 0,
-                        failed: 0,
-                        non_2xx: 0,
-                    };
-                    while Instant::now() < until {
-                        outcome.requests += 1;
-                        let mut result = client.get(uri.clone()).await;
-                        // Refused by GOAWAY (a stream above the server's last stream id): the
-                        // server never saw it, so it is retried on a new connection — at
-                        // most a few times, so a server that refuses everything still fails.
-                        for _ in 0..3 {
-                            match &result {
-                                Err(e) if refused_by_goaway(e) => {
-                                    result = client.get(uri.clone()).await;
+
+    let uri: hyper::Uri = url.parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(SECONDS);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (mut connector, uri) = (connector.clone(), uri.clone());
+            tokio::spawn(async move {
+                let mut outcome = Outcome {
+                    requests: 0,
+                    failed: 0,
+                    non_2xx: 0,
+                };
+                let mut sender: Option<H2Sender> = None;
+                while Instant::now() < until {
+                    outcome.requests += 1;
+                    let request = async {
+                        // A connection the server closed (or that said GOAWAY and then
+                        // closed) fails `ready` before anything is sent on it: reconnect.
+                        // A stream GOAWAY refused was never processed: retry it, a few
+                        // times, so that a server that refuses everything still fails.
+                        let mut retries = 0;
+                        loop {
+                            let mut s = match sender.take() {
+                                Some(s) if !s.is_closed() => s,
+                                _ => h2_connect(&mut connector, &uri).await?,
+                            };
+                            if s.ready().await.is_err() {
+                                retries += 1;
+                                if retries > 3 {
+                                    return Err("connection closed before the request".into());
                                 }
-                                _ => break,
+                                continue;
+                            }
+                            let request = hyper::Request::get(uri.clone())
+                                .body(http_body_util::Empty::new())
+                                .unwrap();
+                            match s.try_send_request(request).await {
+                                Err(mut e) => {
+                                    // Never written (the connection closed first), or
+                                    // refused by GOAWAY: the server did not process it.
+                                    let unprocessed =
+                                        e.take_message().is_some() || refused_by_goaway(e.error());
+                                    if !unprocessed || retries >= 3 {
+                                        return Err(format!("{:?}", e.error()));
+                                    }
+                                    retries += 1;
+                                }
+                                Ok(response) => {
+                                    sender = Some(s);
+                                    let ok = response.status().is_success();
+                                    return match response.into_body().collect().await {
+                                        Ok(_) => Ok(ok),
+                                        Err(e) => Err(format!("body: {e:?}")),
+                                    };
+                                }
                             }
                         }
-                        match result {
-                            Ok(response) => {
-                                let ok = response.status().is_success();
-                                match response.into_body().collect().await {
-                                    Ok(_) if ok => {}
-                                    Ok(_) => outcome.non_2xx += 1,
-                                    Err(_) => outcome.failed += 1,
-                                }
+                    };
+                    match tokio::time::timeout(Duration::from_secs(10), request).await {
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) => outcome.non_2xx += 1,
+                        Ok(Err(e)) => {
+                            if outcome.failed < 3 {
+                                eprintln!("h2 request failed: {e}");
                             }
-                            Err(e) => {
-                                if outcome.failed < 3 {
-                                    eprintln!("h2 request failed: {e:?}");
-                                }
-                                outcome.failed += 1;
-                            }
+                            outcome.failed += 1;
+                        }
+                        Err(_) => {
+                            eprintln!("h2 request took more than 10 s");
+                            outcome.failed += 1;
+                            sender = None;
                         }
                     }
-                    outcome
-                })
+                }
+                outcome
             })
-            .collect();
-        let mut total = Outcome {
-            requests: 0,
-            failed: 0,
-            non_2xx: 0,
-        };
-        for task in tasks {
-            let o = task.await.unwrap();
-            total.requests += o.requests;
-            total.failed += o.failed;
-            total.non_2xx += o.non_2xx;
-        }
-        total
+        })
+        .collect();
+    let mut total = Outcome {
+        requests: 0,
+        failed: 0,
+        non_2xx: 0,
+    };
+    for task in tasks {
+        let o = task.await.unwrap();
+        total.requests += o.requests;
+        total.failed += o.failed;
+        total.non_2xx += o.non_2xx;
     }
+    total
 }
 
 /// Whether an HTTP/2 request failed because the server's GOAWAY refused its stream
