@@ -671,6 +671,7 @@ fn a_sigkill_of_the_old_process_mid_handover_leaves_the_successor_serving() {
     let answer = get(hello.port).expect("the successor answers");
     assert!(answer.contains(&format!("{successor:>10}")), "{answer}");
     hello.wait_line("serving as the main process");
+    // The successor writes the PID file before it logs that line.
     assert_eq!(hello.pid(), Some(successor));
     hello.pids.insert(successor);
     hello.stop();

@@ -371,14 +371,16 @@ impl Restarter {
     /// systemd `READY=1` itself.
     pub fn serving(&self) -> io::Result<()> {
         if let Some(mut ready) = lock(&self.inner.ready).take() {
-            match ready.write_all(READY) {
-                Ok(()) => return Ok(()),
-                // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
-                Err(e) => log(format_args!(
-                    "upgrade: cannot tell the parent we serve ({e}); serving as the main process"
-                )),
-            }
+            // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
+            let Err(e) = ready.write_all(READY) else {
+                return Ok(());
+            };
+            // The PID file first, then the log line: whoever reads the line finds the file
+            // already naming this process.
             self.write_pid_file(std::process::id())?;
+            log(format_args!(
+                "upgrade: cannot tell the parent we serve ({e}); serving as the main process"
+            ));
             notify(&[
                 sd_notify::NotifyState::MainPid(std::process::id()),
                 sd_notify::NotifyState::Ready,
