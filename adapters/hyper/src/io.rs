@@ -46,20 +46,24 @@ impl HttpState {
         })
     }
 
+    #[inline]
     pub fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Acquire)
     }
 
     /// Whether a request has started on this connection.
+    #[inline]
     pub fn has_seen_request(&self) -> bool {
         self.seen_request.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
 
     /// A request's head was parsed and handed to the service.
+    #[inline]
     pub fn request(&self) {
         self.finish_pending.store(false, Ordering::Release);
         self.seen_request.store(true, Ordering::Relaxed);
@@ -73,6 +77,7 @@ impl HttpState {
     }
 
     /// A response is complete (its body ended, or it was dropped).
+    #[inline]
     pub fn response_done(&self) {
         if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.finish_pending.store(true, Ordering::Release);
@@ -81,6 +86,7 @@ impl HttpState {
 
     /// The I/O flushed: a completed last response is now on the wire, and the connection is
     /// Idle. (Reporting Idle before the flush would let an idle close drop the response.)
+    #[inline]
     fn flushed(&self) {
         if self.finish_pending.swap(false, Ordering::AcqRel) && self.inflight() == 0 {
             let _ = self.conn.request_finished();
@@ -126,33 +132,49 @@ pub(crate) async fn read<I: Read + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Res
     Ok(buf.filled().len())
 }
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
+    /// The first read after detection: the replayed bytes, then whatever else already
+    /// arrived. Out of line, so that every other read is only the inner one.
+    #[cold]
+    #[inline(never)]
+    fn poll_replay(
+        &mut self,
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        self.replay.advance(n);
+        // Whatever else already arrived goes in the same read: hyper then usually gets the
+        // whole first request at once. Handing it only the replayed few bytes made it read
+        // again with them unconsumed, and grow its 8 KiB read buffer to 16 KiB for the life
+        // of the connection (measured: +8.6 KB heap per connection).
+        if buf.remaining() > 0 && !self.replay.has_remaining() {
+            // Not ready is fine: the bytes we have are the answer, and the waker is
+            // registered for the next read. An error shows again on the next read.
+            let _ = self.io().poll_read(cx, buf);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.replay.has_remaining() {
-            let n = this.replay.len().min(buf.remaining());
-            buf.put_slice(&this.replay[..n]);
-            this.replay.advance(n);
-            // Whatever else already arrived goes in the same read: hyper then usually gets
-            // the whole first request at once. Handing it only the replayed few bytes made
-            // it read again with them unconsumed, and grow its 8 KiB read buffer to 16 KiB
-            // for the life of the connection (measured: +8.6 KB heap per connection).
-            if buf.remaining() > 0 && !this.replay.has_remaining() {
-                // Not ready is fine: the bytes we have are the answer, and the waker is
-                // registered for the next read. An error shows again on the next read.
-                let _ = this.io().poll_read(cx, buf);
-            }
-            return Poll::Ready(Ok(()));
+            return this.poll_replay(cx, buf);
         }
         this.io().poll_read(cx, buf)
     }
 }
 
 impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -160,6 +182,8 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I
     ) -> Poll<io::Result<usize>> {
         self.get_mut().io().poll_write(cx, buf)
     }
+
+    #[inline]
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -169,9 +193,13 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I
         self.get_mut().io().poll_write_vectored(cx, bufs)
     }
 
+    #[inline]
+
     fn is_write_vectored(&self) -> bool {
         self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
+
+    #[inline]
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();

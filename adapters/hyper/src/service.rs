@@ -19,13 +19,12 @@ pub(crate) struct TrackedService<S> {
 }
 
 /// Marks a response complete when dropped (its body ended, failed, or was abandoned).
-struct ResponseGuard(Option<Arc<HttpState>>);
+struct ResponseGuard(Arc<HttpState>);
 
 impl Drop for ResponseGuard {
+    #[inline]
     fn drop(&mut self) {
-        if let Some(state) = self.0.take() {
-            state.response_done();
-        }
+        self.0.response_done();
     }
 }
 
@@ -38,10 +37,9 @@ where
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
+    #[inline]
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let state = self.state.clone();
-        state.request();
-        let guard = ResponseGuard(Some(state.clone()));
+        self.state.request();
         // The task that takes over an upgraded connection finds it here, to watch its
         // notices. Only requests that ask for an upgrade: an extension costs an allocation
         // and a hash map per request (measured: ~600 instructions, 7 % of a hello-world).
@@ -53,13 +51,14 @@ where
             .get::<hyper::upgrade::OnUpgrade>()
             .is_some()
         {
-            req.extensions_mut().insert(state.conn.clone());
+            req.extensions_mut().insert(self.state.conn.clone());
         }
         let version = req.version();
         TrackedFuture {
             inner: self.inner.call(req),
-            state,
-            guard: Some(guard),
+            // One reference per request, handed from the future to the body: it completes
+            // the response when the body is done.
+            guard: Some(ResponseGuard(self.state.clone())),
             version,
         }
     }
@@ -70,7 +69,7 @@ pin_project_lite::pin_project! {
     pub struct TrackedFuture<F> {
         #[pin]
         inner: F,
-        state: Arc<HttpState>,
+        // `None` once the response is handed on (in its body).
         guard: Option<ResponseGuard>,
         version: Version,
     }
@@ -82,6 +81,7 @@ where
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = match ready!(this.inner.poll(cx)) {
@@ -91,7 +91,8 @@ where
                 return Poll::Ready(Err(e));
             }
         };
-        let state = &*this.state;
+        let guard = this.guard.take().expect("polled after completion");
+        let state = &*guard.0;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let _ = state.conn.upgraded();
         } else if !state.is_http2() && state.conn.should_close_after_response() {
@@ -110,7 +111,6 @@ where
                 *response.version_mut() = Version::HTTP_10;
             }
         }
-        let guard = this.guard.take().unwrap_or(ResponseGuard(None));
         Poll::Ready(Ok(response.map(|body| TrackedBody {
             inner: body,
             _guard: guard,
@@ -128,6 +128,7 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -135,10 +136,12 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }

@@ -124,6 +124,7 @@ macro_rules! io_impls {
             $tcp: tokio::io::AsyncRead + Unpin,
             $unix: tokio::io::AsyncRead + Unpin,
         {
+            #[inline]
             fn poll_read(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -139,6 +140,7 @@ macro_rules! io_impls {
             $tcp: tokio::io::AsyncWrite + Unpin,
             $unix: tokio::io::AsyncWrite + Unpin,
         {
+            #[inline]
             fn poll_write(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -146,6 +148,8 @@ macro_rules! io_impls {
             ) -> Poll<io::Result<usize>> {
                 delegate!(self, s => Pin::new(s).poll_write(cx, buf))
             }
+
+            #[inline]
 
             fn poll_write_vectored(
                 self: Pin<&mut Self>,
@@ -155,12 +159,16 @@ macro_rules! io_impls {
                 delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
             }
 
+            #[inline]
+
             fn is_write_vectored(&self) -> bool {
                 match self {
                     Self::Tcp(s) => s.is_write_vectored(),
                     Self::Unix(s) => s.is_write_vectored(),
                 }
             }
+
+            #[inline]
 
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))
@@ -180,6 +188,7 @@ macro_rules! io_impls {
             $tcp: futures_io::AsyncRead + Unpin,
             $unix: futures_io::AsyncRead + Unpin,
         {
+            #[inline]
             fn poll_read(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -195,6 +204,7 @@ macro_rules! io_impls {
             $tcp: futures_io::AsyncWrite + Unpin,
             $unix: futures_io::AsyncWrite + Unpin,
         {
+            #[inline]
             fn poll_write(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -203,6 +213,8 @@ macro_rules! io_impls {
                 delegate!(self, s => Pin::new(s).poll_write(cx, buf))
             }
 
+            #[inline]
+
             fn poll_write_vectored(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -210,6 +222,8 @@ macro_rules! io_impls {
             ) -> Poll<io::Result<usize>> {
                 delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
             }
+
+            #[inline]
 
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))

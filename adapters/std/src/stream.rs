@@ -67,8 +67,9 @@ impl<S> Tracked<S> {
 
     /// The error every read and write returns once the lifecycle closed the connection.
     #[cfg(any(feature = "tokio", feature = "futures-io"))]
+    #[inline]
     fn check_cut(&self) -> io::Result<()> {
-        if self.conn.notice() == Some(crate::Notice::Close) {
+        if self.conn.is_cut() {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "lameduck closed the connection",
@@ -110,6 +111,7 @@ impl<S> Tracked<S> {
 
 #[cfg(feature = "tokio")]
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -128,6 +130,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
 
 #[cfg(feature = "tokio")]
 impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -137,6 +140,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
+    #[inline]
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
@@ -144,6 +149,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
+
+    #[inline]
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -154,6 +161,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
+    #[inline]
+
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
@@ -161,6 +170,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
 
 #[cfg(feature = "futures-io")]
 impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -182,6 +192,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
 /// or async-std then waited its full second for a peer that never saw the end (66 requests
 /// a second under `ab`). Hence the `AsFd`: a tracked futures-io stream is a socket.
 impl<S: futures_io::AsyncWrite + std::os::fd::AsFd + Unpin> futures_io::AsyncWrite for Tracked<S> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,6 +201,8 @@ impl<S: futures_io::AsyncWrite + std::os::fd::AsFd + Unpin> futures_io::AsyncWri
         self.check_cut()?;
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
+
+    #[inline]
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
@@ -262,6 +275,7 @@ impl<S> Decrypted<S> {
 
 #[cfg(feature = "tokio")]
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Decrypted<S> {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -279,6 +293,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Decrypted<S> {
 
 #[cfg(feature = "tokio")]
 impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -286,6 +301,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
+
+    #[inline]
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
@@ -295,6 +312,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 
+    #[inline]
+
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -303,6 +322,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
+    #[inline]
+
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
@@ -310,6 +331,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
 
 #[cfg(feature = "futures-io")]
 impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Decrypted<S> {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -326,6 +348,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Decrypted<S> {
 
 #[cfg(feature = "futures-io")]
 impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -334,6 +357,8 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> 
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
+    #[inline]
+
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -341,6 +366,8 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> 
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
+
+    #[inline]
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)

@@ -200,6 +200,13 @@ impl ConnHandle {
         self.shared.mailbox.read()
     }
 
+    /// Whether the lifecycle closed the connection ([`Notice::Close`]): from then on its
+    /// tracked I/O fails. One atomic load, for every read and write.
+    #[inline]
+    pub fn is_cut(&self) -> bool {
+        self.shared.mailbox.is_closed()
+    }
+
     /// Makes a deadline cut (or [`Shutdown::force_close`]) end the connection at the socket:
     /// the moment the lifecycle cuts it, `shutdown(2)` ends both directions of `fd`, so the
     /// client sees the connection end even if the handler holding the stream never polls it

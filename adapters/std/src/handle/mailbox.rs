@@ -31,7 +31,8 @@ impl Notice {
         }
     }
 
-    fn level(self) -> u8 {
+    #[inline]
+    pub(super) const fn level(self) -> u8 {
         match self {
             Notice::FinishThenClose => 1,
             Notice::AskToLeave => 2,
@@ -83,6 +84,12 @@ impl Mailbox {
         if self.level.fetch_max(notice.level(), Ordering::AcqRel) < notice.level() {
             self.event.notify(usize::MAX);
         }
+    }
+
+    /// Whether the notice is [`Notice::Close`] (the strongest: a plain comparison).
+    #[inline]
+    pub(super) fn is_closed(&self) -> bool {
+        self.level.load(Ordering::Acquire) >= Notice::Close.level()
     }
 
     #[inline]

@@ -74,7 +74,22 @@ pub struct NoticeWatch {
 impl NoticeWatch {
     /// `Ready` with the strongest notice once it is at least `at_least`; otherwise `Pending`,
     /// and the task wakes when a notice arrives.
+    #[inline]
     pub fn poll_notice(&mut self, cx: &mut Context<'_>, at_least: Notice) -> Poll<Notice> {
+        // The common case, inline: no notice since this task registered.
+        let level = self.mailbox.level.load(Ordering::Acquire);
+        if level < at_least.level()
+            && level == self.listened_at
+            && self.listener.is_some()
+            && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        self.poll_notice_slow(cx, at_least)
+    }
+
+    #[inline(never)]
+    fn poll_notice_slow(&mut self, cx: &mut Context<'_>, at_least: Notice) -> Poll<Notice> {
         loop {
             let level = self.mailbox.level.load(Ordering::Acquire);
             if let Some(n) = Notice::from_level(level).filter(|n| *n >= at_least) {
