@@ -1,7 +1,7 @@
 //! One tracked connection: its events (the lock-free serving path included), its notices,
 //! its close.
 
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, Ordering};
 use std::os::fd::RawFd;
 
 use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
@@ -27,16 +27,7 @@ pub struct Conn {
 /// return [`Error::Closed`].
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
-    shared: Arc<ConnShared>,
-}
-
-#[derive(Debug)]
-struct ConnShared {
-    shutdown: Shutdown,
-    id: ConnId,
-    /// Whether data read moves New/Idle → Active (see [`ConnHandle::set_read_starts_request`]).
-    read_starts_request: AtomicBool,
-    mailbox: Arc<Mailbox>,
+    shared: Arc<Mailbox>,
 }
 
 /// Brings the lifecycle's state of connection `id` up to date with the state the
@@ -63,16 +54,9 @@ pub(super) fn sync_to(lc: &mut dyn Machine, id: ConnId, reported: ConnState) {
 }
 
 impl Conn {
-    pub(super) fn new(shutdown: Shutdown, id: ConnId, mailbox: Arc<Mailbox>) -> Conn {
+    pub(super) fn new(shared: Arc<Mailbox>) -> Conn {
         Conn {
-            handle: ConnHandle {
-                shared: Arc::new(ConnShared {
-                    shutdown,
-                    id,
-                    read_starts_request: AtomicBool::new(true),
-                    mailbox,
-                }),
-            },
+            handle: ConnHandle { shared },
         }
     }
 
@@ -99,7 +83,7 @@ impl ConnHandle {
     /// The connection's state, as last reported.
     #[inline]
     pub fn state(&self) -> ConnState {
-        self.shared.mailbox.state()
+        self.shared.state()
     }
 
     /// Data arrived: New or Idle → Active, unless turned off with
@@ -161,7 +145,7 @@ impl ConnHandle {
     /// comes after fails (the bit is not in what it expects), and the lifecycle decides.
     #[inline]
     fn moved_on_its_own(&self, from: &[ConnState], to: ConnState) -> bool {
-        let state = &self.shared.mailbox.state;
+        let state = &self.shared.state;
         let current = state.load(Ordering::Acquire);
         current & SERVING_OVER == 0
             && from.contains(&state_from_u8(current))
@@ -187,9 +171,9 @@ impl ConnHandle {
         let now = shutdown.now();
         let state = shutdown.lock();
         shutdown.apply(state, now, |lc, now| {
-            sync(lc, shared.id, &shared.mailbox);
+            sync(lc, shared.id, shared);
             f(lc, shared.id, now)?;
-            shared.mailbox.set_state(to);
+            shared.set_state(to);
             Ok(())
         })
     }
@@ -197,14 +181,14 @@ impl ConnHandle {
     /// The strongest notice the lifecycle has given this connection, if any.
     #[inline]
     pub fn notice(&self) -> Option<Notice> {
-        self.shared.mailbox.read()
+        self.shared.read()
     }
 
     /// Whether the lifecycle closed the connection ([`Notice::Close`]): from then on its
     /// tracked I/O fails. One atomic load, for every read and write.
     #[inline]
     pub fn is_cut(&self) -> bool {
-        self.shared.mailbox.is_closed()
+        self.shared.is_closed()
     }
 
     /// Makes a deadline cut (or [`Shutdown::force_close`]) end the connection at the socket:
@@ -222,19 +206,19 @@ impl ConnHandle {
     pub unsafe fn cut_at_socket(&self, fd: RawFd) {
         let shutdown = &self.shared.shutdown;
         let _state = shutdown.lock();
-        if self.shared.mailbox.read() != Some(Notice::Close) {
-            self.shared.mailbox.fd.store(fd, Ordering::Release);
+        if self.shared.read() != Some(Notice::Close) {
+            self.shared.fd.store(fd, Ordering::Release);
         }
     }
 
     /// Undoes [`cut_at_socket`](ConnHandle::cut_at_socket): once this returns, no cut touches
     /// the fd. Cheap when nothing is armed.
     pub fn disarm_cut(&self) {
-        if self.shared.mailbox.fd.load(Ordering::Acquire) < 0 {
+        if self.shared.fd.load(Ordering::Acquire) < 0 {
             return;
         }
         let _state = self.shared.shutdown.lock();
-        self.shared.mailbox.fd.store(-1, Ordering::Release);
+        self.shared.fd.store(-1, Ordering::Release);
     }
 
     /// Whether the response being written should close the connection
@@ -246,19 +230,19 @@ impl ConnHandle {
 
     /// Resolves with the first notice (or the current one, if any).
     pub async fn wait_notice(&self) -> Notice {
-        wait_for(&self.shared.mailbox, Notice::FinishThenClose).await
+        wait_for(&self.shared, Notice::FinishThenClose).await
     }
 
     /// Resolves when the lifecycle asks to close this connection now.
     pub async fn wait_close(&self) {
-        wait_for(&self.shared.mailbox, Notice::Close).await;
+        wait_for(&self.shared, Notice::Close).await;
     }
 
     /// An owned watcher of this connection's notices, for a task that must wait for them
     /// while it holds the stream mutably (in a `select!` beside a read, say).
     pub fn notices(&self) -> Notices {
         Notices {
-            mailbox: self.shared.mailbox.clone(),
+            mailbox: self.shared.clone(),
         }
     }
 
@@ -286,12 +270,8 @@ impl ConnHandle {
     /// (the lifecycle refuses a second close of the same id, and its slot is only freed by
     /// the first). Whether this call closed it.
     fn report_closed(&self, lingers: bool) -> bool {
-        let ConnShared {
-            shutdown,
-            id,
-            mailbox,
-            ..
-        } = &*self.shared;
+        let mailbox = &*self.shared;
+        let Mailbox { shutdown, id, .. } = mailbox;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
         // No cut may reach the socket once its owner may close it.
@@ -304,8 +284,10 @@ impl ConnHandle {
             lifecycle.lc.closed(*id, now)
         }
         .is_ok();
-        if closed {
-            if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
+        // Out of the table, closed now or before (a cut): the table's reference is what
+        // keeps the handle and this connection alive for each other.
+        if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
+            if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
                 *slot = None;
             }
         }

@@ -1,10 +1,12 @@
 //! A connection's mailbox: the notices the lifecycle gave it, the state it reported on its
 //! own while Serving, and the socket a cut shuts down.
 
-use crate::sync::{AtomicI32, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 use event_listener::Event;
-use lameduck_core::ConnState;
+use lameduck_core::{ConnId, ConnState};
+
+use super::Shutdown;
 
 /// What the lifecycle asked of one connection, strongest last. A connection only ever moves
 /// up this list.
@@ -41,29 +43,60 @@ impl Notice {
     }
 }
 
-/// Per-connection mailbox: the strongest notice so far, and an event to wake its task.
-#[derive(Debug)]
+/// Everything one connection shares with the handle, in one allocation (it is most of a
+/// connection's memory): its id and handle, the strongest notice so far and the event that
+/// wakes its task, the state it reported on its own while Serving, and its socket for a cut.
+///
+/// The handle's table holds one reference to it per live connection, and it holds the
+/// handle: a cycle, which the connection's close breaks (its entry is removed), so a
+/// dropped `Conn` frees both.
 pub(super) struct Mailbox {
+    pub(super) shutdown: Shutdown,
+    pub(super) id: ConnId,
     pub(super) level: AtomicU8,
-    pub(super) event: Event,
     /// The connection's state as it reported it, plus [`SERVING_OVER`]. While Serving,
     /// New/Idle ↔ Active moves only this (see [`ConnHandle::request_started`]); the
     /// lifecycle is made to match, under the lock, whenever it is about to read it
     /// ([`sync`]).
+    ///
+    /// [`ConnHandle::request_started`]: super::ConnHandle::request_started
+    /// [`sync`]: super::conn::sync
     pub(super) state: AtomicU8,
+    /// Whether data read moves New/Idle → Active (see
+    /// [`ConnHandle::set_read_starts_request`](super::ConnHandle::set_read_starts_request)).
+    pub(super) read_starts_request: AtomicBool,
     /// The connection's socket, shut down when the lifecycle cuts the connection (see
-    /// [`ConnHandle::cut_at_socket`]); -1 when there is none to cut. Read and changed only
-    /// under the handle's lock, so a cut never meets an fd its owner has closed.
+    /// [`ConnHandle::cut_at_socket`](super::ConnHandle::cut_at_socket)); -1 when there is
+    /// none to cut. Read and changed only under the handle's lock, so a cut never meets an
+    /// fd its owner has closed.
     pub(super) fd: AtomicI32,
+    pub(super) event: Event,
+}
+
+impl std::fmt::Debug for Mailbox {
+    // Not the handle: it lists every connection, this one included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("id", &self.id)
+            .field("notice", &self.read())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Mailbox {
-    pub(super) fn new() -> Mailbox {
+    /// Connection `id` of `shutdown`; `serving` is false once shutdown has begun (the
+    /// connection then never moves on its own).
+    pub(super) fn new(shutdown: Shutdown, id: ConnId, serving: bool) -> Mailbox {
+        let over = if serving { 0 } else { SERVING_OVER };
         Mailbox {
+            shutdown,
+            id,
             level: AtomicU8::new(0),
-            event: Event::new(),
-            state: AtomicU8::new(state_to_u8(ConnState::New)),
+            state: AtomicU8::new(state_to_u8(ConnState::New) | over),
+            read_starts_request: AtomicBool::new(true),
             fd: AtomicI32::new(-1),
+            event: Event::new(),
         }
     }
 

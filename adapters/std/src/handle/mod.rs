@@ -31,8 +31,8 @@ pub use notices::{NoticeWatch, Notices};
 struct State {
     /// The lifecycle: a [`Lifecycle`], or (in a fuzz build) a checked one.
     lc: Box<dyn Machine + Send>,
-    /// Mailboxes by connection slot.
-    mailboxes: Vec<Option<(ConnId, Arc<Mailbox>)>>,
+    /// Live connections by slot (each mailbox knows its id).
+    mailboxes: Vec<Option<Arc<Mailbox>>>,
     /// [`Action::StopAccepting`] was delivered: listeners must stop (the lifecycle counts
     /// them, and ends accepting when the last one has closed).
     stop_accepting: bool,
@@ -145,10 +145,14 @@ impl Shutdown {
         if state.serving {
             state.serving = false;
             let State { lc, mailboxes, .. } = &mut *state;
-            for (id, mailbox) in mailboxes.iter().flatten() {
+            for mailbox in mailboxes.iter().flatten() {
                 // Atomically: the state as of now, and no more moves on its own.
                 let reported = mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
-                sync_to(&mut **lc, *id, state_from_u8(reported & !SERVING_OVER));
+                sync_to(
+                    &mut **lc,
+                    mailbox.id,
+                    state_from_u8(reported & !SERVING_OVER),
+                );
             }
         }
         self.apply(state, now, f)
@@ -175,8 +179,7 @@ impl Shutdown {
         while let Some(action) = state.lc.poll_action() {
             // Borrowed, not cloned: a sweep posts to every connection.
             fn mailbox(state: &State, id: ConnId) -> Option<&Mailbox> {
-                let (_, mailbox) = state.mailboxes.get(id.slot() as usize)?.as_ref()?;
-                Some(mailbox)
+                state.mailboxes.get(id.slot() as usize)?.as_deref()
             }
             match action {
                 Action::StopAccepting => {
@@ -238,24 +241,21 @@ impl Shutdown {
     /// listener has closed (the caller then closes the connection; a tracked listener never
     /// hits this).
     pub fn accept(&self) -> Result<Conn, Error> {
-        let mailbox = Arc::new(Mailbox::new());
         let now = self.now();
         let mut state = self.lock();
-        if !state.serving {
-            mailbox.state.fetch_or(SERVING_OVER, Ordering::AcqRel);
-        }
         let id = state.lc.accept(now)?;
+        let mailbox = Arc::new(Mailbox::new(self.clone(), id, state.serving));
         let slot = id.slot() as usize;
         if state.mailboxes.len() <= slot {
             state.mailboxes.resize(slot + 1, None);
         }
         // Registered before delivering, so a notice for an accept during shutdown lands.
-        state.mailboxes[slot] = Some((id, mailbox.clone()));
+        state.mailboxes[slot] = Some(mailbox.clone());
         if self.deliver(&mut state, now) {
             drop(state);
             self.inner.changed.notify(usize::MAX);
         }
-        Ok(Conn::new(self.clone(), id, mailbox))
+        Ok(Conn::new(mailbox))
     }
 
     /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
@@ -313,8 +313,8 @@ impl Shutdown {
         if state.serving {
             // Connections may have moved without the lock since the lifecycle last looked.
             let State { lc, mailboxes, .. } = &mut *state;
-            for (id, mailbox) in mailboxes.iter().flatten() {
-                sync(&mut **lc, *id, mailbox);
+            for mailbox in mailboxes.iter().flatten() {
+                sync(&mut **lc, mailbox.id, mailbox);
             }
         }
         state.lc.counts()
