@@ -184,7 +184,6 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I
     }
 
     #[inline]
-
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -194,13 +193,11 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I
     }
 
     #[inline]
-
     fn is_write_vectored(&self) -> bool {
         self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     #[inline]
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.io().poll_flush(cx))?;

@@ -150,7 +150,6 @@ macro_rules! io_impls {
             }
 
             #[inline]
-
             fn poll_write_vectored(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -160,7 +159,6 @@ macro_rules! io_impls {
             }
 
             #[inline]
-
             fn is_write_vectored(&self) -> bool {
                 match self {
                     Self::Tcp(s) => s.is_write_vectored(),
@@ -169,7 +167,6 @@ macro_rules! io_impls {
             }
 
             #[inline]
-
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))
             }
@@ -214,7 +211,6 @@ macro_rules! io_impls {
             }
 
             #[inline]
-
             fn poll_write_vectored(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
@@ -224,7 +220,6 @@ macro_rules! io_impls {
             }
 
             #[inline]
-
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 delegate!(self, s => Pin::new(s).poll_flush(cx))
             }

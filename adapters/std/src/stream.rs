@@ -141,7 +141,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     }
 
     #[inline]
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
@@ -151,7 +150,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     }
 
     #[inline]
-
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -162,7 +160,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     }
 
     #[inline]
-
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
@@ -203,7 +200,6 @@ impl<S: futures_io::AsyncWrite + std::os::fd::AsFd + Unpin> futures_io::AsyncWri
     }
 
     #[inline]
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
@@ -303,7 +299,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
     }
 
     #[inline]
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
@@ -313,7 +308,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
     }
 
     #[inline]
-
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -323,7 +317,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Decrypted<S> {
     }
 
     #[inline]
-
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
@@ -358,7 +351,6 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> 
     }
 
     #[inline]
-
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -368,7 +360,6 @@ impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Decrypted<S> 
     }
 
     #[inline]
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
