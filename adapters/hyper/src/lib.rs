@@ -107,7 +107,7 @@ use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
 pub use lameduck_std::core::{Config, IdlePolicy};
 pub use lameduck_std::{Conn, ConnHandle, Notice, Runtime};
-use lameduck_std::{Listener, Notices, Stream};
+use lameduck_std::{Listener, NoticeWatch, Notices, Stream};
 
 use crate::io::{read, HttpIo, HttpState};
 pub use crate::service::{TrackedBody, TrackedFuture};
@@ -441,58 +441,95 @@ async fn detect<I: Read + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
     }
 }
 
-/// Runs a hyper connection, acting on the lifecycle's notices.
-async fn drive<C, F>(connection: C, notices: &Notices, state: &HttpState, graceful_shutdown: F)
+pin_project_lite::pin_project! {
+    /// Runs a hyper connection, acting on the lifecycle's notices. A future of its own, not
+    /// an `async fn`: an `async fn` keeps its argument and its pinned copy of the connection
+    /// both (measured: the HTTP/1 connection task 1,624 → 880 bytes, hyper's connection 616 of them), and adds a state machine
+    /// to every poll.
+    struct Drive<'a, C, F> {
+        #[pin]
+        connection: C,
+        watch: NoticeWatch,
+        state: &'a HttpState,
+        graceful_shutdown: F,
+        // Told to finish (then only a close matters).
+        told: bool,
+        // HTTP/2 told to finish before its first request: GOAWAY waits for that request.
+        goaway_owed: bool,
+    }
+}
+
+fn drive<'a, C, F>(
+    connection: C,
+    notices: &Notices,
+    state: &'a HttpState,
+    graceful_shutdown: F,
+) -> Drive<'a, C, F>
 where
     C: Future,
     F: Fn(Pin<&mut C>),
 {
-    let mut connection = std::pin::pin!(connection);
-    let mut watch = notices.watch();
-    let mut told = false;
-    // HTTP/2 told to finish before its first request: GOAWAY waits for that request.
-    let mut goaway_owed = false;
-    std::future::poll_fn(|cx| loop {
-        if connection.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        // The service counts requests while the connection is polled, on this task: a
-        // request that started in the poll just above is seen here, no wake-up needed.
-        if goaway_owed && state.has_seen_request() {
-            goaway_owed = false;
-            graceful_shutdown(connection.as_mut());
-            continue; // the connection sends the GOAWAY when polled
-        }
-        let at_least = if told {
-            Notice::Close
-        } else {
-            Notice::FinishThenClose
-        };
-        match watch.poll_notice(cx, at_least) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Notice::Close) => return Poll::Ready(()),
-            Poll::Ready(_) => {
-                // HTTP/2: GOAWAY (hyper's double GOAWAY: streams the client sent before it
-                // saw it still run), then the client retries the rest on a new connection.
-                // But not before the connection's first request: a connection accepted in
-                // the lame-duck window, told at once, would otherwise serve nothing — and a
-                // client that opens one per call (a health probe) would only ever see
-                // GOAWAY. One request each, as HTTP/1 gets one response with `Connection:
-                // close`. HTTP/1: never hyper's `graceful_shutdown`, which closes a
-                // connection whose request is still arriving, and closes after a response
-                // that already promised keep-alive — into the client's next request. The
-                // service marks the next response `Connection: close` instead, and hyper
-                // closes after it.
-                if state.is_http2() {
-                    if state.has_seen_request() {
-                        graceful_shutdown(connection.as_mut());
-                    } else {
-                        goaway_owed = true;
+    Drive {
+        connection,
+        watch: notices.watch(),
+        state,
+        graceful_shutdown,
+        told: false,
+        goaway_owed: false,
+    }
+}
+
+impl<C, F> Future for Drive<'_, C, F>
+where
+    C: Future,
+    F: Fn(Pin<&mut C>),
+{
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if this.connection.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            // The service counts requests while the connection is polled, on this task: a
+            // request that started in the poll just above is seen here, no wake-up needed.
+            if *this.goaway_owed && this.state.has_seen_request() {
+                *this.goaway_owed = false;
+                (this.graceful_shutdown)(this.connection.as_mut());
+                continue; // the connection sends the GOAWAY when polled
+            }
+            let at_least = if *this.told {
+                Notice::Close
+            } else {
+                Notice::FinishThenClose
+            };
+            match this.watch.poll_notice(cx, at_least) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Notice::Close) => return Poll::Ready(()),
+                Poll::Ready(_) => {
+                    // HTTP/2: GOAWAY (hyper's double GOAWAY: streams the client sent before
+                    // it saw it still run), then the client retries the rest on a new
+                    // connection. But not before the connection's first request: a
+                    // connection accepted in the lame-duck window, told at once, would
+                    // otherwise serve nothing — and a client that opens one per call (a
+                    // health probe) would only ever see GOAWAY. One request each, as HTTP/1
+                    // gets one response with `Connection: close`. HTTP/1: never hyper's
+                    // `graceful_shutdown`, which closes a connection whose request is still
+                    // arriving, and closes after a response that already promised
+                    // keep-alive — into the client's next request. The service marks the
+                    // next response `Connection: close` instead, and hyper closes after it.
+                    if this.state.is_http2() {
+                        if this.state.has_seen_request() {
+                            (this.graceful_shutdown)(this.connection.as_mut());
+                        } else {
+                            *this.goaway_owed = true;
+                        }
                     }
+                    *this.told = true; // then poll the connection again
                 }
-                told = true; // then poll the connection again
             }
         }
-    })
-    .await
+    }
 }
