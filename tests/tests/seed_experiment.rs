@@ -391,12 +391,23 @@ fn hey(url: &str) -> Outcome {
     }
     args.push(url.into());
     let text = run("hey", &args);
-    let ok = number_after(&text, "[200]").unwrap_or(0);
-    let all_statuses: u64 = text
+    // `[STATUS]\tN responses` lines only: the latency histogram before them has bracketed
+    // counts too (`0.002 [200]\t|■■`), and a bucket of exactly 200 read as the 200s made
+    // every response look non-2xx.
+    let statuses: Vec<(&str, u64)> = text
         .lines()
         .filter(|l| l.trim_start().starts_with('[') && l.contains("responses"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?, words.next()?.parse::<u64>().ok()?))
+        })
+        .collect();
+    let ok: u64 = statuses
+        .iter()
+        .filter(|(status, _)| *status == "[200]")
+        .map(|(_, n)| n)
         .sum();
+    let all_statuses: u64 = statuses.iter().map(|(_, n)| n).sum();
     let errors: u64 = text
         .split("Error distribution:")
         .nth(1)
