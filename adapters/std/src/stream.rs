@@ -119,9 +119,10 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check_cut()?;
-        let before = buf.filled().len();
+        // `remaining`, not `filled().len()`: no slice, so no bounds check on every read.
+        let before = buf.remaining();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if buf.filled().len() > before && this.reads_start_requests {
+        if buf.remaining() < before && this.reads_start_requests {
             this.conn.data_received();
         }
         Poll::Ready(Ok(()))

@@ -93,9 +93,20 @@ impl ConnHandle {
     pub fn data_received(&self) {
         if matches!(self.state(), ConnState::New | ConnState::Idle)
             && self.shared.read_starts_request.load(Ordering::Acquire)
+            && !self.moved_on_its_own(&[ConnState::New, ConnState::Idle], ConnState::Active)
         {
-            let _ = self.request_started();
+            let _ = self.request_started_locked();
         }
+    }
+
+    /// [`request_started`](ConnHandle::request_started) through the lifecycle (shutdown
+    /// has begun): out of line, so that the read path it sits on stays small enough to
+    /// inline (here only: inlined into the service call, a call of its own measured ~12
+    /// instructions a request more).
+    #[cold]
+    #[inline(never)]
+    fn request_started_locked(&self) -> Result<(), Error> {
+        self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
     }
 
     /// Whether data read on the connection marks the start of a request (on by default: the
