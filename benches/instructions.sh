@@ -3,10 +3,19 @@
 # the same runtime, in one run: tokio (bench_server, current-thread), smol and async-std
 # (async_io_server), and over TLS on tokio. Two runs per server, `hey -c 10` with 2,000 and
 # 6,000 requests, counted from the server's `listening on`; the difference over 4,000
-# excludes what is left of start-up, and exit. Deterministic: noise does not move it.
+# excludes what is left of start-up, and exit. Nearly deterministic: a pair repeats within
+# ±15 instructions, but how hey's requests batch into wake-ups moved the plain baseline by
+# ~1 % between sessions (8,864 and 8,767 on 2026-12-03): compare only within one run.
 #
 #   bash benches/instructions.sh            # prints runtime,variant,instructions_per_request
 #   TLS_RUNS=8 bash benches/instructions.sh # the TLS pair 8 times
+#   CGU1=1 bash benches/instructions.sh     # every crate in one codegen unit (target/cgu1)
+#
+# Why CGU1: with the release profile's 16 codegen units, which of hyper's generic functions
+# inline into which depends on how the whole binary happens to be partitioned, and a change
+# anywhere moves a keep-alive request by ±100 instructions (measured 2026-12-03: a change
+# that made lameduck's task smaller "cost" +110 with 16 units and +21 with one). One unit
+# leaves inlining to the code alone; compare changes with it, report both.
 #
 # Last, the metrics feature's cost: `lameduck` built without it, against the build with
 # `--features metrics` running `lameduck` (the feature compiled in) and `lameduck-metrics`
@@ -14,8 +23,11 @@
 # scrape time, never per request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${CGU1:-0}" = 1 ]; then
+    export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_TARGET_DIR=target/cgu1
+fi
 cargo build --release -q -p lameduck-benches --bin bench_server --bin async_io_server
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
@@ -47,7 +59,8 @@ per_request() {
 }
 
 echo "runtime,variant,instructions_per_request"
-for variant in plain lameduck; do
+# hyper-util's GracefulShutdown: the competitor that tracks no request, only the connection.
+for variant in plain lameduck hyper-util; do
     echo "tokio,$variant,$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" "$variant" current 127.0.0.1:0)"
 done
 # TLS keep-alive: tokio-rustls + hyper against lameduck's serve_tls, same rustls config.
