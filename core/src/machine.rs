@@ -11,7 +11,7 @@ use crate::{
 ///
 /// Write a driver against `M: Machine` (or `dyn Machine`) and it runs on [`Lifecycle`] and,
 /// with the `fuzzing` feature, on `fuzzing::Checked`, which checks every answer and every
-/// action against a reference model. `lameduck-std`'s shared handle is such a driver.
+/// action against a reference model. `lameduck-driver`'s shared handle is such a driver.
 ///
 /// ```
 /// use lameduck_core::{Action, Config, Instant, Lifecycle, Machine};

@@ -1,4 +1,4 @@
-//! Arbitrary bytes drive the real driver — `lameduck-std`'s shared handle, lock-free serving
+//! Arbitrary bytes drive the real driver — `lameduck-driver`'s shared handle, lock-free serving
 //! path included — on a checked lifecycle, a manual clock and a deterministic
 //! single-threaded executor, the way a server would: accepts, requests started and finished
 //! on the fast path, bytes read, upgrades, closes, lingering closes, listeners, begin,
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant as StdInstant};
 use arbitrary::Arbitrary;
 use lameduck_core::fuzzing::Checked;
 use lameduck_core::{Config, ConnState, Counts, IdlePolicy};
-use lameduck_std::{Conn, DrainHold, ListenerGuard, Notice, Shutdown, Sleep, Timers};
+use lameduck_driver::{Conn, DrainHold, ListenerGuard, Notice, Shutdown, Sleep, Timers};
 
 thread_local! {
     static BASE: StdInstant = StdInstant::now();

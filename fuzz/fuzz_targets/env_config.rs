@@ -7,7 +7,7 @@
 #![no_main]
 
 use lameduck_core::{Config, IdlePolicy};
-use lameduck_std::env::{apply, VARIABLES};
+use lameduck_driver::env::{apply, VARIABLES};
 
 libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
     // Mostly the real names, sometimes a made-up one under the prefix.

@@ -44,7 +44,7 @@ pub use lameduck_core as core;
 /// that runs on more than one runtime (feature `tokio`, `smol` or `async-std`). Each runtime
 /// module below is this API on one runtime.
 #[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
-pub use lameduck_std as driver;
+pub use lameduck_driver as driver;
 
 /// lameduck on tokio (feature `tokio`).
 #[cfg(feature = "tokio")]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
-use lameduck_std::core::{Config, DrainReport, IdlePolicy};
-use lameduck_std::{Runtime, Shutdown, Stream};
+use lameduck_driver::core::{Config, DrainReport, IdlePolicy};
+use lameduck_driver::{Runtime, Shutdown, Stream};
 
 /// smol's and async-std's runtimes: the same `async-io` sockets, different spawners.
 trait AsyncIoRuntime:
@@ -109,7 +109,7 @@ fn serve<R: AsyncIoRuntime>(
 ) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = async_channel::unbounded();
-    let mut listener = lameduck_std::track_tcp::<R>(shutdown, Async::new(listener).unwrap());
+    let mut listener = lameduck_driver::track_tcp::<R>(shutdown, Async::new(listener).unwrap());
     spawn(Box::pin(async move {
         if let Some(gate) = gate {
             let _ = gate.recv().await;
@@ -179,7 +179,7 @@ macro_rules! suite {
                     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                     let addr = listener.local_addr().unwrap();
                     let mut listener =
-                        lameduck_std::track_tcp::<$rt>(&shutdown, Async::new(listener).unwrap());
+                        lameduck_driver::track_tcp::<$rt>(&shutdown, Async::new(listener).unwrap());
                     let mut client = Async::<TcpStream>::connect(addr).await.unwrap();
                     let mut server = listener.accept().await.unwrap().unwrap();
                     server.close().await.unwrap();

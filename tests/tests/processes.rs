@@ -296,7 +296,7 @@ fn a_repeated_sigterm_does_not_cut(kind: Kind) {
 /// accepted yet); from then on the signal drains. Never may the worker miss it and keep
 /// running: with the inherited socket it would serve on, unsupervised, forever. (The
 /// instant the handler is installed, which these coarse instants rarely hit, is probed
-/// sub-microsecond by `lameduck-std`'s `signal_race` test.)
+/// sub-microsecond by `lameduck-driver`'s `signal_race` test.)
 fn a_signal_at_any_instant_of_start_up_is_never_lost(kind: Kind) {
     let mut drained = 0;
     let mut killed = 0;

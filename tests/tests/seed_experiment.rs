@@ -162,7 +162,7 @@ impl Supervisor {
     /// just forked, and a TERM that reaches the child before it `exec`s is taken by the
     /// Perl handler the child inherited, then lost with it: the worker would run forever,
     /// and start_server wait for it. (A TERM between `exec` and the handler ends the worker
-    /// by the default action; lameduck's own handler install is probed by `lameduck-std`'s
+    /// by the default action; lameduck's own handler install is probed by `lameduck-driver`'s
     /// `signal_race` test.)
     fn wait_restarts_over(&self, hups: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);

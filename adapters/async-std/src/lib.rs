@@ -30,7 +30,7 @@
 #[derive(Debug)]
 pub struct AsyncStdSpawner;
 
-impl lameduck_std::async_io::Spawner for AsyncStdSpawner {
+impl lameduck_driver::async_io::Spawner for AsyncStdSpawner {
     const NAME: &'static str = "async-std";
 
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(task: F) -> bool {
@@ -40,6 +40,6 @@ impl lameduck_std::async_io::Spawner for AsyncStdSpawner {
 }
 
 /// lameduck's [`Runtime`] on async-std: `async-io`'s reactor and timer, async-std's spawner.
-pub type AsyncStd = lameduck_std::async_io::AsyncIo<AsyncStdSpawner>;
+pub type AsyncStd = lameduck_driver::async_io::AsyncIo<AsyncStdSpawner>;
 
-lameduck_std::runtime_api!(AsyncStd);
+lameduck_driver::runtime_api!(AsyncStd);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures_lite::future;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
-use lameduck_std::core::ConnState;
-use lameduck_std::{ConnHandle, Runtime};
+use lameduck_driver::core::ConnState;
+use lameduck_driver::{ConnHandle, Runtime};
 
 /// How long a closing connection keeps reading (and discarding) after its last response.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -95,7 +95,7 @@ impl HttpState {
 }
 
 /// The I/O hyper drives: the connection's I/O `I` (reading through its
-/// [`Tracked`](lameduck_std::Tracked) stream, which marks the first byte of a request and
+/// [`Tracked`](lameduck_driver::Tracked) stream, which marks the first byte of a request and
 /// fails once the lifecycle cut the connection), plus replay, flush accounting, and a
 /// lingering close on runtime `R`.
 pub(crate) struct HttpIo<R: Runtime, I: Read + Write + Unpin + Send + 'static> {

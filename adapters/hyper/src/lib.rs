@@ -106,9 +106,9 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
-pub use lameduck_std::core::{Config, IdlePolicy};
-pub use lameduck_std::{Conn, ConnHandle, Notice, Runtime};
-use lameduck_std::{Listener, NoticeWatch, Notices, Stream};
+pub use lameduck_driver::core::{Config, IdlePolicy};
+pub use lameduck_driver::{Conn, ConnHandle, Notice, Runtime};
+use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
 
 use crate::io::{read, HttpIo, HttpState};
 pub use crate::service::{TrackedBody, TrackedFuture};
@@ -140,7 +140,7 @@ impl HttpRuntime for lameduck_tokio::Tokio {
 }
 
 #[cfg(feature = "async-io")]
-impl<S: lameduck_std::async_io::Spawner> HttpRuntime for lameduck_std::async_io::AsyncIo<S> {
+impl<S: lameduck_driver::async_io::Spawner> HttpRuntime for lameduck_driver::async_io::AsyncIo<S> {
     type Io = smol_hyper::rt::FuturesIo<Stream<Self>>;
 
     fn io(stream: Stream<Self>) -> Self::Io {
@@ -325,9 +325,9 @@ where
 /// ```
 ///
 /// Other protocols watch the same state with
-/// [`Shutdown::is_ready`](lameduck_std::Shutdown::is_ready) and
-/// [`Shutdown::begun`](lameduck_std::Shutdown::begun).
-pub fn readiness(shutdown: &lameduck_std::Shutdown) -> Response<String> {
+/// [`Shutdown::is_ready`](lameduck_driver::Shutdown::is_ready) and
+/// [`Shutdown::begun`](lameduck_driver::Shutdown::begun).
+pub fn readiness(shutdown: &lameduck_driver::Shutdown) -> Response<String> {
     let (status, body) = if shutdown.is_ready() {
         (hyper::StatusCode::OK, "ready\n")
     } else {
@@ -367,12 +367,12 @@ where
 }
 
 /// Like [`serve_connection`], for I/O of your own making over the connection's
-/// [`Tracked`](lameduck_std::Tracked) stream: `io` must read and write through it (so that a
+/// [`Tracked`](lameduck_driver::Tracked) stream: `io` must read and write through it (so that a
 /// cut fails its I/O) and own it (so that dropping `io` reports it Closed), and the first
 /// byte of each request must mark the connection Active — the tracked stream does on a
 /// plain connection; a protocol layered over it (a TLS other than rustls, say) turns that
-/// off with [`Tracked::set_reads_start_requests`](lameduck_std::Tracked::set_reads_start_requests)
-/// and reads through a [`Decrypted`](lameduck_std::Decrypted). `conn` is its handle
+/// off with [`Tracked::set_reads_start_requests`](lameduck_driver::Tracked::set_reads_start_requests)
+/// and reads through a [`Decrypted`](lameduck_driver::Decrypted). `conn` is its handle
 /// (`stream.conn().handle()`). For rustls, `serve_tls_connection` (feature `rustls`) does all this.
 pub fn serve_io<R, I, S, B>(
     io: I,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper::rt::{Read, Write};
 #[allow(unused_imports)] // used by the runtimes' implementations
-use lameduck_std::{Decrypted, Stream};
+use lameduck_driver::{Decrypted, Stream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -237,7 +237,7 @@ impl TlsRuntime for lameduck_tokio::Tokio {
 }
 
 #[cfg(feature = "async-io")]
-impl<S: lameduck_std::async_io::Spawner> TlsRuntime for lameduck_std::async_io::AsyncIo<S> {
+impl<S: lameduck_driver::async_io::Spawner> TlsRuntime for lameduck_driver::async_io::AsyncIo<S> {
     type TlsIo =
         Box<smol_hyper::rt::FuturesIo<Decrypted<futures_rustls::server::TlsStream<Stream<Self>>>>>;
 

@@ -41,7 +41,7 @@
 #[derive(Debug)]
 pub struct SmolSpawner;
 
-impl lameduck_std::async_io::Spawner for SmolSpawner {
+impl lameduck_driver::async_io::Spawner for SmolSpawner {
     const NAME: &'static str = "smol";
 
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(task: F) -> bool {
@@ -51,6 +51,6 @@ impl lameduck_std::async_io::Spawner for SmolSpawner {
 }
 
 /// lameduck's [`Runtime`] on smol: `async-io`'s reactor and timer, smol's spawner.
-pub type Smol = lameduck_std::async_io::AsyncIo<SmolSpawner>;
+pub type Smol = lameduck_driver::async_io::AsyncIo<SmolSpawner>;
 
-lameduck_std::runtime_api!(Smol);
+lameduck_driver::runtime_api!(Smol);

@@ -57,7 +57,7 @@ impl Runtime for Tokio {
         tokio::time::Instant::now().into_std()
     }
 
-    fn sleep_until(at: Instant) -> lameduck_std::Sleep {
+    fn sleep_until(at: Instant) -> lameduck_driver::Sleep {
         Box::pin(tokio::time::sleep_until(at.into()))
     }
 
@@ -102,7 +102,7 @@ impl Runtime for Tokio {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        lameduck_std::runtime::poll_nonblocking(
+        lameduck_driver::runtime::poll_nonblocking(
             cx,
             || stream.try_read(buf),
             |cx| stream.poll_read_ready(cx),
@@ -110,4 +110,4 @@ impl Runtime for Tokio {
     }
 }
 
-lameduck_std::runtime_api!(Tokio);
+lameduck_driver::runtime_api!(Tokio);

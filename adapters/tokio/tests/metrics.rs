@@ -1,4 +1,4 @@
-//! `lameduck_std::metrics::record` (feature `metrics`), read back through a recorder: each
+//! `lameduck_driver::metrics::record` (feature `metrics`), read back through a recorder: each
 //! state's gauge, the phase and readiness, and a drain's counters that add up to its report.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 fn recorded(shutdown: &Shutdown) -> HashMap<(String, String), f64> {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || lameduck_std::metrics::record(shutdown));
+    metrics::with_local_recorder(&recorder, || lameduck_driver::metrics::record(shutdown));
     snapshotter
         .snapshot()
         .into_vec()

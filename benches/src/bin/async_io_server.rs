@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck_std::signal::Signal;
+use lameduck_driver::signal::Signal;
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
@@ -31,7 +31,7 @@ fn bind(addr: &str) -> TcpListener {
 
 /// Resolves at the first SIGTERM.
 async fn sigterm() {
-    let (socket, _subscription) = lameduck_std::signal::subscribe(&[Signal::TERM]).unwrap();
+    let (socket, _subscription) = lameduck_driver::signal::subscribe(&[Signal::TERM]).unwrap();
     let socket = Async::new(socket).unwrap();
     let _ = socket.readable().await;
 }
@@ -58,11 +58,13 @@ async fn plain(addr: &str, spawn: fn(std::pin::Pin<Box<dyn Future<Output = ()> +
 }
 
 async fn with_lameduck<R: lameduck_hyper::HttpRuntime>(addr: &str) {
-    let shutdown = lameduck_std::shutdown::<R>(lameduck_std::core::Config::default());
-    lameduck_std::drain_on_signals::<R>(&shutdown).unwrap();
-    let listener =
-        lameduck_std::track::<R>(&shutdown, lameduck_std::inherit::Listener::Tcp(bind(addr)))
-            .unwrap();
+    let shutdown = lameduck_driver::shutdown::<R>(lameduck_driver::core::Config::default());
+    lameduck_driver::drain_on_signals::<R>(&shutdown).unwrap();
+    let listener = lameduck_driver::track::<R>(
+        &shutdown,
+        lameduck_driver::inherit::Listener::Tcp(bind(addr)),
+    )
+    .unwrap();
     R::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),

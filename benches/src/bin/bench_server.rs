@@ -164,7 +164,7 @@ fn install_metrics(shutdown: &lameduck::Shutdown) {
         .expect("a Prometheus recorder");
     // BENCH_RECORD=0: the recorder alone, to tell its own cost from lameduck's.
     if std::env::var_os("BENCH_RECORD").is_none_or(|v| v != "0") {
-        lameduck_std::metrics::record(shutdown);
+        lameduck_driver::metrics::record(shutdown);
         let scrape = prometheus.render();
         assert!(scrape.contains("lameduck_connections"), "{scrape}");
     }

@@ -7,7 +7,7 @@
 //!
 //! - `core_bytes_per_conn`: heap of a `Lifecycle` holding N connections (Idle), per
 //!   connection;
-//! - `handle_bytes_per_conn`: heap of the whole shared handle (`lameduck-std`'s `Shutdown`:
+//! - `handle_bytes_per_conn`: heap of the whole shared handle (`lameduck-driver`'s `Shutdown`:
 //!   lifecycle, mailboxes, each `Conn`), per connection;
 //! - `core_sweep_ms`: `begin_shutdown` plus pulling every action it produces (N closes);
 //! - `handle_sweep_ms`: `Shutdown::begin`: the same, plus posting each close to its
@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use lameduck_core::{Config, IdlePolicy, Instant, Lifecycle};
-use lameduck_std::{Shutdown, Timers};
+use lameduck_driver::{Shutdown, Timers};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -75,7 +75,7 @@ fn handle(n: usize) -> (i64, Duration) {
     let took = start.elapsed();
     assert!(conns
         .iter()
-        .all(|c| c.notice() == Some(lameduck_std::Notice::Close)));
+        .all(|c| c.notice() == Some(lameduck_driver::Notice::Close)));
     (bytes, took)
 }
 

@@ -2,11 +2,10 @@
 //! its close.
 
 use crate::sync::{Arc, Ordering};
-use std::os::fd::RawFd;
 
 use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
 
-use super::mailbox::{state_from_u8, state_to_u8, Mailbox, Notice, SERVING_OVER};
+use super::mailbox::{state_from_u8, state_to_u8, Mailbox, Notice, Shared, SERVING_OVER};
 use super::notices::{wait_for, Notices};
 use super::{DrainHold, Shutdown};
 
@@ -27,7 +26,7 @@ pub struct Conn {
 /// return [`Error::Closed`].
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
-    shared: Arc<Mailbox>,
+    shared: Arc<Shared>,
 }
 
 /// Brings the lifecycle's state of connection `id` up to date with the state the
@@ -54,7 +53,7 @@ pub(super) fn sync_to(lc: &mut dyn Machine, id: ConnId, reported: ConnState) {
 }
 
 impl Conn {
-    pub(super) fn new(shared: Arc<Mailbox>) -> Conn {
+    pub(super) fn new(shared: Arc<Shared>) -> Conn {
         Conn {
             handle: ConnHandle { shared },
         }
@@ -189,6 +188,11 @@ impl ConnHandle {
         })
     }
 
+    /// The cell a [`Tracked`](crate::Tracked) stream arms with its socket.
+    pub(crate) fn cell(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// The strongest notice the lifecycle has given this connection, if any.
     #[inline]
     pub fn notice(&self) -> Option<Notice> {
@@ -200,36 +204,6 @@ impl ConnHandle {
     #[inline]
     pub fn is_cut(&self) -> bool {
         self.shared.is_closed()
-    }
-
-    /// Makes a deadline cut (or [`Shutdown::force_close`]) end the connection at the socket:
-    /// the moment the lifecycle cuts it, `shutdown(2)` ends both directions of `fd`, so the
-    /// client sees the connection end even if the handler holding the stream never polls it
-    /// again, and the connection counts as closed at once, so that the drain completes.
-    /// [`Tracked`](crate::Tracked) streams from a tracked listener are armed this way.
-    ///
-    /// # Safety
-    ///
-    /// `fd` must be this connection's open socket, and stay open until the [`Conn`] is
-    /// dropped or [`disarm_cut`](ConnHandle::disarm_cut) has returned (whichever is first):
-    /// close the socket only after that. The cut only shuts the socket down; it never closes
-    /// the fd.
-    pub unsafe fn cut_at_socket(&self, fd: RawFd) {
-        let shutdown = &self.shared.shutdown;
-        let _state = shutdown.lock();
-        if self.shared.read() != Some(Notice::Close) {
-            self.shared.fd.store(fd, Ordering::Release);
-        }
-    }
-
-    /// Undoes [`cut_at_socket`](ConnHandle::cut_at_socket): once this returns, no cut touches
-    /// the fd. Cheap when nothing is armed.
-    pub fn disarm_cut(&self) {
-        if self.shared.fd.load(Ordering::Acquire) < 0 {
-            return;
-        }
-        let _state = self.shared.shutdown.lock();
-        self.shared.fd.store(-1, Ordering::Release);
     }
 
     /// Whether the response being written should close the connection
@@ -281,12 +255,10 @@ impl ConnHandle {
     /// (the lifecycle refuses a second close of the same id, and its slot is only freed by
     /// the first). Whether this call closed it.
     fn report_closed(&self, lingers: bool) -> bool {
-        let mailbox = &*self.shared;
+        let mailbox: &Mailbox = &self.shared;
         let Mailbox { shutdown, id, .. } = mailbox;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
-        // No cut may reach the socket once its owner may close it.
-        mailbox.fd.store(-1, Ordering::Release);
         // The lifecycle counts the connection out of the state it knows: the current one.
         sync(&mut *lifecycle.lc, *id, mailbox);
         let closed = if lingers {

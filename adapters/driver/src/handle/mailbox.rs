@@ -1,7 +1,7 @@
 //! A connection's mailbox: the notices the lifecycle gave it, the state it reported on its
 //! own while Serving, and the socket a cut shuts down.
 
-use crate::sync::{AtomicBool, AtomicI32, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicU8, Ordering};
 
 use event_listener::Event;
 use lameduck_core::{ConnId, ConnState};
@@ -45,12 +45,13 @@ impl Notice {
 
 /// Everything one connection shares with the handle, in one allocation (it is most of a
 /// connection's memory): its id and handle, the strongest notice so far and the event that
-/// wakes its task, the state it reported on its own while Serving, and its socket for a cut.
+/// wakes its task, the state it reported on its own while Serving — and, around it
+/// ([`Shared`]), its socket for a cut.
 ///
 /// The handle's table holds one reference to it per live connection, and it holds the
 /// handle: a cycle, which the connection's close breaks (its entry is removed), so a
 /// dropped `Conn` frees both.
-pub(super) struct Mailbox {
+pub(crate) struct Mailbox {
     pub(super) shutdown: Shutdown,
     pub(super) id: ConnId,
     pub(super) level: AtomicU8,
@@ -65,11 +66,6 @@ pub(super) struct Mailbox {
     /// Whether data read moves New/Idle → Active (see
     /// [`ConnHandle::set_read_starts_request`](super::ConnHandle::set_read_starts_request)).
     pub(super) read_starts_request: AtomicBool,
-    /// The connection's socket, shut down when the lifecycle cuts the connection (see
-    /// [`ConnHandle::cut_at_socket`](super::ConnHandle::cut_at_socket)); -1 when there is
-    /// none to cut. Read and changed only under the handle's lock, so a cut never meets an
-    /// fd its owner has closed.
-    pub(super) fd: AtomicI32,
     pub(super) event: Event,
 }
 
@@ -95,7 +91,6 @@ impl Mailbox {
             level: AtomicU8::new(0),
             state: AtomicU8::new(state_to_u8(ConnState::New) | over),
             read_starts_request: AtomicBool::new(true),
-            fd: AtomicI32::new(-1),
             event: Event::new(),
         }
     }
@@ -131,26 +126,14 @@ impl Mailbox {
     }
 }
 
+/// A connection's mailbox and the socket a deadline's cut shuts down (armed by the
+/// [`Tracked`](crate::Tracked) stream that owns the socket: `lameduck-os` keeps the fd
+/// number valid for as long as a cut may use it).
+pub(crate) type Shared = lameduck_os::cut::Cuttable<Mailbox>;
+
 /// In a connection's own state: shutdown has begun, the connection no longer moves on its
 /// own (every transition goes through the lifecycle).
 pub(super) const SERVING_OVER: u8 = 0x80;
-
-/// Shuts down the socket armed in `mailbox` (both directions: the peer reads EOF, its writes
-/// fail) and disarms it; false when none was armed. Called under the handle's lock.
-pub(super) fn cut_socket(mailbox: &Mailbox) -> bool {
-    let fd = mailbox.fd.swap(-1, Ordering::AcqRel);
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: `fd` was armed by `ConnHandle::cut_at_socket`, whose contract keeps it an open
-    // socket of this connection until the `Conn` is dropped or `disarm_cut` runs; both take
-    // the handle's lock, which our caller holds, so the fd is still that socket. shutdown(2)
-    // neither closes nor frees the fd: its owner still closes it.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
-    true
-}
 
 #[inline]
 pub(super) fn state_to_u8(state: ConnState) -> u8 {

@@ -35,7 +35,7 @@ pub struct TrackedListener<L, S> {
     draining_backlog: bool,
 }
 
-impl<L, S: std::os::fd::AsRawFd> TrackedListener<L, S> {
+impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     /// Tracks `listener`, which accepts with `poll_accept`.
     pub fn new(shutdown: &Shutdown, listener: L, poll_accept: PollAccept<L, S>) -> Self {
         TrackedListener {

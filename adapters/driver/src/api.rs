@@ -77,7 +77,7 @@ macro_rules! runtime_api {
         /// (supervisors repeat it; the deadline bounds the drain). The handling task is
         /// spawned on this runtime; the handlers are installed before this returns, and a
         /// signal that arrives meanwhile is never lost. See
-        /// [`lameduck_std::drain_on_signals`]($crate::drain_on_signals).
+        /// [`lameduck_driver::drain_on_signals`]($crate::drain_on_signals).
         pub fn drain_on_signals(shutdown: &Shutdown) -> ::std::io::Result<()> {
             $crate::drain_on_signals::<$rt>(shutdown)
         }

@@ -1,4 +1,4 @@
-//! `lameduck_std::signal`: what a subscriber can rely on, with real signals sent to this
+//! `lameduck_os::signal`: what a subscriber can rely on, with real signals sent to this
 //! process. Each test uses signals of its own, as tests run in parallel in one process.
 
 use std::io::{ErrorKind, Read};
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lameduck_std::signal::{subscribe, Signal};
+use lameduck_os::signal::{subscribe, Signal};
 
 fn send(signal: i32) {
     let status = Command::new("kill")

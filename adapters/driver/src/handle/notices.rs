@@ -8,12 +8,12 @@ use std::task::{Context, Poll, Waker};
 use event_listener::EventListener;
 use futures_lite::future;
 
-use super::mailbox::{Mailbox, Notice};
+use super::mailbox::{Mailbox, Notice, Shared};
 
 /// Watches one connection's notices; see [`ConnHandle::notices`](super::ConnHandle::notices). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notices {
-    pub(super) mailbox: Arc<Mailbox>,
+    pub(super) mailbox: Arc<Shared>,
 }
 
 impl Notices {
@@ -64,7 +64,7 @@ impl Notices {
 /// would (measured: ~200 instructions per HTTP request).
 #[derive(Debug)]
 pub struct NoticeWatch {
-    mailbox: Arc<Mailbox>,
+    mailbox: Arc<Shared>,
     listener: Option<EventListener>,
     /// The notice level when `listener` was made.
     listened_at: u8,

@@ -1,9 +1,9 @@
 //! Signals as bytes on a socket, installed so that none is lost — not even one that arrives
 //! while the handler is being installed.
 //!
-//! Every runtime adapter reads its shutdown signals from a [`subscribe`]d socket: each
-//! arrival of a subscribed signal writes one byte, the signal's number, which the adapter's
-//! task reads and hands to [`deliver`].
+//! The driver reads its shutdown signals from a [`subscribe`]d socket: each arrival of a
+//! subscribed signal writes one byte, the signal's number, which its task reads and acts on
+//! (`lameduck_driver::drain_on_signals`).
 //!
 //! # Why not `tokio::signal`, `async-signal` or `signal-hook`
 //!
@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use std::io::Read;
-//! use lameduck_std::signal::{self, Signal};
+//! use lameduck_os::signal::{self, Signal};
 //!
 //! let (mut socket, _subscription) = signal::subscribe(&[Signal::USR2])?;
 //! std::process::Command::new("kill")
@@ -43,8 +43,6 @@ use std::os::raw::c_int;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
-
-use crate::handle::Shutdown;
 
 /// A signal number (`SIGTERM`, …), as [`subscribe`] takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,61 +166,6 @@ pub fn subscribe(signals: &[Signal]) -> io::Result<(UnixStream, Subscription)> {
     }
     subscription.write = Some(write);
     Ok((read, subscription))
-}
-
-/// What a runtime adapter does with the bytes read from its socket: each is one signal,
-/// handed to [`on_signal`](crate::bind::on_signal) — forcing when it is one of `force`.
-pub fn deliver(shutdown: &Shutdown, received: &[u8], force: &[Signal]) {
-    for &byte in received {
-        let forces = force.contains(&Signal(c_int::from(byte)));
-        crate::bind::on_signal(shutdown, forces);
-    }
-}
-
-/// SIGTERM, SIGINT and SIGHUP begin the drain; SIGINT while draining (a second Ctrl-C) cuts
-/// every connection at once ([`Shutdown::force_close`]). The handling task is spawned on
-/// runtime `R`.
-///
-/// A repeated SIGTERM does not cut: supervisors such as Server::Starter send it again to
-/// draining workers on every restart, and the [deadline](crate::core::Config::deadline)
-/// bounds the drain. SIGHUP drains rather than doing nothing or dying: its default action
-/// would kill the process mid-request (a closed terminal, or an operator expecting a
-/// reload), and lameduck has no reload — a server is restarted by starting a new one beside
-/// it. Pick other signals with [`drain_on`].
-///
-/// Returns once the handlers are installed: every signal from then on is handled, and one
-/// that arrives while they are being installed is never lost (see [`subscribe`]). Fails
-/// when there is no runtime to spawn on.
-pub fn drain_on_signals<R: crate::Runtime>(shutdown: &Shutdown) -> io::Result<()> {
-    drain_on::<R>(
-        shutdown,
-        &[Signal::TERM, Signal::INT, Signal::HUP],
-        &[Signal::INT],
-    )
-}
-
-/// Each of `drain` begins the drain; one of `force` received while draining cuts every
-/// connection (a signal in `force` should also be in `drain`). The handling task is
-/// spawned on runtime `R`; see [`drain_on_signals`].
-pub fn drain_on<R: crate::Runtime>(
-    shutdown: &Shutdown,
-    drain: &[Signal],
-    force: &[Signal],
-) -> io::Result<()> {
-    let (socket, subscription) = subscribe(drain)?;
-    let socket = R::unix_stream(socket)?;
-    let shutdown = shutdown.clone();
-    let force = force.to_vec();
-    crate::runtime::spawn::<R>(Box::pin(async move {
-        let _subscription = subscription;
-        let mut received = [0u8; 64];
-        // The write end lives in `subscription`: the socket ends only with an error.
-        while let Ok(n @ 1..) =
-            futures_lite::future::poll_fn(|cx| R::poll_read_unix(&socket, cx, &mut received)).await
-        {
-            deliver(&shutdown, &received[..n], &force);
-        }
-    }))
 }
 
 impl Subscription {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lameduck_std::signal::{subscribe, Signal};
+use lameduck_os::signal::{subscribe, Signal};
 
 const CHILD: &str = "LAMEDUCK_SIGNAL_RACE_CHILD";
 const TRIALS: u32 = 600;

@@ -1,10 +1,14 @@
-//! systemd's notifications, through the sd-notify crate.
+//! systemd's notifications (`sd_notify`), through the sd-notify crate.
 
-use super::*;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 
-/// Sends `states` to systemd's `NOTIFY_SOCKET` through the sd-notify crate; sd-notify 0.5
+pub use sd_notify::NotifyState;
+
+/// Sends `states` to systemd's `NOTIFY_SOCKET`, if set; a failure is logged, not returned
+/// (a server does not stop serving because its supervisor cannot be told). sd-notify 0.5
 /// does not resolve an abstract `@name`, which std's address type does.
-pub(super) fn notify(states: &[sd_notify::NotifyState<'_>]) {
+pub fn notify(states: &[NotifyState<'_>]) {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -13,10 +17,9 @@ pub(super) fn notify(states: &[sd_notify::NotifyState<'_>]) {
         None => sd_notify::notify(states),
     };
     if let Err(e) = result {
-        log(format_args!("NOTIFY_SOCKET {socket:?}: {e}"));
+        crate::log(format_args!("NOTIFY_SOCKET {socket:?}: {e}"));
     }
 }
-
 #[cfg(target_os = "linux")]
 fn notify_abstract(name: &[u8], states: &[sd_notify::NotifyState<'_>]) -> io::Result<()> {
     use std::os::linux::net::SocketAddrExt;

@@ -6,8 +6,8 @@
 //! renders a scrape:
 //!
 //! ```no_run
-//! # fn scrape(render: impl Fn() -> String, shutdown: &lameduck_std::Shutdown) -> String {
-//! lameduck_std::metrics::record(shutdown);
+//! # fn scrape(render: impl Fn() -> String, shutdown: &lameduck_driver::Shutdown) -> String {
+//! lameduck_driver::metrics::record(shutdown);
 //! render() // e.g. metrics-exporter-prometheus's `PrometheusHandle::render`
 //! # }
 //! ```

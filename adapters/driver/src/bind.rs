@@ -66,15 +66,3 @@ pub fn bind_or_inherit<R: Runtime>(shutdown: &Shutdown, addr: &str) -> io::Resul
         )),
     }
 }
-
-/// What a signal does, for a signal that `forces` or not: it begins the graceful shutdown;
-/// a forcing signal that arrives once shutdown has begun cuts every connection.
-///
-/// Supervisors repeat SIGTERM: Server::Starter sends it again to every old worker, draining
-/// or not, on each restart. So a repeated SIGTERM must not cut — only the deadline bounds a
-/// drain it began — while an operator's second Ctrl-C (SIGINT) does.
-pub fn on_signal(shutdown: &Shutdown, forces: bool) {
-    if !shutdown.begin() && forces {
-        shutdown.force_close();
-    }
-}

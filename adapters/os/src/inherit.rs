@@ -11,6 +11,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
 
@@ -324,7 +325,7 @@ pub struct Inherited {
 /// Checks `fd` and takes ownership of it as a listener, non-blocking and close-on-exec.
 ///
 /// On error the fd is left open and untouched: it was not ours to close.
-pub fn adopt(fd: RawFd, spec: &ListenSpec) -> Result<Listener, Reason> {
+fn adopt(fd: RawFd, spec: &ListenSpec) -> Result<Listener, Reason> {
     if fd < 0 {
         return Err(Reason::Closed(io::Error::from_raw_os_error(libc::EBADF)));
     }
@@ -334,8 +335,9 @@ pub fn adopt(fd: RawFd, spec: &ListenSpec) -> Result<Listener, Reason> {
         return Err(Reason::Closed(io::Error::last_os_error()));
     }
     // SAFETY: the fd is open (checked just above). The supervisor passed it to this process
-    // to own — that is the protocol of both Server::Starter and systemd — and the parsers
-    // reject an fd listed twice, so nothing else in this process owns it. If it turns out
+    // to own — that is the protocol of both Server::Starter and systemd — the parsers
+    // reject an fd listed twice, and `from_env`, the only caller, adopts once per process
+    // (`TAKEN`), so nothing else in this process owns it. If it turns out
     // to be unusable we give it back unclosed with `into_raw_fd` below.
     let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
     match check(&socket, spec) {
@@ -375,7 +377,7 @@ fn check(socket: &Socket, spec: &ListenSpec) -> Result<Domain, Reason> {
 }
 
 /// Adopts every fd of a parsed variable, or fails on the first unusable one.
-pub fn adopt_all(var: &'static str, fds: Vec<InheritedFd>) -> Result<Vec<Inherited>, InheritError> {
+fn adopt_all(var: &'static str, fds: Vec<InheritedFd>) -> Result<Vec<Inherited>, InheritError> {
     fds.into_iter()
         .map(|InheritedFd { spec, fd }| match adopt(fd, &spec) {
             Ok(listener) => Ok(Inherited { spec, listener }),
@@ -388,24 +390,35 @@ pub fn adopt_all(var: &'static str, fds: Vec<InheritedFd>) -> Result<Vec<Inherit
         .collect()
 }
 
+/// Whether this process took its inherited sockets already: each fd is owned once.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 /// The listening sockets a supervisor passed to this process, if any: `SERVER_STARTER_PORT`
 /// first, then systemd's `LISTEN_FDS`. `Ok(None)` when neither variable is set (bind your
 /// own address then).
 ///
-/// The variables are removed from the environment, so that child processes do not try to
-/// adopt the same fds. Call it early, before other threads read the environment.
+/// The sockets are taken once per process: a later call returns `Ok(None)`, as each fd can
+/// have one owner. The environment is read, never written (writing it is unsound once other
+/// threads run); adopted sockets are close-on-exec, so a child process inherits the
+/// variables but not the fds — systemd's `LISTEN_PID` tells such a child they are not its
+/// own, and a `SERVER_STARTER_PORT` naming fds it does not have is an error in the child
+/// (remove the variable with `Command::env_remove` when you start one).
 pub fn from_env() -> Result<Option<Vec<Inherited>>, InheritError> {
-    if let Ok(value) = std::env::var(SERVER_STARTER_PORT) {
-        std::env::remove_var(SERVER_STARTER_PORT);
+    let server_starter = std::env::var(SERVER_STARTER_PORT).ok();
+    let listen_fds = std::env::var(LISTEN_FDS).ok();
+    if server_starter.is_none() && listen_fds.is_none() {
+        return Ok(None);
+    }
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return Ok(None);
+    }
+    if let Some(value) = server_starter {
         let fds = parse_server_starter_port(&value)?;
         return adopt_all(SERVER_STARTER_PORT, fds).map(Some);
     }
-    if let Ok(count) = std::env::var(LISTEN_FDS) {
+    if let Some(count) = listen_fds {
         let pid = std::env::var(LISTEN_PID).ok();
         let names = std::env::var(LISTEN_FDNAMES).ok();
-        for var in [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES] {
-            std::env::remove_var(var);
-        }
         let fds = parse_listen_fds(&count, pid.as_deref(), names.as_deref(), std::process::id())?;
         if fds.is_empty() {
             return Ok(None);

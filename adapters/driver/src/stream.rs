@@ -7,6 +7,9 @@ use std::pin::Pin;
 #[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::task::{ready, Context, Poll};
 
+use lameduck_os::cut::Armed;
+
+use crate::handle::Mailbox;
 use crate::Conn;
 
 /// A runtime's stream plus its handle into the lifecycle.
@@ -27,10 +30,11 @@ use crate::Conn;
 /// task holding it never polls again.
 #[derive(Debug)]
 pub struct Tracked<S> {
-    // Declared first, so dropped first: the connection (and any armed cut, see
-    // `with_socket`) is gone before the stream closes its fd.
+    // Declared first, so dropped first: the connection is out of the table (no cut can
+    // find it) before the stream's own guard disarms and the stream closes its fd.
     conn: Conn,
-    io: S,
+    /// The stream, armed for the deadline's cut when it has a socket of its own.
+    io: Armed<S, Mailbox>,
     /// Whether bytes read start a request (see [`Tracked::set_reads_start_requests`]).
     reads_start_requests: bool,
 }
@@ -40,21 +44,26 @@ impl<S> Tracked<S> {
     pub fn new(io: S, conn: Conn) -> Self {
         Tracked {
             conn,
-            io,
+            io: Armed::unarmed(io),
             reads_start_requests: true,
         }
     }
 
-    /// Like [`new`](Tracked::new), and a deadline cut shuts the socket down
-    /// ([`ConnHandle::cut_at_socket`](crate::ConnHandle::cut_at_socket)).
+    /// Like [`new`](Tracked::new), and a deadline cut (or
+    /// [`Shutdown::force_close`](crate::Shutdown::force_close)) ends the connection at its
+    /// socket: `shutdown(2)` ends both directions, so the client sees the connection end even
+    /// if the handler holding the stream never polls it again, and the connection counts as
+    /// closed at once, so that the drain completes. Streams from a tracked listener are made
+    /// this way.
     pub fn with_socket(io: S, conn: Conn) -> Self
     where
-        S: std::os::fd::AsRawFd,
+        S: std::os::fd::AsFd,
     {
-        // SAFETY: `io` owns the fd and lives in the same `Tracked` as `conn`, which is
-        // dropped first (field order), and `into_parts` disarms before handing `io` out.
-        unsafe { conn.cut_at_socket(io.as_raw_fd()) };
-        Tracked::new(io, conn)
+        Tracked {
+            io: Armed::new(io, conn.cell()),
+            conn,
+            reads_start_requests: true,
+        }
     }
 
     /// Whether bytes read through this stream start a request (on by default). A protocol
@@ -90,22 +99,20 @@ impl<S> Tracked<S> {
 
     /// The stream.
     pub fn get_ref(&self) -> &S {
-        &self.io
+        self.io.get_ref()
     }
 
     /// The stream, mutably. Bytes read through it directly do not mark the connection
     /// Active; call [`ConnHandle::data_received`](crate::ConnHandle::data_received) if you bypass the wrapper.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
+        self.io.get_mut()
     }
 
     /// Splits into the stream and the connection handle (which still reports Closed when
-    /// dropped). A cut no longer reaches the socket: arm it again with
-    /// [`ConnHandle::cut_at_socket`](crate::ConnHandle::cut_at_socket) where the parts are
-    /// kept together.
+    /// dropped). A cut no longer reaches the socket: put them back together with
+    /// [`with_socket`](Tracked::with_socket) to arm it again.
     pub fn into_parts(self) -> (S, Conn) {
-        self.conn.disarm_cut();
-        (self.io, self.conn)
+        (self.io.into_inner(), self.conn)
     }
 }
 
@@ -121,7 +128,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
         this.check_cut()?;
         // `remaining`, not `filled().len()`: no slice, so no bounds check on every read.
         let before = buf.remaining();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        ready!(Pin::new(this.io.get_mut()).poll_read(cx, buf))?;
         if buf.remaining() < before && this.reads_start_requests {
             this.conn.data_received();
         }
@@ -138,16 +145,16 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check_cut()?;
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        Pin::new(self.get_mut().io.get_mut()).poll_write(cx, buf)
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        Pin::new(self.get_mut().io.get_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        Pin::new(self.get_mut().io.get_mut()).poll_shutdown(cx)
     }
 
     #[inline]
@@ -157,12 +164,12 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.check_cut()?;
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        Pin::new(self.get_mut().io.get_mut()).poll_write_vectored(cx, bufs)
     }
 
     #[inline]
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.get_ref().is_write_vectored()
     }
 }
 
@@ -176,7 +183,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.check_cut()?;
-        let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let n = ready!(Pin::new(this.io.get_mut()).poll_read(cx, buf))?;
         if n > 0 && this.reads_start_requests {
             this.conn.data_received();
         }
@@ -197,19 +204,19 @@ impl<S: futures_io::AsyncWrite + std::os::fd::AsFd + Unpin> futures_io::AsyncWri
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check_cut()?;
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        Pin::new(self.get_mut().io.get_mut()).poll_write(cx, buf)
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        Pin::new(self.get_mut().io.get_mut()).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(Pin::new(&mut this.io).poll_close(cx))?;
+        ready!(Pin::new(this.io.get_mut()).poll_close(cx))?;
         Poll::Ready(
-            match socket2::SockRef::from(&this.io).shutdown(std::net::Shutdown::Write) {
+            match socket2::SockRef::from(this.io.get_ref()).shutdown(std::net::Shutdown::Write) {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
                 result => result,
             },
@@ -219,13 +226,13 @@ impl<S: futures_io::AsyncWrite + std::os::fd::AsFd + Unpin> futures_io::AsyncWri
 
 impl<S: std::os::fd::AsFd> std::os::fd::AsFd for Tracked<S> {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.io.as_fd()
+        self.io.get_ref().as_fd()
     }
 }
 
 impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<S> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.io.as_raw_fd()
+        self.io.get_ref().as_raw_fd()
     }
 }
 

@@ -5,14 +5,14 @@
 //! upgrade timeout is killed, and the old process goes on serving as if nothing happened.
 //!
 //! ```no_run
-//! # async fn serve<R: lameduck_std::Runtime>() -> std::io::Result<()> {
-//! use lameduck_std::restart::{Options, Restarter};
-//! use lameduck_std::signal::Signal;
+//! # async fn serve<R: lameduck_driver::Runtime>() -> std::io::Result<()> {
+//! use lameduck_driver::restart::{Options, Restarter};
+//! use lameduck_driver::signal::Signal;
 //!
-//! let shutdown = lameduck_std::shutdown::<R>(Default::default());
-//! let listener = lameduck_std::bind_or_inherit::<R>(&shutdown, "127.0.0.1:8080")?;
+//! let shutdown = lameduck_driver::shutdown::<R>(Default::default());
+//! let listener = lameduck_driver::bind_or_inherit::<R>(&shutdown, "127.0.0.1:8080")?;
 //! // HUP upgrades, so only TERM and INT drain.
-//! lameduck_std::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])?;
+//! lameduck_driver::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])?;
 //! let restarter = Restarter::start(&shutdown, &[listener.as_fd()?], Options::default())?;
 //! // ... spawn the accept loop on `listener`, then:
 //! restarter.serving()?;
@@ -46,35 +46,25 @@
 //! `EXTEND_TIMEOUT_USEC` covering the lame-duck window and the deadline. An abstract
 //! `@`-socket in `NOTIFY_SOCKET` works. A unit file is in `docs/self-restart.md`.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lameduck_os::handover::{self, alive, wait_ready, write_pid_file, Child, ReadyOutcome, Spawn};
+use lameduck_os::log;
+use lameduck_os::signal::{self, Signal};
+use lameduck_os::systemd::{notify, NotifyState};
+
 use crate::handle::Shutdown;
-use crate::signal::{self, Signal};
 
-mod handover;
-mod systemd;
-
-use handover::{alive, reap, take_ready_fd, wait_ready, ReadyOutcome};
-use systemd::notify;
-
-/// `LAMEDUCK_HANDOVER`: the handover protocol's version, `1`.
-pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
-/// `LAMEDUCK_READY_FD`: the fd the successor writes `READY=1\n` to.
-pub const LAMEDUCK_READY_FD: &str = "LAMEDUCK_READY_FD";
-/// `LAMEDUCK_DRAINING`: the pids of older generations still draining.
-pub const LAMEDUCK_DRAINING: &str = "LAMEDUCK_DRAINING";
-/// The handover version this module speaks.
-pub const HANDOVER_VERSION: &str = "1";
-/// What the successor writes to the ready fd once it serves.
-const READY: &[u8] = b"READY=1\n";
+pub use lameduck_os::handover::{
+    HANDOVER_VERSION, LAMEDUCK_DRAINING, LAMEDUCK_HANDOVER, LAMEDUCK_READY_FD,
+};
 
 /// How the restarter behaves.
 #[derive(Clone, Debug)]
@@ -246,12 +236,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One line on stderr, written at once so it stays whole in a shared log.
-fn log(args: fmt::Arguments<'_>) {
-    let line = format!("lameduck {}: {args}\n", std::process::id());
-    let _ = io::stderr().write_all(line.as_bytes());
-}
-
 impl Restarter {
     /// Takes over the upgrade of this process: remembers the binary's path and arguments,
     /// duplicates `listeners` for the successor, and (with [`Options::signal`]) upgrades on
@@ -297,23 +281,8 @@ impl Restarter {
             // `try_clone_to_owned` duplicates with close-on-exec set.
             dups.push((fd.try_clone_to_owned()?, (*name).to_owned()));
         }
-        let ready = take_ready_fd()?;
-        let draining = match std::env::var(LAMEDUCK_DRAINING) {
-            Ok(list) => {
-                std::env::remove_var(LAMEDUCK_DRAINING);
-                list.split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        p.parse().map_err(|_| {
-                            invalid(format!(
-                                "{LAMEDUCK_DRAINING}={list:?}: expected pids joined by `,`"
-                            ))
-                        })
-                    })
-                    .collect::<io::Result<Vec<u32>>>()?
-            }
-            Err(_) => Vec::new(),
-        };
+        let ready = handover::take_ready_fd()?;
+        let draining = handover::draining_from_env()?;
         let inner = Arc::new(Inner {
             shutdown: shutdown.clone(),
             // The path, not `/proc/self/exe`: a deploy that replaced the file is picked up.
@@ -348,13 +317,13 @@ impl Restarter {
                 futures_lite::future::block_on(watcher.shutdown.begun());
                 if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
                     let config = watcher.shutdown.config();
-                    let mut states = vec![sd_notify::NotifyState::Stopping];
+                    let mut states = vec![NotifyState::Stopping];
                     if let Some(deadline) = config.deadline {
                         // The drain may take the lame-duck window and the deadline; a
                         // second for the lingering closes and the exit.
                         let total = config.lame_duck + deadline + Duration::from_secs(1);
                         let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
-                        states.push(sd_notify::NotifyState::ExtendTimeoutUsec(usec));
+                        states.push(NotifyState::ExtendTimeoutUsec(usec));
                     }
                     notify(&states);
                 }
@@ -372,7 +341,7 @@ impl Restarter {
     pub fn serving(&self) -> io::Result<()> {
         if let Some(mut ready) = lock(&self.inner.ready).take() {
             // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
-            let Err(e) = ready.write_all(READY) else {
+            let Err(e) = ready.write_all(handover::READY) else {
                 return Ok(());
             };
             // The PID file first, then the log line: whoever reads the line finds the file
@@ -381,14 +350,11 @@ impl Restarter {
             log(format_args!(
                 "upgrade: cannot tell the parent we serve ({e}); serving as the main process"
             ));
-            notify(&[
-                sd_notify::NotifyState::MainPid(std::process::id()),
-                sd_notify::NotifyState::Ready,
-            ]);
+            notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
             return Ok(());
         }
         self.write_pid_file(std::process::id())?;
-        notify(&[sd_notify::NotifyState::Ready]);
+        notify(&[NotifyState::Ready]);
         Ok(())
     }
 
@@ -450,19 +416,6 @@ impl Drop for Restarter {
     }
 }
 
-/// Writes `pid` to `path` atomically: a temp file beside it, renamed over it.
-pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(format!(".{}.tmp", std::process::id()));
-    let temp = PathBuf::from(temp);
-    std::fs::write(&temp, format!("{pid}\n"))
-        .and_then(|()| std::fs::rename(&temp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            io::Error::new(e.kind(), format!("PID file {}: {e}", path.display()))
-        })
-}
-
 fn on_signals(inner: Arc<Inner>, mut socket: std::os::unix::net::UnixStream) {
     let mut bytes = [0u8; 16];
     while let Ok(n @ 1..) = socket.read(&mut bytes) {
@@ -504,8 +457,8 @@ impl Inner {
             }
             *state = State::Upgrading;
         }
-        let mut reloading = vec![sd_notify::NotifyState::Reloading];
-        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let mut reloading = vec![NotifyState::Reloading];
+        reloading.extend(NotifyState::monotonic_usec_now().ok());
         notify(&reloading);
         let started = Instant::now();
         let result = self.hand_over(false);
@@ -526,7 +479,7 @@ impl Inner {
                 *state = State::Serving;
                 drop(state);
                 // Ends the reload: this process is still the main one.
-                notify(&[sd_notify::NotifyState::Ready]);
+                notify(&[NotifyState::Ready]);
                 Err(e)
             }
         }
@@ -542,13 +495,20 @@ impl Inner {
             .filter(|&p| alive(p))
             .chain([std::process::id()])
             .collect();
-        let (pid, ready) = self.spawn(&still_draining).map_err(UpgradeError::Spawn)?;
+        let (child, ready) = Spawn {
+            exe: &self.exe,
+            args: &self.args,
+            listeners: &self.listeners,
+            draining: &still_draining,
+        }
+        .start()
+        .map_err(UpgradeError::Spawn)?;
+        let pid = child.pid();
         log(format_args!("upgrade: started successor {pid}"));
         let outcome = wait_ready(&ready, self.options.upgrade_timeout);
-        let fail = |e: UpgradeError| {
-            // SAFETY: `pid` is our child, not yet reaped, so the number is still its own.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let status = reap(pid);
+        let fail = |child: Child, e: UpgradeError| {
+            child.kill();
+            let status = child.reap();
             match e {
                 UpgradeError::Exited { successor, .. } => {
                     Err(UpgradeError::Exited { successor, status })
@@ -559,30 +519,33 @@ impl Inner {
         match outcome {
             ReadyOutcome::Ready if replacing || self.shutdown.is_ready() => {}
             // A SIGTERM during the upgrade: stopping wins over upgrading.
-            ReadyOutcome::Ready => return fail(UpgradeError::ShuttingDown),
+            ReadyOutcome::Ready => return fail(child, UpgradeError::ShuttingDown),
             ReadyOutcome::Ended => {
-                return fail(UpgradeError::Exited {
-                    successor: pid as u32,
-                    status: String::new(),
-                })
+                return fail(
+                    child,
+                    UpgradeError::Exited {
+                        successor: pid,
+                        status: String::new(),
+                    },
+                )
             }
             ReadyOutcome::Timeout => {
-                return fail(UpgradeError::Timeout {
-                    successor: pid as u32,
-                    after: self.options.upgrade_timeout,
-                })
+                return fail(
+                    child,
+                    UpgradeError::Timeout {
+                        successor: pid,
+                        after: self.options.upgrade_timeout,
+                    },
+                )
             }
         }
-        let successor = pid as u32;
+        let successor = pid;
         if let Some(path) = &self.options.pid_file {
             if let Err(e) = write_pid_file(path, successor) {
                 log(format_args!("upgrade: {e}"));
             }
         }
-        notify(&[
-            sd_notify::NotifyState::MainPid(successor),
-            sd_notify::NotifyState::Ready,
-        ]);
+        notify(&[NotifyState::MainPid(successor), NotifyState::Ready]);
         // Reaps the successor should it end while we still drain: no zombie. One that fails
         // (not a clean exit: a crash, a kill) while we are still here is replaced, once:
         // we hold the listeners, and the connections waiting in their backlog are not lost
@@ -591,7 +554,7 @@ impl Inner {
         let _ = std::thread::Builder::new()
             .name("lameduck-reap".into())
             .spawn(move || {
-                let status = reap(pid);
+                let status = child.reap();
                 log(format_args!("successor {successor} ended ({status})"));
                 if replacing || status == "exit status 0" {
                     return;

@@ -1,18 +1,23 @@
-//! The std layer under every lameduck runtime adapter.
-//!
-//! What the tokio, smol and async-std adapters would each otherwise write lives here once:
+//! The driver every lameduck runtime shares: what the tokio, smol and async-std crates would
+//! each otherwise write, written once over a small [`Runtime`] seam.
 //!
 //! - [`Shutdown`] and [`Conn`]: the thread-safe handle around the
 //!   [`Lifecycle`](lameduck_core::Lifecycle) — one mutex (no lock at all for a request's
 //!   start and end while Serving), per-connection mailboxes woken with `event-listener`,
 //!   drain waiters that fire the lifecycle's timers with whatever timer the runtime provides;
-//! - [`inherit`]: listening sockets passed by Server::Starter or systemd, parsed and checked;
+//! - [`TrackedListener`] and [`Tracked`]: listeners that drain their accept backlog before
+//!   they close, streams whose reads and writes move the lifecycle, cut at the socket at the
+//!   deadline;
 //! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
-//! - [`signal`]: shutdown signals as bytes on a socket, none lost at start-up;
-//! - [`restart`]: in-place upgrade without a supervisor — socket handover, a readiness
-//!   handshake, rollback, a PID file and systemd notifications.
+//! - [`drain_on_signals`]: the signal policy (from `lameduck-os`'s signal sockets);
+//! - [`restart`]: in-place upgrade without a supervisor — when to hand over, rollback,
+//!   probation (the OS half is `lameduck-os`'s `handover`);
+//! - [`env`]: the shutdown timeline from `LAMEDUCK_*` variables.
 //!
-//! Applications use it through the `lameduck` crate and a runtime feature.
+//! The OS itself — inherited sockets, signal handlers, `fork`/`exec`, `shutdown(2)` — is
+//! `lameduck-os`, the only crate with `unsafe`; this one forbids it. Applications use it
+//! through the `lameduck` crate and a runtime feature.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accept;
@@ -23,13 +28,12 @@ pub mod async_io;
 pub mod bind;
 pub mod env;
 mod handle;
-pub mod inherit;
 mod listener;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod restart;
 pub mod runtime;
-pub mod signal;
+mod signals;
 mod stream;
 mod sync;
 
@@ -39,8 +43,9 @@ pub use handle::{
     Conn, ConnHandle, DrainHold, EndOnBegin, ListenerGuard, Notice, NoticeWatch, Notices, Shutdown,
     Sleep,
 };
+pub use lameduck_os::{inherit, signal};
 pub use runtime::{Runtime, Timers};
-pub use signal::{drain_on, drain_on_signals};
+pub use signals::{drain_on, drain_on_signals, on_signal};
 
 /// A shutdown handle in the Serving phase on runtime `R`'s clock, timer and spawner.
 pub fn shutdown<R: Runtime>(config: core::Config) -> Shutdown {

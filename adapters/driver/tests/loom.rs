@@ -2,7 +2,7 @@
 //! (`Shutdown`, `Conn` and their mailboxes and events, on loom's mutex and atomics):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p lameduck-std --test loom --release
+//! RUSTFLAGS="--cfg loom" cargo test -p lameduck-driver --test loom --release
 //! ```
 //!
 //! A lost wake-up shows up as loom's deadlock report (every thread blocked), a double close
@@ -13,8 +13,8 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use lameduck_std::core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
-use lameduck_std::{Shutdown, Timers};
+use lameduck_driver::core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
+use lameduck_driver::{Shutdown, Timers};
 use loom::thread;
 
 /// A frozen clock, a timer that never fires, no spawner (the drain waiters drive).
@@ -37,7 +37,7 @@ fn shutdown() -> Shutdown {
 }
 
 /// A fresh handle with one connection, mid-request.
-fn an_active_connection() -> (Shutdown, lameduck_std::Conn) {
+fn an_active_connection() -> (Shutdown, lameduck_driver::Conn) {
     let shutdown = shutdown();
     let conn = shutdown.accept().unwrap();
     conn.request_started().unwrap();
@@ -196,9 +196,9 @@ fn a_notice_watch_never_misses_the_close() {
             thread::spawn(move || shutdown.force_close())
         };
         let notice = loom::future::block_on(std::future::poll_fn(|cx| {
-            watch.poll_notice(cx, lameduck_std::Notice::Close)
+            watch.poll_notice(cx, lameduck_driver::Notice::Close)
         }));
-        assert_eq!(notice, lameduck_std::Notice::Close);
+        assert_eq!(notice, lameduck_driver::Notice::Close);
         forcer.join().unwrap();
         drop(conn);
     });
@@ -222,19 +222,19 @@ fn a_notice_watch_sees_the_close_after_the_finish() {
         let mut told = false;
         let close = loom::future::block_on(std::future::poll_fn(|cx| loop {
             let at_least = if told {
-                lameduck_std::Notice::Close
+                lameduck_driver::Notice::Close
             } else {
-                lameduck_std::Notice::FinishThenClose
+                lameduck_driver::Notice::FinishThenClose
             };
             match watch.poll_notice(cx, at_least) {
-                std::task::Poll::Ready(lameduck_std::Notice::Close) => {
-                    return std::task::Poll::Ready(lameduck_std::Notice::Close)
+                std::task::Poll::Ready(lameduck_driver::Notice::Close) => {
+                    return std::task::Poll::Ready(lameduck_driver::Notice::Close)
                 }
                 std::task::Poll::Ready(_) => told = true,
                 std::task::Poll::Pending => return std::task::Poll::Pending,
             }
         }));
-        assert_eq!(close, lameduck_std::Notice::Close);
+        assert_eq!(close, lameduck_driver::Notice::Close);
         driver.join().unwrap();
         drop(conn);
     });
@@ -257,7 +257,7 @@ fn a_lock_free_transition_racing_begin_reaches_the_lifecycle() {
         assert_eq!(conn.state(), ConnState::Idle);
         assert_eq!(shutdown.counts().idle, 1, "{:?}", shutdown.counts());
         // CloseImmediately: an Idle connection is told to close, whichever came first.
-        assert_eq!(conn.notice(), Some(lameduck_std::Notice::Close));
+        assert_eq!(conn.notice(), Some(lameduck_driver::Notice::Close));
         drop(conn);
         let report = loom::future::block_on(shutdown.drained());
         assert_eq!(report.closed_idle, 1, "{report:?}");

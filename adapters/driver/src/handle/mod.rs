@@ -23,8 +23,10 @@ mod notices;
 pub use begun::EndOnBegin;
 use conn::{sync, sync_to};
 pub use conn::{Conn, ConnHandle};
+pub(crate) use mailbox::Mailbox;
 pub use mailbox::Notice;
-use mailbox::{cut_socket, state_from_u8, Mailbox, SERVING_OVER};
+pub(crate) use mailbox::Shared;
+use mailbox::{state_from_u8, SERVING_OVER};
 pub use notices::{NoticeWatch, Notices};
 
 #[derive(Debug)]
@@ -32,7 +34,7 @@ struct State {
     /// The lifecycle: a [`Lifecycle`], or (in a fuzz build) a checked one.
     lc: Box<dyn Machine + Send>,
     /// Live connections by slot (each mailbox knows its id).
-    mailboxes: Vec<Option<Arc<Mailbox>>>,
+    mailboxes: Vec<Option<Arc<Shared>>>,
     /// [`Action::StopAccepting`] was delivered: listeners must stop (the lifecycle counts
     /// them, and ends accepting when the last one has closed).
     stop_accepting: bool,
@@ -178,7 +180,7 @@ impl Shutdown {
         let mut changed = false;
         while let Some(action) = state.lc.poll_action() {
             // Borrowed, not cloned: a sweep posts to every connection.
-            fn mailbox(state: &State, id: ConnId) -> Option<&Mailbox> {
+            fn mailbox(state: &State, id: ConnId) -> Option<&Shared> {
                 state.mailboxes.get(id.slot() as usize)?.as_deref()
             }
             match action {
@@ -207,7 +209,7 @@ impl Shutdown {
                     m.post(Notice::Close);
                     if reason == lameduck_core::CloseReason::Deadline {
                         trace(format_args!("lameduck: deadline: cutting {id}"));
-                        if cut_socket(m) {
+                        if m.cut() {
                             // The client saw the connection end: it is closed, whatever
                             // its handler still holds (its `Conn`'s drop then changes
                             // nothing). Without this a handler that never lets go would
@@ -244,7 +246,7 @@ impl Shutdown {
         let now = self.now();
         let mut state = self.lock();
         let id = state.lc.accept(now)?;
-        let mailbox = Arc::new(Mailbox::new(self.clone(), id, state.serving));
+        let mailbox = Arc::new(Shared::new(Mailbox::new(self.clone(), id, state.serving)));
         let slot = id.slot() as usize;
         if state.mailboxes.len() <= slot {
             state.mailboxes.resize(slot + 1, None);

@@ -1,16 +1,56 @@
-//! The handover itself: the child placed and executed between `fork` and `execve`, the
-//! parent waiting for its `READY=1`, and the successor taking its end of the pipe.
+//! The handover to a successor process, as the OS sees it: the child started with the
+//! listening sockets at fd 3 on (systemd's socket-activation convention) and a ready pipe
+//! after them, placed between `fork` and `execve`; the parent waiting for its `READY=1`;
+//! the successor taking its end of the pipe; reaping.
+//!
+//! The protocol around it — when to upgrade, rollback, probation, the PID file's owner —
+//! is `lameduck_driver::restart`'s. This module writes no environment variable: the
+//! successor's environment is built explicitly for `execve`, and what a successor reads
+//! from its own is read, never removed.
 
-use super::*;
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// The successor's end of the ready pipe, if this process is a successor.
-pub(super) fn take_ready_fd() -> io::Result<Option<File>> {
+use crate::inherit::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, SERVER_STARTER_PORT};
+
+/// `LAMEDUCK_HANDOVER`: the handover protocol's version, [`HANDOVER_VERSION`].
+pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
+/// `LAMEDUCK_READY_FD`: the fd the successor writes `READY=1\n` to.
+pub const LAMEDUCK_READY_FD: &str = "LAMEDUCK_READY_FD";
+/// `LAMEDUCK_DRAINING`: the pids of older generations still draining.
+pub const LAMEDUCK_DRAINING: &str = "LAMEDUCK_DRAINING";
+/// The handover version this module speaks.
+pub const HANDOVER_VERSION: &str = "1";
+/// What the successor writes to the ready fd once it serves.
+pub const READY: &[u8] = b"READY=1\n";
+
+/// Whether this process took its ready pipe already: the fd is owned once.
+static READY_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The successor's end of the ready pipe, if this process is a successor: `LAMEDUCK_READY_FD`
+/// when `LISTEN_PID` names this process (a child this process starts inherits the variables
+/// but not the fd, and is not a successor). Taken once per process: later calls return
+/// `Ok(None)`. A malformed variable, another protocol version or an fd that is not an open
+/// pipe is an `InvalidInput` error naming the variable.
+pub fn take_ready_fd() -> io::Result<Option<File>> {
     let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let Some(fd) = std::env::var_os(LAMEDUCK_READY_FD) else {
+        return Ok(None);
+    };
+    let ours = std::env::var(LISTEN_PID)
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !ours || READY_TAKEN.swap(true, Ordering::AcqRel) {
+        return Ok(None);
+    }
     let version = std::env::var_os(LAMEDUCK_HANDOVER);
-    let fd = std::env::var_os(LAMEDUCK_READY_FD);
-    std::env::remove_var(LAMEDUCK_HANDOVER);
-    std::env::remove_var(LAMEDUCK_READY_FD);
-    let Some(fd) = fd else { return Ok(None) };
     if version.as_deref() != Some(HANDOVER_VERSION.as_ref()) {
         return Err(invalid(format!(
             "{LAMEDUCK_HANDOVER}={version:?}: this lameduck speaks handover version {HANDOVER_VERSION}"
@@ -26,24 +66,58 @@ pub(super) fn take_ready_fd() -> io::Result<Option<File>> {
                 "{LAMEDUCK_READY_FD}={text:?}: not an fd number above 2"
             ))
         })?;
+    // SAFETY: a zeroed `stat` is a valid value of the plain C struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fstat` writes only into the `stat` buffer we pass, and fails with EBADF when
     // the number is not an open fd.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Err(invalid(format!(
             "{LAMEDUCK_READY_FD}={fd}: not an open pipe"
         )));
     }
     // SAFETY: the fd is an open pipe that our parent placed here for us alone (the
-    // handover protocol); nothing else in this process knows its number.
+    // handover protocol, with LISTEN_PID naming us), taken once (READY_TAKEN); nothing else
+    // in this process knows its number.
     let file = unsafe { File::from_raw_fd(fd) };
     // SAFETY: F_SETFD on an fd we own; no memory involved.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(Some(file))
 }
 
+/// `LAMEDUCK_DRAINING`: the pids of the older generations that may still drain (empty when
+/// unset); a malformed list is an `InvalidInput` error naming the variable.
+pub fn draining_from_env() -> io::Result<Vec<u32>> {
+    let Ok(list) = std::env::var(LAMEDUCK_DRAINING) else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{LAMEDUCK_DRAINING}={list:?}: expected pids joined by `,`"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Writes `pid` to `path` atomically: a temp file beside it, renamed over it.
+pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, format!("{pid}\n"))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            io::Error::new(e.kind(), format!("PID file {}: {e}", path.display()))
+        })
+}
+
 /// Is `pid` a live process (not a zombie)?
-pub(super) fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
         Ok(stat) => stat
@@ -57,10 +131,56 @@ pub(super) fn alive(pid: u32) -> bool {
     }
 }
 
-impl Inner {
+/// A successor this process started and has not reaped: its pid is still its own.
+#[derive(Debug)]
+pub struct Child {
+    pid: libc::pid_t,
+}
+
+impl Child {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Kills it (SIGKILL); reap it next.
+    pub fn kill(&self) {
+        // SAFETY: `pid` is our child, not yet reaped (reaping consumes the `Child`), so the
+        // number is still its own; kill(2) touches no memory.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+    }
+
+    /// Waits for it to end (blocking) and says how it ended: `exit status 0`, `signal 9`.
+    pub fn reap(self) -> String {
+        reap(self.pid)
+    }
+}
+
+/// What a successor is started with.
+#[derive(Debug)]
+pub struct Spawn<'a> {
+    /// The binary.
+    pub exe: &'a Path,
+    /// Its arguments, without the program name.
+    pub args: &'a [OsString],
+    /// The listening sockets, placed at fd 3 on, with their `LISTEN_FDNAMES` names.
+    pub listeners: &'a [(OwnedFd, String)],
+    /// The pids still draining, for `LAMEDUCK_DRAINING`.
+    pub draining: &'a [u32],
+}
+
+impl Spawn<'_> {
     /// Forks and execs the successor with the listeners at fd 3 on and the ready pipe after
-    /// them. Returns its pid and the pipe's read end.
-    pub(super) fn spawn(&self, draining: &[u32]) -> io::Result<(libc::pid_t, OwnedFd)> {
+    /// them, in an environment built for it: this process's, less `SERVER_STARTER_PORT` and
+    /// any `LISTEN_*` and `LAMEDUCK_*` handover variables, plus the handover's. Returns the
+    /// child and the pipe's read end.
+    pub fn start(&self) -> io::Result<(Child, OwnedFd)> {
+        let Spawn {
+            exe: exe_path,
+            args,
+            listeners,
+            draining,
+        } = *self;
         let cstring = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| {
                 io::Error::new(
@@ -69,18 +189,18 @@ impl Inner {
                 )
             })
         };
-        let n = self.listeners.len();
+        let n = listeners.len();
         let ready_fd = 3 + n as RawFd;
-        let exe = cstring(self.exe.as_os_str().as_bytes())?;
+        let exe = cstring(exe_path.as_os_str().as_bytes())?;
         let mut argv = vec![exe.clone()];
-        for arg in &self.args {
+        for arg in args {
             argv.push(cstring(arg.as_bytes())?);
         }
         let replaced = [
-            crate::inherit::SERVER_STARTER_PORT,
-            crate::inherit::LISTEN_FDS,
-            crate::inherit::LISTEN_PID,
-            crate::inherit::LISTEN_FDNAMES,
+            SERVER_STARTER_PORT,
+            LISTEN_FDS,
+            LISTEN_PID,
+            LISTEN_FDNAMES,
             LAMEDUCK_HANDOVER,
             LAMEDUCK_READY_FD,
             LAMEDUCK_DRAINING,
@@ -103,8 +223,8 @@ impl Inner {
         let draining: Vec<String> = draining.iter().map(u32::to_string).collect();
         for entry in [
             format!("{LAMEDUCK_HANDOVER}={HANDOVER_VERSION}"),
-            format!("{}={n}", crate::inherit::LISTEN_FDS),
-            format!("{}={}", crate::inherit::LISTEN_FDNAMES, names.join(":")),
+            format!("{}={n}", LISTEN_FDS),
+            format!("{}={}", LISTEN_FDNAMES, names.join(":")),
             format!("{LAMEDUCK_READY_FD}={ready_fd}"),
             format!("{LAMEDUCK_DRAINING}={}", draining.join(",")),
         ] {
@@ -192,17 +312,23 @@ impl Inner {
         drop(write);
         drop(env_ptrs);
         drop(arg_ptrs);
-        Ok((pid, read))
+        Ok((Child { pid }, read))
     }
 }
 
-pub(super) enum ReadyOutcome {
+/// How the wait for a successor's `READY=1` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyOutcome {
+    /// It wrote `READY=1`: it serves.
     Ready,
+    /// The pipe closed (it exited or crashed) or carried something else.
     Ended,
+    /// Nothing within the timeout.
     Timeout,
 }
 
-pub(super) fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
+/// Waits up to `timeout` for `READY=1` on the ready pipe's read end.
+pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     loop {
@@ -247,7 +373,7 @@ pub(super) fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
 }
 
 /// Waits for child `pid` and says how it ended.
-pub(super) fn reap(pid: libc::pid_t) -> String {
+fn reap(pid: libc::pid_t) -> String {
     let mut status = 0;
     loop {
         // SAFETY: writes the status into `status`; `pid` is our child.
