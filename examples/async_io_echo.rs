@@ -52,9 +52,9 @@ where
 
 fn print_addr<
     R: Runtime<
-        TcpListener = async_io::Async<std::net::TcpListener>,
-        UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
-    >,
+            TcpListener = async_io::Async<std::net::TcpListener>,
+            UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
+        >,
 >(
     listener: &Listener<R>,
 ) {
@@ -75,9 +75,9 @@ fn print_addr<
 async fn serve<R>(addr: String, spawn: fn(Task))
 where
     R: Runtime<
-        TcpListener = async_io::Async<std::net::TcpListener>,
-        UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
-    >,
+            TcpListener = async_io::Async<std::net::TcpListener>,
+            UnixListener = async_io::Async<std::os::unix::net::UnixListener>,
+        >,
     Stream<R>: AsyncRead + AsyncWrite,
 {
     let shutdown: Shutdown = lameduck::driver::shutdown::<R>(config());

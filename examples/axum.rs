@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use axum::{routing::get, Router};
-use lameduck::tokio::{bind_or_inherit, drain_on_signals, shutdown, Config, ConfigFromEnv};
+use axum::{Router, routing::get};
+use lameduck::tokio::{Config, ConfigFromEnv, bind_or_inherit, drain_on_signals, shutdown};
 
 #[tokio::main]
 async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {

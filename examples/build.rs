@@ -3,11 +3,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/helloworld.proto");
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // tonic-prost-build finds protoc through PROTOC.
-    std::env::set_var("PROTOC", protoc);
+    // Named in prost-build's config rather than through `PROTOC`: a build script does not
+    // write the process environment either.
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .build_transport(true)
-        .compile_protos(&["proto/helloworld.proto"], &["proto"])?;
+        .compile_with_config(config, &["proto/helloworld.proto"], &["proto"])?;
     Ok(())
 }

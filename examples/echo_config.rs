@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use lameduck::smol::ConfigFromEnv;
 use lameduck::Config;
+use lameduck::smol::ConfigFromEnv;
 
 /// A duration in milliseconds from `name`; exits with code 2 if it is not a number.
 pub fn env_ms(name: &str) -> Option<Duration> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_lite::{Stream, StreamExt};
 use lameduck::tokio::{
-    bind_or_inherit, drain_on_signals, shutdown, Config, ConfigFromEnv, Shutdown,
+    Config, ConfigFromEnv, Shutdown, bind_or_inherit, drain_on_signals, shutdown,
 };
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;

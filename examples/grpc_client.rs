@@ -16,8 +16,8 @@
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 pub mod helloworld {
     tonic::include_proto!("helloworld");

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use lameduck::Config;
 use lameduck::driver::env::ConfigFromEnv;
 use lameduck::driver::signal::Signal;
-use lameduck::driver::{self, restart, Runtime};
-use lameduck::Config;
+use lameduck::driver::{self, Runtime, restart};
 use lameduck_hyper::{Tls, TlsRuntime};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
@@ -179,11 +179,7 @@ pub async fn serve_lameduck<R: TlsRuntime>(
     // One write, so the line stays whole in a log it shares with its supervisor.
     let line = format!("hello {}: drained: {report:?}\n", std::process::id());
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-    if report.is_clean() {
-        0
-    } else {
-        3
-    }
+    if report.is_clean() { 0 } else { 3 }
 }
 
 /// The usual server: hyper without lameduck, serving until SIGTERM, then exiting at once.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lameduck_core::{Config, ConnId, Instant, Lifecycle};
 
 const EVENTS_PER_CYCLE: u64 = 6;

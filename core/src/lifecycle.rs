@@ -4,7 +4,7 @@ use alloc::collections::VecDeque;
 use core::time::Duration;
 
 use crate::action::{Action, CloseReason};
-use crate::slab::{flag, Occupant, Queue, Slab};
+use crate::slab::{Occupant, Queue, Slab, flag};
 use crate::{Config, ConnId, ConnState, Counts, DrainReport, Error, Event, IdlePolicy, Instant};
 
 /// Where the server is in its shutdown.

@@ -5,7 +5,7 @@
 use std::alloc::System;
 
 use lameduck_core::{Config, ConnId, Instant, Lifecycle};
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;

@@ -3,7 +3,7 @@
 //! the fuzz target uses): the invariant of DESIGN.md must hold after every call, and a
 //! driver that obeys must reach `Drained` in a bounded number of steps.
 
-use lameduck_core::fuzzing::{run, Op, Scenario, ScenarioConfig};
+use lameduck_core::fuzzing::{Op, Scenario, ScenarioConfig, run};
 use proptest::prelude::*;
 
 fn op() -> impl Strategy<Value = Op> {

@@ -227,9 +227,11 @@ fn errors_explain_themselves() {
         msg,
         "connection #3v1 cannot take `request finished` while New"
     );
-    assert!(Error::ShutdownAlreadyBegun
-        .to_string()
-        .contains("force_close"));
+    assert!(
+        Error::ShutdownAlreadyBegun
+            .to_string()
+            .contains("force_close")
+    );
 }
 
 #[test]

@@ -10,28 +10,28 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
-use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use lameduck_driver::core::{Config, DrainReport, IdlePolicy};
 use lameduck_driver::{Runtime, Shutdown, Stream};
 
 /// smol's and async-std's runtimes: the same `async-io` sockets, different spawners.
 trait AsyncIoRuntime:
     Runtime<
-    TcpListener = Async<TcpListener>,
-    TcpStream = Async<TcpStream>,
-    UnixStream = Async<std::os::unix::net::UnixStream>,
->
+        TcpListener = Async<TcpListener>,
+        TcpStream = Async<TcpStream>,
+        UnixStream = Async<std::os::unix::net::UnixStream>,
+    >
 {
 }
 
 impl<
-        R: Runtime<
+    R: Runtime<
             TcpListener = Async<TcpListener>,
             TcpStream = Async<TcpStream>,
             UnixStream = Async<std::os::unix::net::UnixStream>,
         >,
-    > AsyncIoRuntime for R
+> AsyncIoRuntime for R
 {
 }
 

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{free_port, output_within, own_group, require, signal_group, Watchdog};
+use lameduck_tests::{Watchdog, free_port, output_within, own_group, require, signal_group};
 
 /// Seconds of load per run.
 const SECONDS: u64 = 8;
@@ -274,7 +274,9 @@ fn tcp_mode_late_removal_loses_nothing_with_a_lame_duck_window() {
         &[("LAMEDUCK_LAME_DUCK", "1s")],
         Duration::from_millis(300),
     );
-    println!("haproxy tcp, removal 300 ms after SIGTERM, lame duck 1 s: {requests} requests, {failed} failed, {updates} updates");
+    println!(
+        "haproxy tcp, removal 300 ms after SIGTERM, lame duck 1 s: {requests} requests, {failed} failed, {updates} updates"
+    );
     assert!(updates >= 3, "too few updates: {updates}");
     assert!(requests > 1000, "too little load: {requests}");
     assert_eq!(failed, 0, "{requests} requests across {updates} updates");
@@ -290,7 +292,9 @@ fn tcp_mode_late_removal_loses_requests_without_a_lame_duck_window() {
         &[("LAMEDUCK_LAME_DUCK", "0s")],
         Duration::from_millis(300),
     );
-    println!("haproxy tcp, removal 300 ms after SIGTERM, no lame duck: {requests} requests, {failed} failed, {updates} updates");
+    println!(
+        "haproxy tcp, removal 300 ms after SIGTERM, no lame duck: {requests} requests, {failed} failed, {updates} updates"
+    );
     assert!(
         failed > 0,
         "nothing lost without a lame duck, so the test cannot tell"
@@ -301,7 +305,9 @@ fn tcp_mode_late_removal_loses_requests_without_a_lame_duck_window() {
 fn http_mode_readiness_checks_lose_nothing() {
     let (requests, failed, updates, statuses) =
         rolling_update(true, &[("LAMEDUCK_LAME_DUCK", "1s")], Duration::ZERO);
-    println!("haproxy http, /ready checked every 100 ms, lame duck 1 s: {requests} requests, {failed} failed, {updates} updates");
+    println!(
+        "haproxy http, /ready checked every 100 ms, lame duck 1 s: {requests} requests, {failed} failed, {updates} updates"
+    );
     assert!(updates >= 3, "too few updates: {updates}");
     assert!(requests > 1000, "too little load: {requests}");
     assert_eq!(failed, 0, "{requests} requests across {updates} updates");

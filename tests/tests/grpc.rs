@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{own_group, start_example, Watchdog};
+use lameduck_tests::{Watchdog, own_group, start_example};
 
 /// The gRPC client example on `args`, its stdout piped, bounded by a watchdog.
 fn client(args: &[&str]) -> (Child, BufReader<ChildStdout>, Watchdog) {

@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{output_within, own_group, signal_group, Watchdog};
+use lameduck_tests::{Watchdog, output_within, own_group, signal_group};
 
 /// One echo server on one runtime.
 #[derive(Clone, Copy)]
@@ -405,7 +405,9 @@ fn bad_inherited_sockets_fail_with_the_variable_named(kind: Kind) {
         ),
         (
             vec![("SERVER_STARTER_PORT", format!("/tmp/x.sock={fd}"))],
-            format!("SERVER_STARTER_PORT entry `/tmp/x.sock={fd}`: the socket's family does not match its entry"),
+            format!(
+                "SERVER_STARTER_PORT entry `/tmp/x.sock={fd}`: the socket's family does not match its entry"
+            ),
         ),
         (
             vec![("LISTEN_FDS", "1".into()), ("LISTEN_PID", "1".into())],

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use lameduck_tests::{
-    describe_group, free_port, output_within, own_group, require, signal_group, Watchdog,
+    Watchdog, describe_group, free_port, output_within, own_group, require, signal_group,
 };
 
 /// Seconds each cell's load runs.

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{free_port, own_group, require, Watchdog};
+use lameduck_tests::{Watchdog, free_port, own_group, require};
 
 /// Seconds of load per run: at 0.2 s per upgrade, more than 50 upgrades.
 const SECONDS: u64 = 12;
@@ -649,9 +649,11 @@ fn a_successor_that_dies_right_after_it_served_is_replaced() {
     assert_ne!(dead, replacement);
     hello.wait_pid(|p| p == replacement, "the replacement's PID file");
     hello.pids.insert(replacement);
-    assert!(get(hello.port)
-        .unwrap()
-        .contains(&format!("{replacement:>10}")));
+    assert!(
+        get(hello.port)
+            .unwrap()
+            .contains(&format!("{replacement:>10}"))
+    );
     no_failures(stop, load);
     hello.stop();
 }

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use lameduck_tests::{read_response, start_hello, TestCertificates};
+use lameduck_tests::{TestCertificates, read_response, start_hello};
 
 fn certificates() -> &'static TestCertificates {
     static CERTS: OnceLock<TestCertificates> = OnceLock::new();

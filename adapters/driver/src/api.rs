@@ -13,8 +13,8 @@ macro_rules! runtime_api {
         pub use $crate::inherit::{self, InheritError};
         pub use $crate::signal::Signal;
         pub use $crate::{
-            accept, Conn, ConnHandle, Decrypted, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
-            Shutdown, Timers, Tracked,
+            Conn, ConnHandle, Decrypted, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
+            Shutdown, Timers, Tracked, accept,
         };
 
         /// A tracked TCP listener.

@@ -161,7 +161,7 @@ where
                 return Err(error(format!(
                     "not a lameduck setting (known: {})",
                     VARIABLES.join(", ")
-                )))
+                )));
             }
         }
     }

@@ -55,10 +55,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lameduck_os::handover::{self, alive, wait_ready, write_pid_file, Child, ReadyOutcome, Spawn};
+use lameduck_os::handover::{self, Child, ReadyOutcome, Spawn, alive, wait_ready, write_pid_file};
 use lameduck_os::log;
 use lameduck_os::signal::{self, Signal};
-use lameduck_os::systemd::{notify, NotifyState};
+use lameduck_os::systemd::{NotifyState, notify};
 
 use crate::handle::Shutdown;
 
@@ -442,7 +442,7 @@ impl Inner {
                 State::Upgrading => return Err(UpgradeError::InProgress),
                 State::HandedOver(successor) => return Err(UpgradeError::HandedOver { successor }),
                 State::Serving if !self.shutdown.is_ready() => {
-                    return Err(UpgradeError::ShuttingDown)
+                    return Err(UpgradeError::ShuttingDown);
                 }
                 State::Serving => {}
             }
@@ -527,7 +527,7 @@ impl Inner {
                         successor: pid,
                         status: String::new(),
                     },
-                )
+                );
             }
             ReadyOutcome::Timeout => {
                 return fail(
@@ -536,7 +536,7 @@ impl Inner {
                         successor: pid,
                         after: self.options.upgrade_timeout,
                     },
-                )
+                );
             }
         }
         let successor = pid;

@@ -5,12 +5,12 @@ use std::io;
 #[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::pin::Pin;
 #[cfg(any(feature = "tokio", feature = "futures-io"))]
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use lameduck_os::cut::Armed;
 
-use crate::handle::Mailbox;
 use crate::Conn;
+use crate::handle::Mailbox;
 
 /// A runtime's stream plus its handle into the lifecycle.
 ///

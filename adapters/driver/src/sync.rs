@@ -3,11 +3,11 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU8, Ordering},
     Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, Ordering},
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU8, Ordering},
     Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, Ordering},
 };

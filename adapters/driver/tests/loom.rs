@@ -220,18 +220,20 @@ fn a_notice_watch_sees_the_close_after_the_finish() {
         };
         // One task (one waker) waits for both, as a protocol driver does.
         let mut told = false;
-        let close = loom::future::block_on(std::future::poll_fn(|cx| loop {
-            let at_least = if told {
-                lameduck_driver::Notice::Close
-            } else {
-                lameduck_driver::Notice::FinishThenClose
-            };
-            match watch.poll_notice(cx, at_least) {
-                std::task::Poll::Ready(lameduck_driver::Notice::Close) => {
-                    return std::task::Poll::Ready(lameduck_driver::Notice::Close)
+        let close = loom::future::block_on(std::future::poll_fn(|cx| {
+            loop {
+                let at_least = if told {
+                    lameduck_driver::Notice::Close
+                } else {
+                    lameduck_driver::Notice::FinishThenClose
+                };
+                match watch.poll_notice(cx, at_least) {
+                    std::task::Poll::Ready(lameduck_driver::Notice::Close) => {
+                        return std::task::Poll::Ready(lameduck_driver::Notice::Close);
+                    }
+                    std::task::Poll::Ready(_) => told = true,
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
                 }
-                std::task::Poll::Ready(_) => told = true,
-                std::task::Poll::Pending => return std::task::Poll::Pending,
             }
         }));
         assert_eq!(close, lameduck_driver::Notice::Close);

@@ -97,9 +97,9 @@ mod tls;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Poll};
+use std::sync::atomic::Ordering;
+use std::task::{Poll, ready};
 
 use bytes::Bytes;
 use http_body::Body;
@@ -110,10 +110,10 @@ pub use lameduck_driver::core::{Config, IdlePolicy};
 pub use lameduck_driver::{Conn, ConnHandle, Notice, Runtime};
 use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
 
-use crate::io::{read, HttpIo, HttpState};
+use crate::io::{HttpIo, HttpState, read};
 pub use crate::service::{TrackedBody, TrackedFuture};
 #[cfg(feature = "rustls")]
-pub use crate::tls::{Handshake, Tls, TlsError, TlsRuntime, HANDSHAKE_TIMEOUT};
+pub use crate::tls::{HANDSHAKE_TIMEOUT, Handshake, Tls, TlsError, TlsRuntime};
 
 /// The HTTP/2 client preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

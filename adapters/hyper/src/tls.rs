@@ -17,9 +17,9 @@ use std::time::Duration;
 use hyper::rt::{Read, Write};
 #[allow(unused_imports)] // used by the runtimes' implementations
 use lameduck_driver::{Decrypted, Stream};
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
 
 use crate::HttpRuntime;
 

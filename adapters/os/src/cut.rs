@@ -38,14 +38,14 @@ use std::os::fd::{AsFd, AsRawFd};
 // their mailboxes) explore the real code.
 #[cfg(loom)]
 use loom::{
-    sync::atomic::{AtomicI32, Ordering},
     sync::Arc,
+    sync::atomic::{AtomicI32, Ordering},
     thread::yield_now,
 };
 #[cfg(not(loom))]
 use std::{
-    sync::atomic::{AtomicI32, Ordering},
     sync::Arc,
+    sync::atomic::{AtomicI32, Ordering},
     thread::yield_now,
 };
 

@@ -41,8 +41,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::c_int;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering::SeqCst};
 
 /// A signal number (`SIGTERM`, …), as [`subscribe`] takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

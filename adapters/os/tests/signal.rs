@@ -4,11 +4,11 @@
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lameduck_os::signal::{subscribe, Signal};
+use lameduck_os::signal::{Signal, subscribe};
 
 fn send(signal: i32) {
     let status = Command::new("kill")

@@ -11,11 +11,11 @@
 
 use std::io::Read;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lameduck_os::signal::{subscribe, Signal};
+use lameduck_os::signal::{Signal, subscribe};
 
 const CHILD: &str = "LAMEDUCK_SIGNAL_RACE_CHILD";
 const TRIALS: u32 = 600;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lameduck_tokio::{self as lameduck, Config, DrainReport, IdlePolicy, Shutdown};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 #[derive(Debug, PartialEq)]
 enum Seen {

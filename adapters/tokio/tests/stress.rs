@@ -2,8 +2,8 @@
 //! begins, round after round. Whatever the interleaving, the live counts return to zero,
 //! every connection is in the report exactly once, nothing is cut, and the drain completes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;

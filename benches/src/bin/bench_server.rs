@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 // Counts heap bytes, so that SIGUSR1 can report the live heap (bytes per connection).
 #[global_allocator]
@@ -269,7 +269,9 @@ fn main() {
     let (variant, flavor, addr) = match &args[1..] {
         [v, f, a] => (v.clone(), f.clone(), a.clone()),
         _ => {
-            eprintln!("usage: bench_server plain|lameduck|hyper-util|axum|plain-tls|lameduck-tls|lameduck-metrics multi|current ADDR");
+            eprintln!(
+                "usage: bench_server plain|lameduck|hyper-util|axum|plain-tls|lameduck-tls|lameduck-metrics multi|current ADDR"
+            );
             std::process::exit(2);
         }
     };

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use lameduck_core::{Config, IdlePolicy, Instant, Lifecycle};
 use lameduck_driver::{Shutdown, Timers};
-use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static HEAP: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -73,9 +73,11 @@ fn handle(n: usize) -> (i64, Duration) {
     let start = StdInstant::now();
     shutdown.begin();
     let took = start.elapsed();
-    assert!(conns
-        .iter()
-        .all(|c| c.notice() == Some(lameduck_driver::Notice::Close)));
+    assert!(
+        conns
+            .iter()
+            .all(|c| c.notice() == Some(lameduck_driver::Notice::Close))
+    );
     (bytes, took)
 }
 

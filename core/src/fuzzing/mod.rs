@@ -33,4 +33,4 @@ mod checker;
 mod scenario;
 
 pub use checker::Checked;
-pub use scenario::{run, Op, Scenario, ScenarioConfig};
+pub use scenario::{Op, Scenario, ScenarioConfig, run};

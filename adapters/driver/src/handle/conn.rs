@@ -5,8 +5,8 @@ use crate::sync::{Arc, Ordering};
 
 use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
 
-use super::mailbox::{state_from_u8, state_to_u8, Mailbox, Notice, Shared, SERVING_OVER};
-use super::notices::{wait_for, Notices};
+use super::mailbox::{Mailbox, Notice, SERVING_OVER, Shared, state_from_u8, state_to_u8};
+use super::notices::{Notices, wait_for};
 use super::{DrainHold, Shutdown};
 
 /// One tracked connection: its id in the lifecycle, its state, its mailbox. Dropping it

@@ -21,12 +21,12 @@ mod mailbox;
 mod notices;
 
 pub use begun::EndOnBegin;
-use conn::{sync, sync_to};
 pub use conn::{Conn, ConnHandle};
+use conn::{sync, sync_to};
 pub(crate) use mailbox::Mailbox;
 pub use mailbox::Notice;
 pub(crate) use mailbox::Shared;
-use mailbox::{state_from_u8, SERVING_OVER};
+use mailbox::{SERVING_OVER, state_from_u8};
 pub use notices::{NoticeWatch, Notices};
 
 #[derive(Debug)]
