@@ -7,7 +7,7 @@
 #![no_main]
 
 use lameduck_core::{Config, IdlePolicy};
-use lameduck_driver::env::{apply, VARIABLES};
+use lameduck_driver::env::{VARIABLES, apply};
 
 libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
     // Mostly the real names, sometimes a made-up one under the prefix.
@@ -52,9 +52,10 @@ libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
         }
         Err(e) => {
             assert!(vars.iter().any(|(k, v)| *k == e.variable && *v == e.value));
-            assert!(e
-                .to_string()
-                .starts_with(&format!("{}={:?}: ", e.variable, e.value)));
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{}={:?}: ", e.variable, e.value))
+            );
         }
     }
 });

@@ -5,7 +5,7 @@
 //! `cargo +nightly fuzz run listen_fds`
 #![no_main]
 
-use lameduck_os::inherit::{parse_listen_fds, ListenSpec};
+use lameduck_os::inherit::{ListenSpec, parse_listen_fds};
 
 libfuzzer_sys::fuzz_target!(|input: (&str, Option<&str>, Option<&str>, u32)| {
     let (fds, pid, names, ours) = input;

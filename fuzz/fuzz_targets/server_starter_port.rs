@@ -5,7 +5,7 @@
 //! `cargo +nightly fuzz run server_starter_port`
 #![no_main]
 
-use lameduck_os::inherit::{parse_server_starter_port, ListenSpec};
+use lameduck_os::inherit::{ListenSpec, parse_server_starter_port};
 
 libfuzzer_sys::fuzz_target!(|value: &str| {
     let Ok(fds) = parse_server_starter_port(value) else {
