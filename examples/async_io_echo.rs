@@ -80,15 +80,15 @@ where
         >,
     Stream<R>: AsyncRead + AsyncWrite,
 {
-    let shutdown: Shutdown = lameduck::driver::shutdown::<R>(config());
-    let listeners = match lameduck::driver::listeners::<R>(&shutdown, &addr) {
+    let shutdown: Shutdown = Shutdown::new(config(), lameduck::driver::Timers::of::<R>());
+    let listeners = match lameduck::driver::Listener::<R>::bind_or_inherit_all(&shutdown, &addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    lameduck::driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+    shutdown.drain_on_signals().expect("signal handlers");
     let delay = env_ms("ECHO_DELAY_MS");
     for mut listener in listeners {
         print_addr(&listener);

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::{Router, routing::get};
-use lameduck::tokio::{Config, ConfigFromEnv, bind_or_inherit, drain_on_signals, shutdown};
+use lameduck::tokio::{Config, ConfigFromEnv, Listener, shutdown};
 
 #[tokio::main]
 async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
@@ -36,8 +36,8 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let addr = addr.as_deref().unwrap_or("127.0.0.1:3000");
 
-    drain_on_signals(&shutdown)?;
-    let listener = bind_or_inherit(&shutdown, addr)?;
+    shutdown.drain_on_signals()?;
+    let listener = Listener::bind_or_inherit(&shutdown, addr)?;
     lameduck::hyper::serve_tower(listener, app).await; // until the drain stops accepting
     let report = shutdown.drained().await;
     eprintln!("axum example: drained: {report:?}");

@@ -86,7 +86,7 @@ fn server(naive: bool) {
             hello_server::serve_naive(addr, || {}).await
         } else {
             let self_restart = restart::Options::default().pid_file(pid_file);
-            hello_server::serve_lameduck::<lameduck_tokio::Tokio>(addr, || {}, Some(self_restart))
+            hello_server::serve_lameduck::<lameduck::tokio::Tokio>(addr, || {}, Some(self_restart))
                 .await
         }
     });

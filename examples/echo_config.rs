@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lameduck::Config;
+use lameduck::core::Config;
 use lameduck::smol::ConfigFromEnv;
 
 /// A duration in milliseconds from `name`; exits with code 2 if it is not a number.

@@ -21,9 +21,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_lite::{Stream, StreamExt};
-use lameduck::tokio::{
-    Config, ConfigFromEnv, Shutdown, bind_or_inherit, drain_on_signals, shutdown,
-};
+use lameduck::tokio::{Config, ConfigFromEnv, Listener, Shutdown, shutdown};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -95,11 +93,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> Result<lameduck::DrainReport, Box<dyn std::error::Error>> {
+async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let shutdown = shutdown(Config::from_env()?);
-    drain_on_signals(&shutdown)?;
-    let listener = bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:50051"))?;
+    shutdown.drain_on_signals()?;
+    let listener =
+        Listener::bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:50051"))?;
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<GreeterServer<Hello>>().await;

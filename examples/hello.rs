@@ -121,7 +121,7 @@ fn main() {
         "async-std" => async_std::task::block_on(hello_server::serve_lameduck::<
             lameduck::async_std::AsyncStd,
         >(&addr, ready, self_restart)),
-        _ => tokio_runtime().block_on(hello_server::serve_lameduck::<lameduck_tokio::Tokio>(
+        _ => tokio_runtime().block_on(hello_server::serve_lameduck::<lameduck::tokio::Tokio>(
             &addr,
             ready,
             self_restart,

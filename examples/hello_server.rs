@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck::Config;
+use lameduck::core::Config;
 use lameduck::driver::env::ConfigFromEnv;
 use lameduck::driver::signal::Signal;
 use lameduck::driver::{self, Runtime, restart};
-use lameduck_hyper::{Tls, TlsRuntime};
+use lameduck::hyper::{Tls, TlsRuntime};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
@@ -106,8 +106,8 @@ pub async fn serve_lameduck<R: TlsRuntime>(
             return 2;
         }
     };
-    let shutdown = driver::shutdown::<R>(config);
-    let listener = match driver::bind_or_inherit::<R>(&shutdown, addr) {
+    let shutdown = driver::Shutdown::new(config, driver::Timers::of::<R>());
+    let listener = match driver::Listener::<R>::bind_or_inherit(&shutdown, addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("hello: {e}");
@@ -116,11 +116,12 @@ pub async fn serve_lameduck<R: TlsRuntime>(
     };
     let restarter = match self_restart {
         None => {
-            driver::drain_on_signals::<R>(&shutdown).expect("signal handlers");
+            shutdown.drain_on_signals().expect("signal handlers");
             None
         }
         Some(options) => {
-            driver::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])
+            shutdown
+                .drain_on(&[Signal::TERM, Signal::INT], &[Signal::INT])
                 .expect("signal handlers");
             match listener
                 .as_fd()
@@ -144,7 +145,7 @@ pub async fn serve_lameduck<R: TlsRuntime>(
         let shutdown = shutdown.clone();
         move |req: Request<Incoming>| {
             let answer = match req.uri().path() {
-                "/ready" => Some(lameduck_hyper::readiness(&shutdown).map(Bytes::from)),
+                "/ready" => Some(lameduck::hyper::readiness(&shutdown).map(Bytes::from)),
                 "/metrics" => prometheus.as_ref().map(|prometheus| {
                     driver::metrics::record(&shutdown);
                     let mut response = Response::new(Bytes::from(prometheus.render()));
@@ -165,8 +166,8 @@ pub async fn serve_lameduck<R: TlsRuntime>(
         }
     });
     match tls {
-        Some(tls) => R::spawn(lameduck_hyper::serve_tls(listener, tls, service)),
-        None => R::spawn(lameduck_hyper::serve(listener, service)),
+        Some(tls) => R::spawn(lameduck::hyper::serve_tls(listener, tls, service)),
+        None => R::spawn(lameduck::hyper::serve(listener, service)),
     };
     ready();
     if let Some(restarter) = &restarter {
@@ -200,7 +201,7 @@ pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 tokio::spawn(hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello::<lameduck_tokio::Tokio>)));
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello::<lameduck::tokio::Tokio>)));
             }
             _ = term.recv() => return 0,
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use echo_config::{config, env_ms, verbose};
 
-use lameduck_tokio::{self as lameduck, Stream};
+use lameduck::tokio::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 async fn echo(stream: Stream, delay: Option<Duration>) {
@@ -59,25 +59,25 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     let delay = env_ms("ECHO_DELAY_MS");
-    let shutdown = lameduck::shutdown(config());
-    let listeners = match lameduck::listeners(&shutdown, &addr) {
+    let shutdown = lameduck::tokio::shutdown(config());
+    let listeners = match lameduck::tokio::Listener::bind_or_inherit_all(&shutdown, &addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    lameduck::drain_on_signals(&shutdown).expect("signal handlers");
+    shutdown.drain_on_signals().expect("signal handlers");
     for mut listener in listeners {
         match &listener {
-            lameduck::Listener::Tcp(l) => {
+            lameduck::tokio::Listener::Tcp(l) => {
                 let addr = l.get_ref().and_then(|l| l.local_addr().ok());
                 println!(
                     "listening on {}",
                     addr.map_or("?".into(), |a| a.to_string())
                 );
             }
-            lameduck::Listener::Unix(l) => {
+            lameduck::tokio::Listener::Unix(l) => {
                 let addr = l.get_ref().and_then(|l| l.local_addr().ok());
                 let path = addr.as_ref().and_then(|a| a.as_pathname());
                 println!(

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lameduck::{Action, Config, ConnId, Event, IdlePolicy, Instant, Lifecycle};
+use lameduck::core::{Action, Config, ConnId, Event, IdlePolicy, Instant, Lifecycle};
 
 /// A simulated event loop: the lifecycle, a clock, and names for the connections.
 struct Server {
@@ -49,7 +49,7 @@ impl Server {
     }
 
     /// Reports a connection event at `ms`, printing it.
-    fn event(&mut self, ms: u64, id: ConnId, event: Event) -> Result<(), lameduck::Error> {
+    fn event(&mut self, ms: u64, id: ConnId, event: Event) -> Result<(), lameduck::core::Error> {
         let now = self.at(ms);
         match event {
             Event::RequestStarted => self.lc.request_started(id, now)?,
@@ -72,7 +72,7 @@ impl Server {
     }
 
     /// Reports that a peer closed its connection at `ms`.
-    fn peer_closed(&mut self, ms: u64, id: ConnId) -> Result<(), lameduck::Error> {
+    fn peer_closed(&mut self, ms: u64, id: ConnId) -> Result<(), lameduck::core::Error> {
         let now = self.at(ms);
         self.lc.closed(id, now)?;
         self.say(format_args!("{:<16} {}", "peer closed", self.name(id)));
@@ -122,7 +122,7 @@ impl Server {
     }
 }
 
-fn main() -> Result<(), lameduck::Error> {
+fn main() -> Result<(), lameduck::core::Error> {
     let config = Config::default()
         .with_stale_new(Duration::from_secs(5))
         .with_idle_policy(IdlePolicy::AwaitNextRequest {
@@ -173,7 +173,7 @@ fn main() -> Result<(), lameduck::Error> {
     s.event(3_500, busy, RequestFinished)?;
     s.obey();
 
-    while s.lc.phase() != lameduck::Phase::Drained {
+    while s.lc.phase() != lameduck::core::Phase::Drained {
         s.sleep_until_timeout();
         s.obey();
     }

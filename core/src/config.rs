@@ -77,6 +77,18 @@ pub struct Config {
     /// must not hang forever on a client that never finishes, and a report that names what
     /// was cut beats a SIGKILL that says nothing.
     pub deadline: Option<Duration>,
+    /// How long a closing connection keeps reading (and discarding) what its peer still sends
+    /// after the last response, before its socket closes (RFC 9112 §9.6): closing with unread
+    /// bytes makes the kernel reset the connection, which destroys the response still in
+    /// flight. The drain waits for lingering closes, so this adds to the longest drain.
+    /// Default 1 s: a peer that read its response answers with its own close within a round
+    /// trip; one that keeps sending for a second is not reading.
+    pub linger: Duration,
+    /// How long a TLS client may take to complete its handshake while serving; during a
+    /// shutdown the stale-New rule bounds it too. Default 10 s: a handshake is two round trips
+    /// and some CPU, so ten seconds covers slow mobile links, while a client that opens a
+    /// connection and sends nothing cannot hold a task and a socket for long.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +98,8 @@ impl Default for Config {
             idle_policy: IdlePolicy::default(),
             lame_duck: Duration::ZERO,
             deadline: Some(Duration::from_secs(30)),
+            linger: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -113,5 +127,40 @@ impl Config {
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// Sets [`linger`](Config::linger).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Config::handshake_timeout).
+    pub fn with_handshake_timeout(mut self, handshake_timeout: Duration) -> Self {
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+
+    /// The longest a shutdown can take, from its beginning until it is drained: the lame-duck
+    /// window, then the deadline, then the last lingering close — or `None` without a
+    /// deadline (Active connections are waited for). Set a supervisor's stop timeout above
+    /// it (systemd's `TimeoutStopSec`, Kubernetes' `terminationGracePeriodSeconds`), with a
+    /// margin for the process's own exit.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use lameduck_core::Config;
+    ///
+    /// let config = Config::default().with_lame_duck(Duration::from_secs(5));
+    /// assert_eq!(config.longest_drain(), Some(Duration::from_secs(5 + 30 + 1)));
+    /// assert_eq!(config.with_deadline(None).longest_drain(), None);
+    /// ```
+    pub fn longest_drain(&self) -> Option<Duration> {
+        let deadline = self.deadline?;
+        Some(
+            self.lame_duck
+                .saturating_add(deadline)
+                .saturating_add(self.linger),
+        )
     }
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant as StdInstant};
 use arbitrary::Arbitrary;
 use lameduck_core::fuzzing::Checked;
 use lameduck_core::{Config, ConnState, Counts, IdlePolicy};
-use lameduck_driver::{Conn, DrainHold, ListenerGuard, Notice, Shutdown, Sleep, Timers};
+use lameduck_driver::{
+    Conn, DrainHold, ListenerGuard, Notice, RequestStart, Shutdown, Sleep, Timers,
+};
 
 thread_local! {
     static BASE: StdInstant = StdInstant::now();
@@ -170,7 +172,11 @@ impl Harness {
             Op::ReadStartsRequest(i, on) => {
                 let Some(i) = self.pick(i) else { return };
                 let l = &mut self.live[i];
-                l.conn.set_read_starts_request(on);
+                l.conn.set_request_start(if on {
+                    RequestStart::FirstByte
+                } else {
+                    RequestStart::Reported
+                });
                 l.read_starts_request = on;
             }
             Op::Finish(i) => self.report(
@@ -301,6 +307,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         now,
         sleep_until,
         spawn,
+        drain_on: |_, _, _| Err(std::io::Error::other("no signals here")),
     };
     let mut harness = Harness {
         shutdown: Shutdown::with_machine(Checked::new(config), timers),

@@ -40,6 +40,11 @@ libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
                     "LAMEDUCK_DEADLINE" => assert_eq!(config.deadline, Some(parsed())),
                     "LAMEDUCK_LAME_DUCK" => assert_eq!(config.lame_duck, parsed()),
                     "LAMEDUCK_STALE_NEW" => assert_eq!(config.stale_new, parsed()),
+                    "LAMEDUCK_LINGER" => assert_eq!(config.linger, parsed()),
+                    "LAMEDUCK_HANDSHAKE_TIMEOUT" => {
+                        assert!(!parsed().is_zero());
+                        assert_eq!(config.handshake_timeout, parsed())
+                    }
                     _ if value == "close" => {
                         assert_eq!(config.idle_policy, IdlePolicy::CloseImmediately)
                     }

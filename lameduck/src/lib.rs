@@ -2,9 +2,10 @@
 //! connection or in-flight request.
 //!
 //! This is the crate servers depend on. Pick a runtime with a feature; each adapter is a
-//! module of the same shape — `shutdown(config)`, `listeners`/`bind_or_inherit` (inherited
-//! sockets from Server::Starter or systemd, else a bound address), tracked listeners that
-//! drain their backlog, tracked streams, `drain_on_signals`, and `Shutdown::drained()`:
+//! module of the same shape — `shutdown(config)`, `Listener::bind_or_inherit` (inherited
+//! sockets from Server::Starter, systemd or a predecessor, else a bound address), tracked
+//! listeners that drain their backlog, tracked streams, `shutdown.drain_on_signals()`,
+//! `restart` (self-restart), `metrics` (feature `metrics`), and `shutdown.drained()`:
 //!
 //! | feature | module | streams |
 //! |---|---|---|
@@ -14,28 +15,34 @@
 //! | `smol` | [`lameduck::smol`](crate::smol) | `futures-io` |
 //! | `async-std` | [`lameduck::async_std`](crate::async_std) (discontinued upstream: prefer smol) | `futures-io` |
 //!
-//! Without a feature it is the runtime-independent [`lameduck-core`](lameduck_core)
-//! lifecycle, which any event loop can drive:
+//! Each item has one path: a server on one runtime imports everything from
+//! `lameduck::<runtime>` (and `lameduck::hyper`), with no type parameter to name; code
+//! generic over the runtime uses [`lameduck::driver`](crate::driver) (`Listener::<R>`,
+//! `Timers::of::<R>()`); an event loop of your own drives the sans-IO lifecycle,
+//! [`lameduck::core`](crate::core), which is all there is without a feature:
 //!
 //! ```
-//! use lameduck::{Action, Config, Instant, Lifecycle};
+//! use lameduck::core::{Action, Config, Instant, Lifecycle};
 //!
 //! let mut lc = Lifecycle::new(Config::default());
 //! lc.begin_shutdown(Instant::ZERO)?;
 //! assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
 //! lc.stopped_accepting(Instant::ZERO);
 //! assert_eq!(lc.poll_action(), Some(Action::Drained));
-//! # Ok::<(), lameduck::Error>(())
+//! # Ok::<(), lameduck::core::Error>(())
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-
-pub use lameduck_core::*;
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// docs/self-restart.md's example, compiled as a doc test.
+#[doc = include_str!("../../docs/self-restart.md")]
+#[cfg(doctest)]
+pub struct SelfRestartDoctests;
 
 /// The sans-IO core, for drivers that embed the lifecycle in their own event loop.
 pub use lameduck_core as core;

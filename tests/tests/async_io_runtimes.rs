@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use lameduck_driver::core::{Config, DrainReport, IdlePolicy};
+use lameduck_core::{Config, DrainReport, IdlePolicy};
 use lameduck_driver::{Runtime, Shutdown, Stream};
 
 /// smol's and async-std's runtimes: the same `async-io` sockets, different spawners.
@@ -109,13 +109,14 @@ fn serve<R: AsyncIoRuntime>(
 ) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = async_channel::unbounded();
-    let mut listener = lameduck_driver::track_tcp::<R>(shutdown, Async::new(listener).unwrap());
+    let mut listener =
+        lameduck_driver::Listener::<R>::from_tcp(shutdown, Async::new(listener).unwrap());
     spawn(Box::pin(async move {
         if let Some(gate) = gate {
             let _ = gate.recv().await;
         }
         while let Some(stream) = listener.accept().await {
-            let stream = Stream::<R>::Tcp(stream.unwrap());
+            let stream: Stream<R> = stream.unwrap();
             let _ = tx.send(Seen::Accepted).await;
             spawn(Box::pin(handle(stream, tx.clone())));
         }
@@ -178,8 +179,10 @@ macro_rules! suite {
                     let shutdown = $shutdown(config());
                     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                     let addr = listener.local_addr().unwrap();
-                    let mut listener =
-                        lameduck_driver::track_tcp::<$rt>(&shutdown, Async::new(listener).unwrap());
+                    let mut listener = lameduck_driver::Listener::<$rt>::from_tcp(
+                        &shutdown,
+                        Async::new(listener).unwrap(),
+                    );
                     let mut client = Async::<TcpStream>::connect(addr).await.unwrap();
                     let mut server = listener.accept().await.unwrap().unwrap();
                     server.close().await.unwrap();

@@ -595,7 +595,11 @@ fn systemd_hears_ready_reloading_mainpid_and_stopping_in_order() {
     let mut hello = Hello::start(
         hello_binary(),
         &[],
-        &[("NOTIFY_SOCKET", &notify), ("LAMEDUCK_DEADLINE", "5s")],
+        &[
+            ("NOTIFY_SOCKET", &notify),
+            ("LAMEDUCK_DEADLINE", "5s"),
+            ("LAMEDUCK_LINGER", "2s"),
+        ],
     );
     let mut buf = [0u8; 512];
     let mut recv = || {
@@ -614,8 +618,8 @@ fn systemd_hears_ready_reloading_mainpid_and_stopping_in_order() {
     hello.pids.insert(next);
     assert_eq!(recv(), format!("MAINPID={next}\nREADY=1\n"));
     kill(next, libc::SIGTERM);
-    // The lame-duck window (0) + the deadline (5 s) + 1 s.
-    assert_eq!(recv(), "STOPPING=1\nEXTEND_TIMEOUT_USEC=6000000\n");
+    // The longest drain: the lame-duck window (0) + the deadline (5 s) + the linger (2 s).
+    assert_eq!(recv(), "STOPPING=1\nEXTEND_TIMEOUT_USEC=7000000\n");
     hello.stop();
 }
 

@@ -10,8 +10,8 @@
 //!
 //! async_std::task::block_on(async {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     lameduck::drain_on_signals(&shutdown)?;
-//!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     shutdown.drain_on_signals()?;
+//!     let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
 //!         async_std::task::spawn(async move {
@@ -42,4 +42,26 @@ impl lameduck_driver::async_io::Spawner for AsyncStdSpawner {
 /// lameduck's [`Runtime`] on async-std: `async-io`'s reactor and timer, async-std's spawner.
 pub type AsyncStd = lameduck_driver::async_io::AsyncIo<AsyncStdSpawner>;
 
-lameduck_driver::runtime_api!(AsyncStd);
+/// A shutdown handle in the Serving phase on async-std's clock, timer and spawner: what every
+/// listener, connection and signal of the server is tracked by.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, Timers::of::<AsyncStd>())
+}
+
+/// A tracked TCP or Unix listener on async-std: [`Listener::bind_or_inherit`] (the socket a
+/// supervisor passed, else a bound address), [`Listener::from_tcp`] (a listener of your own).
+pub type Listener = lameduck_driver::Listener<AsyncStd>;
+/// What a [`Listener`] accepts: a tracked TCP or Unix stream.
+pub type Stream = lameduck_driver::Stream<AsyncStd>;
+
+pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+pub use lameduck_driver::env::{ConfigFromEnv, EnvError};
+pub use lameduck_driver::inherit::{self, InheritError};
+#[cfg(feature = "metrics")]
+pub use lameduck_driver::metrics;
+pub use lameduck_driver::restart::{self, Restarter};
+pub use lameduck_driver::signal::Signal;
+pub use lameduck_driver::{
+    Conn, ConnHandle, Decrypted, DrainHold, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
+    Shutdown, Timers, Tracked, TrackedListener, accept,
+};

@@ -15,7 +15,7 @@ pub type TcpListener<R> = TrackedListener<<R as Runtime>::TcpListener, <R as Run
 pub type UnixListener<R> =
     TrackedListener<<R as Runtime>::UnixListener, <R as Runtime>::UnixStream>;
 
-/// A tracked TCP or Unix listener on runtime `R`: what [`listeners`](crate::bind::listeners)
+/// A tracked TCP or Unix listener on runtime `R`: what [`Listener::bind_or_inherit`]
 /// returns, so that a server serves every inherited socket with the same loop.
 #[derive(Debug)]
 pub enum Listener<R: Runtime> {
@@ -78,14 +78,6 @@ impl<R: Runtime> Stream<R> {
         match self {
             Stream::Tcp(s) => s.conn_mut(),
             Stream::Unix(s) => s.conn_mut(),
-        }
-    }
-
-    /// Whether bytes read start a request; see [`Tracked::set_reads_start_requests`].
-    pub fn set_reads_start_requests(&mut self, on: bool) {
-        match self {
-            Stream::Tcp(s) => s.set_reads_start_requests(on),
-            Stream::Unix(s) => s.set_reads_start_requests(on),
         }
     }
 

@@ -2,7 +2,7 @@
 //! drain (a Kubernetes manifest, a systemd unit) without a rebuild.
 //!
 //! ```
-//! use lameduck_driver::core::{Config, IdlePolicy};
+//! use lameduck_core::{Config, IdlePolicy};
 //! use lameduck_driver::env::ConfigFromEnv;
 //! use std::time::Duration;
 //!
@@ -23,6 +23,8 @@
 //! | `LAMEDUCK_LAME_DUCK` | [`Config::lame_duck`] | a duration (`0s` for none) |
 //! | `LAMEDUCK_STALE_NEW` | [`Config::stale_new`] | a duration |
 //! | `LAMEDUCK_IDLE_GRACE` | [`Config::idle_policy`] | a duration ([`IdlePolicy::AwaitNextRequest`]), or `close` ([`IdlePolicy::CloseImmediately`]) |
+//! | `LAMEDUCK_LINGER` | [`Config::linger`] | a duration (`0s`: close without lingering) |
+//! | `LAMEDUCK_HANDSHAKE_TIMEOUT` | [`Config::handshake_timeout`] | a duration |
 //!
 //! Durations are humantime's: `500ms`, `2s`, `1m 30s`, `1h`. A variable that is not set
 //! keeps the default, or whatever the program set before. Any other variable whose name
@@ -33,6 +35,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lameduck_core::{Config, IdlePolicy};
+use lameduck_os::handover;
 
 /// `LAMEDUCK_DEADLINE`: [`Config::deadline`]; `off` for none.
 pub const DEADLINE: &str = "LAMEDUCK_DEADLINE";
@@ -43,9 +46,20 @@ pub const STALE_NEW: &str = "LAMEDUCK_STALE_NEW";
 /// `LAMEDUCK_IDLE_GRACE`: [`Config::idle_policy`]; `close` for
 /// [`IdlePolicy::CloseImmediately`].
 pub const IDLE_GRACE: &str = "LAMEDUCK_IDLE_GRACE";
+/// `LAMEDUCK_LINGER`: [`Config::linger`].
+pub const LINGER: &str = "LAMEDUCK_LINGER";
+/// `LAMEDUCK_HANDSHAKE_TIMEOUT`: [`Config::handshake_timeout`].
+pub const HANDSHAKE_TIMEOUT: &str = "LAMEDUCK_HANDSHAKE_TIMEOUT";
 
 /// Every variable this module reads.
-pub const VARIABLES: [&str; 4] = [DEADLINE, LAME_DUCK, STALE_NEW, IDLE_GRACE];
+pub const VARIABLES: [&str; 6] = [
+    DEADLINE,
+    LAME_DUCK,
+    STALE_NEW,
+    IDLE_GRACE,
+    LINGER,
+    HANDSHAKE_TIMEOUT,
+];
 
 /// Names starting with this are lameduck's; one that is not in [`VARIABLES`] is an error.
 pub const PREFIX: &str = "LAMEDUCK_";
@@ -145,6 +159,16 @@ where
             }
             LAME_DUCK => config.lame_duck = duration(trimmed).map_err(error)?,
             STALE_NEW => config.stale_new = duration(trimmed).map_err(error)?,
+            LINGER => config.linger = duration(trimmed).map_err(error)?,
+            HANDSHAKE_TIMEOUT => {
+                let timeout = duration(trimmed).map_err(error)?;
+                if timeout.is_zero() {
+                    return Err(error(
+                        "zero; no client completes a handshake in no time".to_owned(),
+                    ));
+                }
+                config.handshake_timeout = timeout;
+            }
             IDLE_GRACE => {
                 config.idle_policy = match trimmed {
                     "close" => IdlePolicy::CloseImmediately,
@@ -153,10 +177,10 @@ where
                     },
                 }
             }
-            // The handover's own variables, read by `restart`.
-            crate::restart::LAMEDUCK_HANDOVER
-            | crate::restart::LAMEDUCK_READY_FD
-            | crate::restart::LAMEDUCK_DRAINING => {}
+            // The handover's own variables, read by `lameduck-os`'s handover.
+            handover::LAMEDUCK_HANDOVER
+            | handover::LAMEDUCK_READY_FD
+            | handover::LAMEDUCK_DRAINING => {}
             _ => {
                 return Err(error(format!(
                     "not a lameduck setting (known: {})",
@@ -196,6 +220,9 @@ mod tests {
         type Check = fn(&Config) -> bool;
         let cases: &[(&str, &str, Check)] = &[
             (DEADLINE, "10s", |c| c.deadline == Some(s(10))),
+            (LINGER, "250ms", |c| c.linger == ms(250)),
+            (LINGER, "0s", |c| c.linger.is_zero()),
+            (HANDSHAKE_TIMEOUT, "3s", |c| c.handshake_timeout == s(3)),
             (DEADLINE, "500ms", |c| c.deadline == Some(ms(500))),
             (DEADLINE, "1m 30s", |c| c.deadline == Some(s(90))),
             (DEADLINE, "off", |c| c.deadline.is_none()),
@@ -241,6 +268,10 @@ mod tests {
             (STALE_NEW, "close"),
             (IDLE_GRACE, "off"),
             (IDLE_GRACE, "99999999999999999999999s"),
+            (LINGER, "forever"),
+            (LINGER, "close"),
+            (HANDSHAKE_TIMEOUT, "0s"),
+            (HANDSHAKE_TIMEOUT, "off"),
             ("LAMEDUCK_DEADLNE", "5s"),
             ("LAMEDUCK_", ""),
         ];

@@ -9,10 +9,10 @@
 //!   they close, streams whose reads and writes move the lifecycle, cut at the socket at the
 //!   deadline;
 //! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
-//! - [`drain_on_signals`]: the signal policy (from `lameduck-os`'s signal sockets);
+//! - [`Shutdown::drain_on_signals`]: the signal policy (from `lameduck-os`'s signal sockets);
 //! - [`restart`]: in-place upgrade without a supervisor — when to hand over, rollback,
 //!   probation (the OS half is `lameduck-os`'s `handover`);
-//! - [`env`]: the shutdown timeline from `LAMEDUCK_*` variables.
+//! - [`env`](mod@env): the shutdown timeline from `LAMEDUCK_*` variables.
 //!
 //! The OS itself — inherited sockets, signal handlers, `fork`/`exec`, `shutdown(2)` — is
 //! `lameduck-os`, the only crate with `unsafe`; this one forbids it. Applications use it
@@ -22,10 +22,9 @@
 
 pub mod accept;
 mod any;
-mod api;
 #[cfg(feature = "async-io")]
 pub mod async_io;
-pub mod bind;
+mod bind;
 pub mod env;
 mod handle;
 mod listener;
@@ -38,19 +37,13 @@ mod stream;
 mod sync;
 
 pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
-pub use bind::{bind_or_inherit, listeners, track, track_tcp, track_unix};
 pub use handle::{
-    Conn, ConnHandle, DrainHold, EndOnBegin, ListenerGuard, Notice, NoticeWatch, Notices, Shutdown,
-    Sleep,
+    Conn, ConnHandle, DrainHold, EndOnBegin, ListenerGuard, Notice, NoticeWatch, Notices,
+    RequestStart, Shutdown, Sleep,
 };
 pub use lameduck_os::{inherit, signal};
 pub use runtime::{Runtime, Timers};
-pub use signals::{drain_on, drain_on_signals, on_signal};
+pub use signals::on_signal;
 
-/// A shutdown handle in the Serving phase on runtime `R`'s clock, timer and spawner.
-pub fn shutdown<R: Runtime>(config: core::Config) -> Shutdown {
-    Shutdown::new(config, Timers::of::<R>())
-}
-pub use lameduck_core as core;
 pub use listener::{PollAccept, TrackedListener};
 pub use stream::{Decrypted, Tracked};

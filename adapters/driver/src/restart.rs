@@ -9,10 +9,10 @@
 //! use lameduck_driver::restart::{Options, Restarter};
 //! use lameduck_driver::signal::Signal;
 //!
-//! let shutdown = lameduck_driver::shutdown::<R>(Default::default());
-//! let listener = lameduck_driver::bind_or_inherit::<R>(&shutdown, "127.0.0.1:8080")?;
+//! let shutdown = lameduck_driver::Shutdown::new(Default::default(), lameduck_driver::Timers::of::<R>());
+//! let listener = lameduck_driver::Listener::<R>::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //! // HUP upgrades, so only TERM and INT drain.
-//! lameduck_driver::drain_on::<R>(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])?;
+//! shutdown.drain_on(&[Signal::TERM, Signal::INT], &[Signal::INT])?;
 //! let restarter = Restarter::start(&shutdown, &[listener.as_fd()?], Options::default())?;
 //! // ... spawn the accept loop on `listener`, then:
 //! restarter.serving()?;
@@ -43,7 +43,8 @@
 //! `READY=1` when it serves; an upgrade sends `RELOADING=1` with `MONOTONIC_USEC`, then
 //! `MAINPID=<successor>` and `READY=1` once the successor serves (or `READY=1` alone after a
 //! rollback: the main pid stays); a final shutdown sends `STOPPING=1` and
-//! `EXTEND_TIMEOUT_USEC` covering the lame-duck window and the deadline. An abstract
+//! `EXTEND_TIMEOUT_USEC` of `Config::longest_drain` (the lame-duck window, the deadline and
+//! the linger). An abstract
 //! `@`-socket in `NOTIFY_SOCKET` works. A unit file is in `docs/self-restart.md`.
 
 use std::ffi::OsString;
@@ -316,12 +317,10 @@ impl Restarter {
             .spawn(move || {
                 futures_lite::future::block_on(watcher.shutdown.begun());
                 if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
-                    let config = watcher.shutdown.config();
                     let mut states = vec![NotifyState::Stopping];
-                    if let Some(deadline) = config.deadline {
-                        // The drain may take the lame-duck window and the deadline; a
-                        // second for the lingering closes and the exit.
-                        let total = config.lame_duck + deadline + Duration::from_secs(1);
+                    // The longest the drain may take (lame duck, deadline, the last
+                    // lingering close), from the configuration that owns the timeline.
+                    if let Some(total) = watcher.shutdown.config().longest_drain() {
                         let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
                         states.push(NotifyState::ExtendTimeoutUsec(usec));
                     }

@@ -5,8 +5,9 @@
 //! of std sockets (listeners inherited from a supervisor or freshly bound, and the signal
 //! socket). Everything above it — tracked listeners that drain their backlog, inherited
 //! sockets, the signal policy, the accept-error policy, the handle itself — is written once
-//! and works on any implementation. A runtime crate implements this (about a hundred lines)
-//! and exposes the shared API with [`runtime_api!`](crate::runtime_api).
+//! and works on any implementation. A runtime crate implements this (about a hundred lines),
+//! names the driver's generic types on itself (`type Listener = Listener<Tokio>`) and
+//! re-exports the rest.
 //!
 //! Every method is an associated function (no `self`): the handle keeps them as plain
 //! function pointers ([`Timers::of`]), so nothing on a request's path is generic or boxed.
@@ -18,6 +19,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+use lameduck_os::signal::Signal;
 
 use crate::Sleep;
 
@@ -74,9 +77,10 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     ) -> Poll<io::Result<usize>>;
 }
 
-/// What the shared handle keeps of a runtime: its clock, timer and spawner as function
-/// pointers. [`Timers::of`] takes them from a [`Runtime`]; a test can build its own (a
-/// clock it controls, a spawner that refuses).
+/// What the shared handle keeps of a runtime: its clock, timer and spawner, and its signal
+/// task, as function pointers — so that [`Shutdown`](crate::Shutdown) carries its runtime
+/// without a type parameter. [`Timers::of`] takes them from a [`Runtime`]; a test can build
+/// its own (a clock it controls, a spawner that refuses).
 #[derive(Clone, Copy, Debug)]
 pub struct Timers {
     /// The runtime's `Instant::now`.
@@ -87,6 +91,9 @@ pub struct Timers {
     /// in which case the timers are driven by whoever awaits
     /// [`Shutdown::drained`](crate::Shutdown::drained).
     pub spawn: fn(Sleep) -> bool,
+    /// Spawns the task that turns signals into a drain:
+    /// [`Shutdown::drain_on`](crate::Shutdown::drain_on) on this runtime.
+    pub drain_on: fn(&crate::Shutdown, &[Signal], &[Signal]) -> io::Result<()>,
 }
 
 impl Timers {
@@ -96,6 +103,7 @@ impl Timers {
             now: R::now,
             sleep_until: R::sleep_until,
             spawn: R::spawn::<Sleep>,
+            drain_on: crate::signals::drain_on::<R>,
         }
     }
 }

@@ -20,33 +20,37 @@ pub fn on_signal(shutdown: &Shutdown, forces: bool) {
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP begin the drain; SIGINT while draining (a second Ctrl-C) cuts
-/// every connection at once ([`Shutdown::force_close`]). The handling task is spawned on
-/// runtime `R`.
-///
-/// A repeated SIGTERM does not cut: supervisors such as Server::Starter send it again to
-/// draining workers on every restart, and the [deadline](crate::core::Config::deadline)
-/// bounds the drain. SIGHUP drains rather than doing nothing or dying: its default action
-/// would kill the process mid-request (a closed terminal, or an operator expecting a
-/// reload), and lameduck has no reload — a server is restarted by starting a new one beside
-/// it (or by [`restart`](crate::restart), which takes SIGHUP for itself). Pick other
-/// signals with [`drain_on`].
-///
-/// Returns once the handlers are installed: every signal from then on is handled, and one
-/// that arrives while they are being installed is never lost (see [`signal::subscribe`]).
-/// Fails when there is no runtime to spawn on.
-pub fn drain_on_signals<R: Runtime>(shutdown: &Shutdown) -> io::Result<()> {
-    drain_on::<R>(
-        shutdown,
-        &[Signal::TERM, Signal::INT, Signal::HUP],
-        &[Signal::INT],
-    )
+impl Shutdown {
+    /// SIGTERM, SIGINT and SIGHUP begin the drain; SIGINT while draining (a second Ctrl-C)
+    /// cuts every connection at once ([`Shutdown::force_close`]). The handling task is
+    /// spawned on this handle's runtime.
+    ///
+    /// A repeated SIGTERM does not cut: supervisors such as Server::Starter send it again to
+    /// draining workers on every restart, and the [deadline](lameduck_core::Config::deadline)
+    /// bounds the drain. SIGHUP drains rather than doing nothing or dying: its default action
+    /// would kill the process mid-request (a closed terminal, or an operator expecting a
+    /// reload), and lameduck has no reload — a server is restarted by starting a new one
+    /// beside it (or by [`restart`](crate::restart), which takes SIGHUP for itself: use
+    /// [`drain_on`](Shutdown::drain_on) with SIGTERM and SIGINT then).
+    ///
+    /// Returns once the handlers are installed: every signal from then on is handled, and one
+    /// that arrives while they are being installed is never lost (see
+    /// [`signal::subscribe`]). Fails when there is no runtime to spawn on.
+    pub fn drain_on_signals(&self) -> io::Result<()> {
+        self.drain_on(&[Signal::TERM, Signal::INT, Signal::HUP], &[Signal::INT])
+    }
+
+    /// Each of `drain` begins the drain; one of `force` received while draining cuts every
+    /// connection (a signal in `force` should also be in `drain`). See
+    /// [`drain_on_signals`](Shutdown::drain_on_signals).
+    pub fn drain_on(&self, drain: &[Signal], force: &[Signal]) -> io::Result<()> {
+        (self.timers().drain_on)(self, drain, force)
+    }
 }
 
-/// Each of `drain` begins the drain; one of `force` received while draining cuts every
-/// connection (a signal in `force` should also be in `drain`). The handling task is
-/// spawned on runtime `R`; see [`drain_on_signals`].
-pub fn drain_on<R: Runtime>(
+/// [`Shutdown::drain_on`] on runtime `R` (what [`Timers::of`](crate::Timers::of) keeps):
+/// subscribes, then spawns the task that reads the signal socket.
+pub(crate) fn drain_on<R: Runtime>(
     shutdown: &Shutdown,
     drain: &[Signal],
     force: &[Signal],

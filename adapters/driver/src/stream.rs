@@ -17,8 +17,8 @@ use crate::handle::Mailbox;
 /// Protocol-agnostic by default: the first byte read on a New or Idle connection moves it to
 /// Active. A protocol layer marks the end of each exchange with
 /// [`conn_mut().request_finished()`](crate::ConnHandle::request_finished) (Active → Idle) and upgrades with
-/// [`ConnHandle::upgraded`](crate::ConnHandle::upgraded); its task awaits [`ConnHandle::wait_notice`](crate::ConnHandle::wait_notice) or [`ConnHandle::wait_close`](crate::ConnHandle::wait_close) to learn
-/// what shutdown wants of it. Dropping the `Tracked` — normally, in a panic, or by cancelling
+/// [`ConnHandle::upgraded`](crate::ConnHandle::upgraded); its task waits on
+/// [`ConnHandle::notices`](crate::ConnHandle::notices) to learn what shutdown wants of it. Dropping the `Tracked` — normally, in a panic, or by cancelling
 /// its task — reports the connection Closed, exactly once.
 ///
 /// Implements tokio's `AsyncRead`/`AsyncWrite` (feature `tokio`) and `futures-io`'s
@@ -35,8 +35,6 @@ pub struct Tracked<S> {
     conn: Conn,
     /// The stream, armed for the deadline's cut when it has a socket of its own.
     io: Armed<S, Mailbox>,
-    /// Whether bytes read start a request (see [`Tracked::set_reads_start_requests`]).
-    reads_start_requests: bool,
 }
 
 impl<S> Tracked<S> {
@@ -45,7 +43,6 @@ impl<S> Tracked<S> {
         Tracked {
             conn,
             io: Armed::unarmed(io),
-            reads_start_requests: true,
         }
     }
 
@@ -62,16 +59,7 @@ impl<S> Tracked<S> {
         Tracked {
             io: Armed::new(io, conn.cell()),
             conn,
-            reads_start_requests: true,
         }
-    }
-
-    /// Whether bytes read through this stream start a request (on by default). A protocol
-    /// layered over it whose bytes are not the requests' — TLS records, the handshake
-    /// first — turns it off and reads through a [`Decrypted`] instead, so that the first
-    /// *decrypted* byte is what makes the connection Active.
-    pub fn set_reads_start_requests(&mut self, on: bool) {
-        self.reads_start_requests = on;
     }
 
     /// The error every read and write returns once the lifecycle closed the connection.
@@ -129,7 +117,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
         // `remaining`, not `filled().len()`: no slice, so no bounds check on every read.
         let before = buf.remaining();
         ready!(Pin::new(this.io.get_mut()).poll_read(cx, buf))?;
-        if buf.remaining() < before && this.reads_start_requests {
+        if buf.remaining() < before {
             this.conn.data_received();
         }
         Poll::Ready(Ok(()))
@@ -184,7 +172,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<S> {
         let this = self.get_mut();
         this.check_cut()?;
         let n = ready!(Pin::new(this.io.get_mut()).poll_read(cx, buf))?;
-        if n > 0 && this.reads_start_requests {
+        if n > 0 {
             this.conn.data_received();
         }
         Poll::Ready(Ok(n))
@@ -237,10 +225,11 @@ impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<S> {
 }
 
 /// The plaintext side of a protocol layered over a [`Tracked`] stream — TLS, above all: its
-/// reads report [`ConnHandle::data_received`](crate::ConnHandle::data_received), as
+/// reads report [`ConnHandle::decrypted_received`](crate::ConnHandle::decrypted_received), as
 /// `Tracked`'s own do on a plain stream, so a request begins at its first decrypted byte
 /// rather than at the first record (or the handshake) that carries it. Turn the tracked
-/// stream's own marking off with [`Tracked::set_reads_start_requests`].
+/// stream's own marking off with
+/// [`ConnHandle::set_request_start`](crate::ConnHandle::set_request_start)`(FirstDecryptedByte)`.
 ///
 /// Implements tokio's `AsyncRead`/`AsyncWrite` (feature `tokio`) and `futures-io`'s
 /// (feature `futures-io`) when the stream does, delegating everything else.
@@ -289,7 +278,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Decrypted<S> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         if buf.filled().len() > before {
-            this.conn.data_received();
+            this.conn.decrypted_received();
         }
         Poll::Ready(Ok(()))
     }
@@ -341,7 +330,7 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Decrypted<S> {
         let this = self.get_mut();
         let n = ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         if n > 0 {
-            this.conn.data_received();
+            this.conn.decrypted_received();
         }
         Poll::Ready(Ok(n))
     }

@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use lameduck_driver::core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
+use lameduck_core::{Config, ConnState, Counts, DrainReport, Error, IdlePolicy};
 use lameduck_driver::{Shutdown, Timers};
 use loom::thread;
 
@@ -26,6 +26,7 @@ fn runtime() -> Timers {
         },
         sleep_until: |_| Box::pin(std::future::pending()),
         spawn: |_| false,
+        drain_on: |_, _, _| Err(std::io::Error::other("no signals here")),
     }
 }
 
@@ -100,7 +101,7 @@ fn accept_racing_begin_shutdown_is_tracked_or_refused() {
                     // Serve until the drain asks this connection to finish: it is open when
                     // the shutdown begins, or accepted during it — counted either way.
                     conn.request_started().unwrap();
-                    loom::future::block_on(conn.wait_notice());
+                    loom::future::block_on(conn.notices().wait_notice());
                     conn.request_finished().unwrap();
                     assert_eq!(conn.state(), ConnState::Idle);
                     drop(conn);
@@ -173,7 +174,7 @@ fn a_close_notice_always_wakes_the_waiting_task() {
     model(|| {
         let (shutdown, conn) = an_active_connection();
         let task = thread::spawn(move || {
-            loom::future::block_on(conn.wait_close());
+            loom::future::block_on(conn.notices().wait_close());
             drop(conn);
         });
         shutdown.force_close();

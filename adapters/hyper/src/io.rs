@@ -9,16 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_lite::future;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
-use lameduck_driver::core::ConnState;
+use lameduck_core::ConnState;
 use lameduck_driver::{ConnHandle, Runtime};
 
-/// How long a closing connection keeps reading (and discarding) after its last response.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// How much it reads at most while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
 
@@ -217,7 +214,7 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I>
     /// Closes the connection for the lifecycle (it is counted as done), then lingers on a
     /// task of runtime `R`: shut the write side (the peer reads everything sent, then EOF),
     /// keep reading and discarding what the peer still sends until it closes, for at most
-    /// [`LINGER`] — so that a close never meets unread bytes, which would make the kernel
+    /// the configuration's [`linger`](lameduck_core::Config::linger) — so that a close never meets unread bytes, which would make the kernel
     /// reset the connection and destroy the response still in flight. The drain waits for
     /// the linger ([`ConnHandle::linger`]): exiting earlier would reset exactly these
     /// sockets. Without a runtime to spawn on, the socket closes at once.
@@ -225,8 +222,9 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I>
         let Some(mut io) = self.io.take() else {
             return;
         };
+        let linger = self.state.conn.shutdown().config().linger;
         let hold = self.state.conn.linger();
-        let until = R::now() + LINGER;
+        let until = R::now() + linger;
         R::spawn(async move {
             let _hold = hold;
             let linger = async {

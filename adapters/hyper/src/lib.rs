@@ -17,8 +17,8 @@
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     lameduck::drain_on_signals(&shutdown)?;
-//!     let listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     shutdown.drain_on_signals()?;
+//!     let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     let hello = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
 //!     });
@@ -42,8 +42,8 @@
 //!
 //! smol::block_on(async {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     lameduck::drain_on_signals(&shutdown)?;
-//!     let listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     shutdown.drain_on_signals()?;
+//!     let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     let hello = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
 //!     });
@@ -106,14 +106,13 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
-pub use lameduck_driver::core::{Config, IdlePolicy};
-pub use lameduck_driver::{Conn, ConnHandle, Notice, Runtime};
+use lameduck_driver::{ConnHandle, Notice, RequestStart, Runtime};
 use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
 
 use crate::io::{HttpIo, HttpState, read};
 pub use crate::service::{TrackedBody, TrackedFuture};
 #[cfg(feature = "rustls")]
-pub use crate::tls::{HANDSHAKE_TIMEOUT, Handshake, Tls, TlsError, TlsRuntime};
+pub use crate::tls::{Handshake, Tls, TlsError, TlsRuntime};
 
 /// The HTTP/2 client preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -192,8 +191,8 @@ where
 
 /// Like [`serve`], over TLS (feature `rustls`): every connection's handshake runs on its
 /// own task, raced against the lifecycle — a client that never completes it is New, so the
-/// stale-New rule and the deadline end it during shutdown, and [`Tls::handshake_timeout`]
-/// while serving.
+/// stale-New rule and the deadline end it during shutdown, and the configuration's
+/// [`handshake_timeout`](lameduck_core::Config::handshake_timeout) while serving.
 ///
 /// ```no_run
 /// # #[cfg(feature = "tokio")]
@@ -204,8 +203,8 @@ where
 ///
 /// let tls = lameduck_hyper::Tls::from_pem_files("cert.pem", "key.pem")?;
 /// let shutdown = lameduck::shutdown(Config::default());
-/// lameduck::drain_on_signals(&shutdown)?;
-/// let listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8443")?;
+/// shutdown.drain_on_signals()?;
+/// let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8443")?;
 /// lameduck_hyper::serve_tls(listener, tls, service).await;
 /// println!("{:?}", shutdown.drained().await);
 /// # Ok(()) }
@@ -231,11 +230,11 @@ where
 }
 
 /// Like [`serve_connection`], over TLS: the handshake (New until it completes, bounded by
-/// the lifecycle and [`Tls::handshake_timeout`]), then HTTP/1.1 or HTTP/2 (ALPN offers
+/// the lifecycle and [`Config::handshake_timeout`](lameduck_core::Config::handshake_timeout)), then HTTP/1.1 or HTTP/2 (ALPN offers
 /// both) with requests starting at their first decrypted byte. Closing sends
 /// `close_notify`.
 #[cfg(feature = "rustls")]
-pub async fn serve_tls_connection<R, S, B>(mut stream: Stream<R>, tls: Tls, service: S)
+pub async fn serve_tls_connection<R, S, B>(stream: Stream<R>, tls: Tls, service: S)
 where
     R: TlsRuntime,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -246,9 +245,9 @@ where
 {
     let conn = stream.conn().handle();
     // Records, the handshake first, are not requests: the decrypted side marks them.
-    stream.set_reads_start_requests(false);
+    conn.set_request_start(RequestStart::FirstDecryptedByte);
     let notices = conn.notices();
-    let until = R::now() + tls.timeout();
+    let until = R::now() + conn.shutdown().config().handshake_timeout;
     let handshake = futures_lite::future::or(
         async { Some(R::handshake(tls.config().clone(), stream).await) },
         async {
@@ -268,15 +267,15 @@ where
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
-/// use lameduck_tokio::{bind_or_inherit, drain_on_signals, shutdown, Config, ConfigFromEnv};
+/// use lameduck_tokio::{Listener, shutdown, Config, ConfigFromEnv};
 ///
 /// # #[cfg(feature = "tokio")]
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let app = Router::new().route("/", get(|| async { "hello\n" }));
 ///     let shutdown = shutdown(Config::from_env()?);
-///     drain_on_signals(&shutdown)?;
-///     let listener = bind_or_inherit(&shutdown, "127.0.0.1:3000")?;
+///     shutdown.drain_on_signals()?;
+///     let listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:3000")?;
 ///     lameduck_hyper::serve_tower(listener, app).await;
 ///     println!("{:?}", shutdown.drained().await);
 ///     Ok(())
@@ -371,7 +370,7 @@ where
 /// cut fails its I/O) and own it (so that dropping `io` reports it Closed), and the first
 /// byte of each request must mark the connection Active — the tracked stream does on a
 /// plain connection; a protocol layered over it (a TLS other than rustls, say) turns that
-/// off with [`Tracked::set_reads_start_requests`](lameduck_driver::Tracked::set_reads_start_requests)
+/// off with [`ConnHandle::set_request_start`](lameduck_driver::ConnHandle::set_request_start)
 /// and reads through a [`Decrypted`](lameduck_driver::Decrypted). `conn` is its handle
 /// (`stream.conn().handle()`). For rustls, `serve_tls_connection` (feature `rustls`) does all this.
 pub fn serve_io<R, I, S, B>(
@@ -428,7 +427,7 @@ where
         // HTTP/2 reads SETTINGS, PING and WINDOW_UPDATE frames between requests:
         // requests are its streams, counted by the service. The preface itself was no
         // request.
-        state.conn.set_read_starts_request(false);
+        state.conn.set_request_start(RequestStart::Reported);
         if state.inflight() == 0 {
             let _ = state.conn.request_finished();
         }

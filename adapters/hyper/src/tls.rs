@@ -2,8 +2,9 @@
 //! raced against the lifecycle.
 //!
 //! A TLS connection is New through its handshake — the handshake's bytes are no request —
-//! so the stale-New rule and the deadline end a client that never completes it, and
-//! [`Tls::handshake_timeout`] bounds it while serving. Active begins at the first
+//! so the stale-New rule and the deadline end a client that never completes it, and the
+//! configuration's [`handshake_timeout`](lameduck_core::Config::handshake_timeout)
+//! bounds it while serving. Active begins at the first
 //! *decrypted* byte of a request. Closing sends `close_notify`.
 
 use std::fmt;
@@ -12,7 +13,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::rt::{Read, Write};
 #[allow(unused_imports)] // used by the runtimes' implementations
@@ -23,22 +23,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::HttpRuntime;
 
-/// How long a client may take to complete its handshake while the server is serving.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A TLS server configuration: rustls's [`ServerConfig`] plus the handshake timeout.
-/// Cheap to clone.
+/// A TLS server configuration: rustls's [`ServerConfig`] with ALPN. Cheap to clone. The
+/// handshake's timeout is the shutdown's
+/// [`Config::handshake_timeout`](lameduck_core::Config::handshake_timeout), with the
+/// rest of the timeline.
 #[derive(Clone)]
 pub struct Tls {
     config: Arc<ServerConfig>,
-    handshake_timeout: Duration,
 }
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls")
             .field("alpn", &self.alpn())
-            .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -92,20 +89,7 @@ impl Tls {
         }
         Tls {
             config: Arc::new(config),
-            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
-    }
-
-    /// How long a client may take to complete its handshake while serving (default
-    /// [`HANDSHAKE_TIMEOUT`]). During shutdown the stale-New rule bounds it too.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Tls {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// The handshake timeout.
-    pub fn timeout(&self) -> Duration {
-        self.handshake_timeout
     }
 
     /// The rustls configuration.

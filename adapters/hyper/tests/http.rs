@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use lameduck_hyper::{ConnHandle, Notice};
 use lameduck_tokio::{Config, Shutdown};
+use lameduck_tokio::{ConnHandle, Notice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,7 +34,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
             tokio::spawn(async move {
                 let upgraded = hyper::upgrade::on(req).await.unwrap();
                 let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                assert_eq!(conn.wait_notice().await, Notice::AskToLeave);
+                assert_eq!(conn.notices().wait_notice().await, Notice::AskToLeave);
                 let _ = io.write_all(b"bye\n").await;
             });
             let mut response = Response::new(Full::new(Bytes::new()));
@@ -388,6 +388,34 @@ async fn the_report_says_the_drain_ended_when_the_last_linger_did() {
     assert!(
         drained_after + Duration::from_millis(200) >= returned,
         "the report says drained {drained_after:?} after begin, drained() returned after {returned:?}"
+    );
+    drop(client);
+}
+
+/// The linger is the configuration's (`Config::linger`, `LAMEDUCK_LINGER`), not a constant:
+/// a client that keeps its socket open after its last response holds the drain for exactly
+/// that long.
+#[tokio::test]
+async fn the_linger_is_the_configurations() {
+    let linger = Duration::from_millis(2500);
+    let (shutdown, addr) = start(config().with_linger(linger)).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await;
+    assert!(response.contains("connection: close"), "{response}");
+    // The server closed its side and lingers; the client neither sends nor closes.
+    let began = std::time::Instant::now();
+    shutdown.begin();
+    tokio::time::timeout(Duration::from_secs(10), shutdown.drained())
+        .await
+        .expect("drained within 10 s");
+    let returned = began.elapsed();
+    assert!(
+        returned >= linger - Duration::from_millis(100),
+        "drained after {returned:?}: the linger of {linger:?} was not honoured"
     );
     drop(client);
 }

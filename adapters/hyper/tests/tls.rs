@@ -182,8 +182,8 @@ async fn closing_sends_close_notify() {
 
 #[tokio::test]
 async fn a_client_that_never_completes_its_handshake_is_closed_by_the_timeout_while_serving() {
-    let tls = tls().handshake_timeout(Duration::from_millis(300));
-    let (shutdown, addr) = start(Config::default(), tls).await;
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
+    let (shutdown, addr) = start(config, tls()).await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
     // Half a ClientHello's record header, then nothing.
     silent.write_all(&[0x16, 0x03]).await.unwrap();

@@ -9,8 +9,8 @@
 //!
 //! smol::block_on(async {
 //!     let shutdown = lameduck::shutdown(Config::default());
-//!     lameduck::drain_on_signals(&shutdown)?;
-//!     let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     shutdown.drain_on_signals()?;
+//!     let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
 //!         smol::spawn(async move {
@@ -53,4 +53,26 @@ impl lameduck_driver::async_io::Spawner for SmolSpawner {
 /// lameduck's [`Runtime`] on smol: `async-io`'s reactor and timer, smol's spawner.
 pub type Smol = lameduck_driver::async_io::AsyncIo<SmolSpawner>;
 
-lameduck_driver::runtime_api!(Smol);
+/// A shutdown handle in the Serving phase on smol's clock, timer and spawner: what every
+/// listener, connection and signal of the server is tracked by.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, Timers::of::<Smol>())
+}
+
+/// A tracked TCP or Unix listener on smol: [`Listener::bind_or_inherit`] (the socket a
+/// supervisor passed, else a bound address), [`Listener::from_tcp`] (a listener of your own).
+pub type Listener = lameduck_driver::Listener<Smol>;
+/// What a [`Listener`] accepts: a tracked TCP or Unix stream.
+pub type Stream = lameduck_driver::Stream<Smol>;
+
+pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+pub use lameduck_driver::env::{ConfigFromEnv, EnvError};
+pub use lameduck_driver::inherit::{self, InheritError};
+#[cfg(feature = "metrics")]
+pub use lameduck_driver::metrics;
+pub use lameduck_driver::restart::{self, Restarter};
+pub use lameduck_driver::signal::Signal;
+pub use lameduck_driver::{
+    Conn, ConnHandle, Decrypted, DrainHold, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
+    Shutdown, Timers, Tracked, TrackedListener, accept,
+};

@@ -6,8 +6,8 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let shutdown = lameduck::shutdown(Config::default());
-//! lameduck::drain_on_signals(&shutdown)?; // SIGTERM/SIGINT/SIGHUP drain; Ctrl-C again cuts
-//! let mut listener = lameduck::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//! shutdown.drain_on_signals()?; // SIGTERM/SIGINT/SIGHUP drain; Ctrl-C again cuts
+//! let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!
 //! // Until shutdown: accept, then drain the backlog, then None.
 //! while let Some(stream) = listener.accept().await {
@@ -110,4 +110,26 @@ impl Runtime for Tokio {
     }
 }
 
-lameduck_driver::runtime_api!(Tokio);
+/// A shutdown handle in the Serving phase on tokio's clock, timer and spawner: what every
+/// listener, connection and signal of the server is tracked by.
+pub fn shutdown(config: Config) -> Shutdown {
+    Shutdown::new(config, Timers::of::<Tokio>())
+}
+
+/// A tracked TCP or Unix listener on tokio: [`Listener::bind_or_inherit`] (the socket a
+/// supervisor passed, else a bound address), [`Listener::from_tcp`] (a listener of your own).
+pub type Listener = lameduck_driver::Listener<Tokio>;
+/// What a [`Listener`] accepts: a tracked TCP or Unix stream.
+pub type Stream = lameduck_driver::Stream<Tokio>;
+
+pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+pub use lameduck_driver::env::{ConfigFromEnv, EnvError};
+pub use lameduck_driver::inherit::{self, InheritError};
+#[cfg(feature = "metrics")]
+pub use lameduck_driver::metrics;
+pub use lameduck_driver::restart::{self, Restarter};
+pub use lameduck_driver::signal::Signal;
+pub use lameduck_driver::{
+    Conn, ConnHandle, Decrypted, DrainHold, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
+    Shutdown, Timers, Tracked, TrackedListener, accept,
+};

@@ -13,7 +13,7 @@ async fn a_held_stream_is_shut_down_and_fails_after_a_cut() {
     let shutdown = lameduck::shutdown(Config::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let mut listener = lameduck::Listener::from_tcp(&shutdown, listener);
 
     let mut client = TcpStream::connect(addr).await.unwrap();
     client.write_all(b"x").await.unwrap();

@@ -108,7 +108,7 @@ fn serve(
 ) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut listener = lameduck::track_tcp(shutdown, listener);
+    let mut listener = lameduck::Listener::from_tcp(shutdown, listener);
     tokio::spawn(async move {
         if let Some(gate) = gate {
             gate.notified().await;
@@ -380,7 +380,7 @@ async fn unix_listeners_drain_too() {
     let _ = std::fs::remove_file(&path);
     let shutdown = lameduck::shutdown(config());
     let mut listener =
-        lameduck::track_unix(&shutdown, tokio::net::UnixListener::bind(&path).unwrap());
+        lameduck::Listener::from_unix(&shutdown, tokio::net::UnixListener::bind(&path).unwrap());
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(stream) = listener.accept().await {
@@ -404,7 +404,7 @@ async fn a_panicking_handler_closes_only_its_connection() {
     let shutdown = lameduck::shutdown(config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut listener = lameduck::track_tcp(&shutdown, listener);
+    let mut listener = lameduck::Listener::from_tcp(&shutdown, listener);
     let accepted = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap().unwrap();
         let mut byte = [0u8; 1];
@@ -427,11 +427,11 @@ async fn a_panicking_handler_closes_only_its_connection() {
 #[tokio::test]
 async fn several_listeners_share_one_lifecycle_and_drained_waits_for_all() {
     let shutdown = lameduck::shutdown(config());
-    let mut first = lameduck::track_tcp(
+    let mut first = lameduck::Listener::from_tcp(
         &shutdown,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     );
-    let mut second = lameduck::track_tcp(
+    let mut second = lameduck::Listener::from_tcp(
         &shutdown,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     );

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lameduck_driver::core::Error;
+use lameduck_core::Error;
 use lameduck_tokio::{self as lameduck, Config, ConnState, Counts, Phase};
 
 fn config() -> Config {

@@ -50,12 +50,12 @@ fn worker(shutdown: &Shutdown, mut rng: Rng, accepted: &AtomicUsize, rt: &Handle
                 }
             },
             // A silent client: New until the lifecycle closes it as stale.
-            3 => rt.block_on(conn.wait_close()),
+            3 => rt.block_on(conn.notices().wait_close()),
             // A keep-alive client gone quiet: Idle until closed (or told to finish).
             _ => {
                 let _ = conn.request_started();
                 let _ = conn.request_finished();
-                let notice = rt.block_on(conn.wait_notice());
+                let notice = rt.block_on(conn.notices().wait_notice());
                 assert!(matches!(notice, Notice::FinishThenClose | Notice::Close));
                 assert_ne!(conn.state(), ConnState::Active);
             }

@@ -58,9 +58,12 @@ async fn plain(addr: &str, spawn: fn(std::pin::Pin<Box<dyn Future<Output = ()> +
 }
 
 async fn with_lameduck<R: lameduck_hyper::HttpRuntime>(addr: &str) {
-    let shutdown = lameduck_driver::shutdown::<R>(lameduck_driver::core::Config::default());
-    lameduck_driver::drain_on_signals::<R>(&shutdown).unwrap();
-    let listener = lameduck_driver::track::<R>(
+    let shutdown = lameduck_driver::Shutdown::new(
+        lameduck_core::Config::default(),
+        lameduck_driver::Timers::of::<R>(),
+    );
+    shutdown.drain_on_signals().unwrap();
+    let listener = lameduck_driver::Listener::<R>::track(
         &shutdown,
         lameduck_driver::inherit::Listener::Tcp(bind(addr)),
     )

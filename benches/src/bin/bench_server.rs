@@ -130,7 +130,7 @@ async fn with_lameduck(addr: &str, metrics: bool) {
         std::process::exit(2);
     });
     let shutdown = lameduck::shutdown(config);
-    lameduck::drain_on_signals(&shutdown).unwrap();
+    shutdown.drain_on_signals().unwrap();
     // Before `ready`: the recorder's set-up is start-up, not serving.
     if metrics {
         #[cfg(feature = "metrics")]
@@ -143,7 +143,7 @@ async fn with_lameduck(addr: &str, metrics: bool) {
     }
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     ready(&listener);
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),
@@ -211,10 +211,10 @@ async fn plain_tls(addr: &str) {
 async fn with_lameduck_tls(addr: &str) {
     let tls = tls();
     let shutdown = lameduck::shutdown(Config::from_env().unwrap());
-    lameduck::drain_on_signals(&shutdown).unwrap();
+    shutdown.drain_on_signals().unwrap();
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     ready(&listener);
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
     tokio::spawn(lameduck_hyper::serve_tls(
         listener,
         tls,

@@ -22,8 +22,7 @@ fn main() {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut listener =
-            lameduck_tokio::Listener::Tcp(lameduck_tokio::track_tcp(&shutdown, listener));
+        let mut listener = lameduck_tokio::Listener::from_tcp(&shutdown, listener);
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = listener.accept().await.unwrap().unwrap();
         let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(

@@ -6,8 +6,24 @@ use crate::sync::{Arc, Ordering};
 use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
 
 use super::mailbox::{Mailbox, Notice, SERVING_OVER, Shared, state_from_u8, state_to_u8};
-use super::notices::{Notices, wait_for};
+use super::notices::Notices;
 use super::{DrainHold, Shutdown};
+
+/// Which bytes read on a connection are a request's first, and so move it from New or Idle
+/// to Active ([`ConnHandle::set_request_start`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RequestStart {
+    /// The first byte read from the socket: plain HTTP/1.1, a line protocol. The default.
+    #[default]
+    FirstByte = 0,
+    /// The first *decrypted* byte (TLS): the socket's own bytes — records, the handshake
+    /// first — are no request; reads through a [`Decrypted`](crate::Decrypted) stream are.
+    FirstDecryptedByte = 1,
+    /// No read: the protocol reports each request itself
+    /// ([`ConnHandle::request_started`]) — HTTP/2, which reads SETTINGS, PING and
+    /// WINDOW_UPDATE frames between requests.
+    Reported = 2,
+}
 
 /// One tracked connection: its id in the lifecycle, its state, its mailbox. Dropping it
 /// reports the connection Closed, exactly once — on a normal end, on a panic that unwinds
@@ -85,13 +101,26 @@ impl ConnHandle {
         self.shared.state()
     }
 
-    /// Data arrived: New or Idle → Active, unless turned off with
-    /// [`set_read_starts_request`](ConnHandle::set_read_starts_request). Cheap when already
-    /// Active (no lock).
+    /// Bytes were read from the connection's socket: New or Idle → Active when requests
+    /// start at the first byte ([`RequestStart::FirstByte`], the default). Cheap when
+    /// already Active (no lock). [`Tracked`](crate::Tracked) streams call it on every read.
     #[inline]
     pub fn data_received(&self) {
+        self.read_arrived(RequestStart::FirstByte);
+    }
+
+    /// Decrypted bytes were read (a [`Decrypted`](crate::Decrypted) stream calls it): New or
+    /// Idle → Active when requests start at the first decrypted byte
+    /// ([`RequestStart::FirstDecryptedByte`]).
+    #[inline]
+    pub fn decrypted_received(&self) {
+        self.read_arrived(RequestStart::FirstDecryptedByte);
+    }
+
+    #[inline]
+    fn read_arrived(&self, kind: RequestStart) {
         if matches!(self.state(), ConnState::New | ConnState::Idle)
-            && self.shared.read_starts_request.load(Ordering::Acquire)
+            && self.shared.request_start.load(Ordering::Acquire) == kind as u8
             && !self.moved_on_its_own(&[ConnState::New, ConnState::Idle], ConnState::Active)
         {
             let _ = self.request_started_locked();
@@ -108,12 +137,16 @@ impl ConnHandle {
         self.transition(ConnState::Active, |lc, id, now| lc.request_started(id, now))
     }
 
-    /// Whether data read on the connection marks the start of a request (on by default: the
-    /// first byte of a request is the first byte read on a New or Idle connection). A
-    /// protocol that reads without a request — HTTP/2's SETTINGS, PING and WINDOW_UPDATE
-    /// frames — turns it off and reports requests itself.
-    pub fn set_read_starts_request(&self, on: bool) {
-        self.shared.read_starts_request.store(on, Ordering::Release);
+    /// Which bytes start a request on this connection — the one switch a protocol layer
+    /// turns: [`RequestStart::FirstByte`] by default, [`FirstDecryptedByte`] under TLS,
+    /// [`Reported`] for a protocol that reads between requests and reports each one itself.
+    ///
+    /// [`FirstDecryptedByte`]: RequestStart::FirstDecryptedByte
+    /// [`Reported`]: RequestStart::Reported
+    pub fn set_request_start(&self, start: RequestStart) {
+        self.shared
+            .request_start
+            .store(start as u8, Ordering::Release);
     }
 
     /// A request began (its first byte arrived): New or Idle → Active.
@@ -213,18 +246,9 @@ impl ConnHandle {
         self.notice().is_some()
     }
 
-    /// Resolves with the first notice (or the current one, if any).
-    pub async fn wait_notice(&self) -> Notice {
-        wait_for(&self.shared, Notice::FinishThenClose).await
-    }
-
-    /// Resolves when the lifecycle asks to close this connection now.
-    pub async fn wait_close(&self) {
-        wait_for(&self.shared, Notice::Close).await;
-    }
-
-    /// An owned watcher of this connection's notices, for a task that must wait for them
-    /// while it holds the stream mutably (in a `select!` beside a read, say).
+    /// This connection's notices, to wait for: an owned watcher, so that a task can wait
+    /// for them while it holds the stream mutably (in a `select!` beside a read, say). The
+    /// one place to wait; [`notice`](ConnHandle::notice) reads the current one.
     pub fn notices(&self) -> Notices {
         Notices {
             mailbox: self.shared.clone(),

@@ -1,7 +1,7 @@
 //! A connection's mailbox: the notices the lifecycle gave it, the state it reported on its
 //! own while Serving, and the socket a cut shuts down.
 
-use crate::sync::{AtomicBool, AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering};
 
 use event_listener::Event;
 use lameduck_core::{ConnId, ConnState};
@@ -63,9 +63,9 @@ pub(crate) struct Mailbox {
     /// [`ConnHandle::request_started`]: super::ConnHandle::request_started
     /// [`sync`]: super::conn::sync
     pub(super) state: AtomicU8,
-    /// Whether data read moves New/Idle → Active (see
-    /// [`ConnHandle::set_read_starts_request`](super::ConnHandle::set_read_starts_request)).
-    pub(super) read_starts_request: AtomicBool,
+    /// Which reads move New/Idle → Active: a [`RequestStart`](super::RequestStart) as a
+    /// byte (see [`ConnHandle::set_request_start`](super::ConnHandle::set_request_start)).
+    pub(super) request_start: AtomicU8,
     pub(super) event: Event,
 }
 
@@ -90,7 +90,7 @@ impl Mailbox {
             id,
             level: AtomicU8::new(0),
             state: AtomicU8::new(state_to_u8(ConnState::New) | over),
-            read_starts_request: AtomicBool::new(true),
+            request_start: AtomicU8::new(0),
             event: Event::new(),
         }
     }

@@ -21,7 +21,7 @@ mod mailbox;
 mod notices;
 
 pub use begun::EndOnBegin;
-pub use conn::{Conn, ConnHandle};
+pub use conn::{Conn, ConnHandle, RequestStart};
 use conn::{sync, sync_to};
 pub(crate) use mailbox::Mailbox;
 pub use mailbox::Notice;
@@ -52,6 +52,9 @@ struct State {
 
 #[derive(Debug)]
 struct Inner {
+    /// The lifecycle's configuration, which never changes: read without the lock (a
+    /// connection's linger, a TLS handshake's timeout).
+    config: Config,
     state: Mutex<State>,
     origin: StdInstant,
     runtime: Timers,
@@ -88,8 +91,10 @@ impl Shutdown {
         // Every listener of this handle registers (`register_listener`), so the lifecycle
         // ends accepting itself; with none, when it says to stop.
         machine.track_listeners();
+        let config = *machine.config();
         Shutdown {
             inner: Arc::new(Inner {
+                config,
                 state: Mutex::new(State {
                     lc: Box::new(machine),
                     mailboxes: Vec::new(),
@@ -107,6 +112,11 @@ impl Shutdown {
     }
 
     /// The lifecycle's time for the runtime's `now`.
+    /// The runtime this handle runs on, as function pointers.
+    pub(crate) fn timers(&self) -> &Timers {
+        &self.inner.runtime
+    }
+
     pub(crate) fn now(&self) -> Instant {
         self.instant_of((self.inner.runtime.now)())
     }
@@ -328,8 +338,8 @@ impl Shutdown {
     }
 
     /// The lifecycle's configuration.
-    pub fn config(&self) -> Config {
-        *self.lock().lc.config()
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
     /// Whether listeners must stop accepting (after draining their backlog).

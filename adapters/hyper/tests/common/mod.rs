@@ -10,7 +10,7 @@ pub async fn listen(config: Config) -> (Shutdown, lameduck::Listener, SocketAddr
     let shutdown = lameduck::shutdown(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = lameduck::Listener::Tcp(lameduck::track_tcp(&shutdown, listener));
+    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
     (shutdown, listener, addr)
 }
 
