@@ -25,6 +25,7 @@ mod any;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 mod bind;
+pub mod common;
 pub mod env;
 mod handle;
 mod listener;

@@ -65,14 +65,5 @@ pub type Listener = lameduck_driver::Listener<Smol>;
 /// What a [`Listener`] accepts: a tracked TCP or Unix stream.
 pub type Stream = lameduck_driver::Stream<Smol>;
 
-pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
-pub use lameduck_driver::env::{ConfigFromEnv, EnvError};
-pub use lameduck_driver::inherit::{self, InheritError};
-#[cfg(feature = "metrics")]
-pub use lameduck_driver::metrics;
-pub use lameduck_driver::restart::{self, Restarter};
-pub use lameduck_driver::signal::Signal;
-pub use lameduck_driver::{
-    Conn, ConnHandle, Decrypted, DrainHold, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
-    Shutdown, Timers, Tracked, TrackedListener, accept,
-};
+// The runtime-independent half of the API, the same on every runtime.
+pub use lameduck_driver::common::*;

@@ -45,7 +45,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Tokio;
 
-impl Runtime for Tokio {
+impl lameduck_driver::Runtime for Tokio {
     const NAME: &'static str = "tokio";
 
     type TcpListener = tokio::net::TcpListener;
@@ -122,14 +122,5 @@ pub type Listener = lameduck_driver::Listener<Tokio>;
 /// What a [`Listener`] accepts: a tracked TCP or Unix stream.
 pub type Stream = lameduck_driver::Stream<Tokio>;
 
-pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
-pub use lameduck_driver::env::{ConfigFromEnv, EnvError};
-pub use lameduck_driver::inherit::{self, InheritError};
-#[cfg(feature = "metrics")]
-pub use lameduck_driver::metrics;
-pub use lameduck_driver::restart::{self, Restarter};
-pub use lameduck_driver::signal::Signal;
-pub use lameduck_driver::{
-    Conn, ConnHandle, Decrypted, DrainHold, EndOnBegin, Notice, NoticeWatch, Notices, Runtime,
-    Shutdown, Timers, Tracked, TrackedListener, accept,
-};
+// The runtime-independent half of the API, the same on every runtime.
+pub use lameduck_driver::common::*;
