@@ -307,7 +307,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         now,
         sleep_until,
         spawn,
-        drain_on: |_, _, _| Err(std::io::Error::other("no signals here")),
+        watch_signals: |_, _| Err(std::io::Error::other("no signals here")),
     };
     let mut harness = Harness {
         shutdown: Shutdown::with_machine(Checked::new(config), timers),

@@ -50,7 +50,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use lameduck_os::handover::{self, Child, ReadyOutcome, Spawn, alive, wait_ready, write_pid_file};
 use lameduck_os::log;
-use lameduck_os::signal::{self, Signal};
+use lameduck_os::signal::Signal;
 use lameduck_os::systemd::{NotifyState, notify};
 
 use crate::handle::Shutdown;
@@ -221,7 +221,6 @@ struct Inner {
 /// names this process.
 pub struct Restarter {
     inner: Arc<Inner>,
-    _signals: Option<signal::Subscription>,
 }
 
 impl fmt::Debug for Restarter {
@@ -298,39 +297,44 @@ impl Restarter {
             ready: Mutex::new(ready),
             draining,
         });
-        let signals = match inner.options.signal {
-            Some(sig) => {
-                let (socket, subscription) = signal::subscribe(&[sig])?;
-                socket.set_nonblocking(false)?;
-                let inner = inner.clone();
-                std::thread::Builder::new()
-                    .name("lameduck-restart".into())
-                    .spawn(move || on_signals(inner, socket))?;
-                Some(subscription)
-            }
-            None => None,
-        };
+        // Both on the runtime: the signal task, and the watcher that tells systemd a final
+        // stop began. Only an upgrade's own wait (at most the upgrade timeout) and the reaping
+        // of a successor run on threads — see `upgrade_on_a_thread` and `hand_over`.
+        if let Some(signal) = inner.options.signal {
+            let weak = Arc::downgrade(&inner);
+            (shutdown.timers().watch_signals)(
+                &[signal],
+                Box::new(move |_| match weak.upgrade() {
+                    Some(inner) => {
+                        upgrade_on_a_thread(inner);
+                        true
+                    }
+                    // The restarter is gone: so is the upgrade on this signal.
+                    None => false,
+                }),
+            )?;
+        }
         // STOPPING=1 when a shutdown that is not a handover begins.
         let watcher = inner.clone();
-        std::thread::Builder::new()
-            .name("lameduck-stopping".into())
-            .spawn(move || {
-                futures_lite::future::block_on(watcher.shutdown.begun());
-                if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
-                    let mut states = vec![NotifyState::Stopping];
-                    // The longest the drain may take (lame duck, deadline, the last
-                    // lingering close), from the configuration that owns the timeline.
-                    if let Some(total) = watcher.shutdown.config().longest_drain() {
-                        let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
-                        states.push(NotifyState::ExtendTimeoutUsec(usec));
-                    }
-                    notify(&states);
+        let stopping = async move {
+            watcher.shutdown.begun().await;
+            if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
+                let mut states = vec![NotifyState::Stopping];
+                // The longest the drain may take (lame duck, deadline, the last lingering
+                // close), from the configuration that owns the timeline.
+                if let Some(total) = watcher.shutdown.config().longest_drain() {
+                    let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
+                    states.push(NotifyState::ExtendTimeoutUsec(usec));
                 }
-            })?;
-        Ok(Restarter {
-            inner,
-            _signals: signals,
-        })
+                notify(&states);
+            }
+        };
+        if !(shutdown.timers().spawn)(Box::pin(stopping)) {
+            return Err(io::Error::other(
+                "no runtime on this thread to spawn the restarter's tasks on",
+            ));
+        }
+        Ok(Restarter { inner })
     }
 
     /// Says that this process serves (its accept loop runs). In a successor, tells the
@@ -415,21 +419,21 @@ impl Drop for Restarter {
     }
 }
 
-fn on_signals(inner: Arc<Inner>, mut socket: std::os::unix::net::UnixStream) {
-    let mut bytes = [0u8; 16];
-    while let Ok(n @ 1..) = socket.read(&mut bytes) {
-        for _ in 0..n {
-            let inner = inner.clone();
-            // Each upgrade on its own thread, so that a second signal during one is
-            // answered at once ("upgrade in progress") instead of queued behind it.
-            let _ = std::thread::Builder::new()
-                .name("lameduck-upgrade".into())
-                .spawn(move || {
-                    if let Err(e) = inner.upgrade() {
-                        log(format_args!("upgrade failed: {e}; serving on"));
-                    }
-                });
-        }
+/// Runs one upgrade on a thread of its own: it forks, then waits up to the upgrade timeout
+/// for the successor's `READY=1` on a pipe — a blocking `poll(2)`, as a pipe is nothing the
+/// runtime seam can register (it wraps sockets) — so it must not hold a runtime worker. One
+/// thread per signal, so that a second signal during an upgrade is answered at once
+/// ("upgrade in progress") instead of queued behind it.
+fn upgrade_on_a_thread(inner: Arc<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("lameduck-upgrade".into())
+        .spawn(move || {
+            if let Err(e) = inner.upgrade() {
+                log(format_args!("upgrade failed: {e}; serving on"));
+            }
+        });
+    if let Err(e) = spawned {
+        log(format_args!("upgrade not started: {e}; serving on"));
     }
 }
 
@@ -545,7 +549,10 @@ impl Inner {
             }
         }
         notify(&[NotifyState::MainPid(successor), NotifyState::Ready]);
-        // Reaps the successor should it end while we still drain: no zombie. One that fails
+        // Reaps the successor should it end while we still drain: no zombie. A thread,
+        // blocked in waitpid(2) for as long as the successor lives: no runtime offers a way to
+        // await a child's end through the seam (a pidfd would need registering an fd that is
+        // no socket), and polling with WNOHANG would wake the process for nothing. One that fails
         // (not a clean exit: a crash, a kill) while we are still here is replaced, once:
         // we hold the listeners, and the connections waiting in their backlog are not lost
         // as long as someone accepts before the last holder exits.

@@ -91,10 +91,17 @@ pub struct Timers {
     /// in which case the timers are driven by whoever awaits
     /// [`Shutdown::drained`](crate::Shutdown::drained).
     pub spawn: fn(Sleep) -> bool,
-    /// Spawns the task that turns signals into a drain:
-    /// [`Shutdown::drain_on`](crate::Shutdown::drain_on) on this runtime.
-    pub drain_on: fn(&crate::Shutdown, &[Signal], &[Signal]) -> io::Result<()>,
+    /// Subscribes to signals (none lost from the moment this returns, see
+    /// `lameduck_os::signal::subscribe`) and spawns the task that hands each arrival to the
+    /// handler, until the handler returns false: what
+    /// [`Shutdown::drain_on`](crate::Shutdown::drain_on) and
+    /// [`Restarter`](crate::restart::Restarter) listen with.
+    pub watch_signals: fn(&[Signal], SignalHandler) -> io::Result<()>,
 }
+
+/// What a signal task calls for each signal that arrives; it returns false to stop (the task
+/// ends, and the signals' dispositions are given back once no one else subscribes).
+pub type SignalHandler = Box<dyn FnMut(Signal) -> bool + Send>;
 
 impl Timers {
     /// `R`'s clock, timer and spawner.
@@ -103,7 +110,7 @@ impl Timers {
             now: R::now,
             sleep_until: R::sleep_until,
             spawn: R::spawn::<Sleep>,
-            drain_on: crate::signals::drain_on::<R>,
+            watch_signals: crate::signals::watch_signals::<R>,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::io;
 
 use lameduck_os::signal::{self, Signal};
 
+use crate::runtime::SignalHandler;
 use crate::{Runtime, Shutdown};
 
 /// What a signal does, for a signal that `forces` or not: it begins the graceful shutdown;
@@ -44,21 +45,26 @@ impl Shutdown {
     /// connection (a signal in `force` should also be in `drain`). See
     /// [`drain_on_signals`](Shutdown::drain_on_signals).
     pub fn drain_on(&self, drain: &[Signal], force: &[Signal]) -> io::Result<()> {
-        (self.timers().drain_on)(self, drain, force)
+        let shutdown = self.clone();
+        let force = force.to_vec();
+        (self.timers().watch_signals)(
+            drain,
+            Box::new(move |signal| {
+                on_signal(&shutdown, force.contains(&signal));
+                true
+            }),
+        )
     }
 }
 
-/// [`Shutdown::drain_on`] on runtime `R` (what [`Timers::of`](crate::Timers::of) keeps):
-/// subscribes, then spawns the task that reads the signal socket.
-pub(crate) fn drain_on<R: Runtime>(
-    shutdown: &Shutdown,
-    drain: &[Signal],
-    force: &[Signal],
+/// [`Timers::watch_signals`](crate::Timers::watch_signals) on runtime `R`: subscribes, then
+/// spawns the task that reads the signal socket.
+pub(crate) fn watch_signals<R: Runtime>(
+    signals: &[Signal],
+    mut handler: SignalHandler,
 ) -> io::Result<()> {
-    let (socket, subscription) = signal::subscribe(drain)?;
+    let (socket, subscription) = signal::subscribe(signals)?;
     let socket = R::unix_stream(socket)?;
-    let shutdown = shutdown.clone();
-    let force = force.to_vec();
     crate::runtime::spawn::<R>(Box::pin(async move {
         let _subscription = subscription;
         let mut received = [0u8; 64];
@@ -67,8 +73,9 @@ pub(crate) fn drain_on<R: Runtime>(
             futures_lite::future::poll_fn(|cx| R::poll_read_unix(&socket, cx, &mut received)).await
         {
             for &byte in &received[..n] {
-                let forces = force.contains(&Signal::from_raw(byte.into()));
-                on_signal(&shutdown, forces);
+                if !handler(Signal::from_raw(byte.into())) {
+                    return;
+                }
             }
         }
     }))

@@ -26,7 +26,7 @@ fn runtime() -> Timers {
         },
         sleep_until: |_| Box::pin(std::future::pending()),
         spawn: |_| false,
-        drain_on: |_, _, _| Err(std::io::Error::other("no signals here")),
+        watch_signals: |_, _| Err(std::io::Error::other("no signals here")),
     }
 }
 

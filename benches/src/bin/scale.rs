@@ -58,7 +58,7 @@ fn handle(n: usize) -> (i64, Duration) {
         now: StdInstant::now,
         sleep_until: |_| Box::pin(std::future::pending()),
         spawn: |_| false,
-        drain_on: |_, _, _| Err(std::io::Error::other("no signals here")),
+        watch_signals: |_, _| Err(std::io::Error::other("no signals here")),
     };
     let before = live();
     let shutdown = Shutdown::new(config(), runtime);
