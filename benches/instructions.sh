@@ -27,6 +27,7 @@ if [ "${CGU1:-0}" = 1 ]; then
     export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_TARGET_DIR=target/cgu1
 fi
 cargo build --release -q -p lameduck-benches --bin bench_server --bin async_io_server
+cargo build --release -q -p examples --example hello
 bin="${CARGO_TARGET_DIR:-target}/release"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -58,7 +59,32 @@ per_request() {
     echo $(( (large - small) / 4000 ))
 }
 
+# `hello` (the README's server: lameduck-hyper) against `HELLO_NAIVE=1` (the same service on
+# hyper-util's auto builder, as axum::serve does it), multi-thread tokio. hello prints no
+# address: it gets a fixed port and is asked for once it accepts; start-up and that probe
+# are the same in both runs and drop out of the difference.
+hello_total() {
+    local n="$1"; shift
+    local cg="$out/cg.$RANDOM" port=18087
+    env "$@" LAMEDUCK_IDLE_GRACE=close valgrind --tool=callgrind --callgrind-out-file="$cg" \
+        "$bin/examples/hello" "127.0.0.1:$port" > /dev/null 2>&1 &
+    local vg=$!
+    until (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
+    hey -n "$n" -c 10 "http://127.0.0.1:$port/" > /dev/null
+    kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+    awk '/^summary:/ { print $2 }' "$cg"
+}
+
+hello_per_request() {
+    local small large
+    small=$(hello_total 2000 "$@")
+    large=$(hello_total 6000 "$@")
+    echo $(( (large - small) / 4000 ))
+}
+
 echo "runtime,variant,instructions_per_request"
+echo "tokio multi-thread,hello HELLO_NAIVE=1,$(hello_per_request HELLO_NAIVE=1)"
+echo "tokio multi-thread,hello,$(hello_per_request HELLO_RUNTIME=tokio)"
 # hyper-util's GracefulShutdown: the competitor that tracks no request, only the connection.
 for variant in plain lameduck hyper-util; do
     echo "tokio,$variant,$(LAMEDUCK_IDLE_GRACE=close per_request "$bin/bench_server" "$variant" current 127.0.0.1:0)"

@@ -3,6 +3,7 @@
 //!
 //! `cargo run --example async_io_echo -- 127.0.0.1:7000` (smol), or with
 //! `ECHO_RUNTIME=async-std`. The environment variables of `tokio_echo` apply.
+#![forbid(unsafe_code)]
 
 mod echo_config;
 

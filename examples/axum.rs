@@ -7,6 +7,7 @@
 //! tune the drain (`LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_LAME_DUCK=2s`, ...). It exits 0 when
 //! every connection ended on its own, 1 when the deadline cut some or (printing the
 //! error) on bad settings.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -15,6 +15,7 @@
 //!   only way it can be without a supervisor: SIGTERM, wait for it to exit, start it again.
 //!
 //! then prints both side by side.
+#![forbid(unsafe_code)]
 
 mod hello_server;
 
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lameduck::driver::restart;
+use rustix::process::{Pid, Signal, WaitOptions};
 
 struct Options {
     seconds: u64,
@@ -109,8 +111,9 @@ fn demo(options: Options) {
     // Each generation of the self-restarting server is the child of the one before, which
     // exits: as the child subreaper, the demo inherits them and reaps them (no zombies),
     // and can tell when one is gone.
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // rustix's prctl takes any pid as "on".
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))
+        .expect("PR_SET_CHILD_SUBREAPER");
     let addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         probe.local_addr().unwrap()
@@ -221,9 +224,11 @@ fn read_pid(pid_file: &Path) -> Option<u32> {
 }
 
 /// Sends `signal` to `pid` (no `kill` process per restart: its start-up would be timed too).
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) takes plain integers; a pid that has gone meanwhile only gets ESRCH.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
+fn signal(pid: u32, signal: Signal) {
+    // A pid that has gone meanwhile only gets ESRCH.
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
 }
 
 /// Whether `pid` has exited; reaps it if it is the demo's child (its parent exited before
@@ -240,13 +245,15 @@ fn gone(pid: u32) -> bool {
     if !zombie {
         return false;
     }
-    let mut status = 0;
-    // SAFETY: waitpid with WNOHANG on one pid; `status` is a valid place to write.
-    match unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } {
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
         // Its main thread is a zombie while the others still exit: not gone yet.
-        0 => false,
-        // Reaped; or (-1) not the demo's child, and its parent, still draining, reaps it.
-        _ => true,
+        Ok(None) => false,
+        // Reaped; or (an error) not the demo's child, and its parent, still draining,
+        // reaps it.
+        Ok(Some(_)) | Err(_) => true,
     }
 }
 
@@ -258,7 +265,7 @@ fn upgrade(pid_file: &Path, stats: &Stats) {
         return;
     };
     let sent = Instant::now();
-    signal(old, libc::SIGHUP);
+    signal(old, Signal::HUP);
     while read_pid(pid_file) == Some(old) {
         if sent.elapsed() > Duration::from_secs(10) {
             stats.failed_restarts.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +290,7 @@ fn upgrade(pid_file: &Path, stats: &Stats) {
 /// SIGTERM, then the time until the server has exited: its drain.
 fn stop(mut server: Child, stats: &Stats) {
     let sent = Instant::now();
-    signal(server.id(), libc::SIGTERM);
+    signal(server.id(), Signal::TERM);
     let _ = server.wait();
     stats
         .drains_ms
@@ -343,7 +350,7 @@ fn run(options: &Options, addr: SocketAddr, pid_file: &Path, naive: bool, stats:
     } else {
         // The serving generation: SIGTERM drains it, like any lameduck server.
         if let Some(last) = read_pid(pid_file) {
-            signal(last, libc::SIGTERM);
+            signal(last, Signal::TERM);
             while !gone(last) {
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -16,6 +16,7 @@
 //! cargo run --example grpc -- 127.0.0.1:50051
 //! cargo run --example grpc_client -- say-hello http://127.0.0.1:50051
 //! ```
+#![forbid(unsafe_code)]
 
 use std::pin::Pin;
 use std::time::Duration;

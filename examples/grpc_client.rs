@@ -12,6 +12,7 @@
 //! the client — refused by the server's GOAWAY, or queued for a connection that closed
 //! before sending it — is retried on the reconnected channel (at most 3 times), as gRPC's
 //! transparent retry does; every other error counts.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

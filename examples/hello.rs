@@ -28,8 +28,11 @@
 //! while true; do kill -HUP $(cat app.pid); sleep 1; done
 //! ```
 //!
-//! `HELLO_NAIVE=1` runs the same server the way most are written — hyper on tokio, no
-//! lameduck, exit at once on SIGTERM — so the experiment can show the difference.
+//! `HELLO_NAIVE=1` runs the same server the way most are written — hyper on tokio with
+//! hyper-util's auto builder (HTTP/1.1 and HTTP/2, upgrades on: what `axum::serve` uses, and
+//! the protocol support lameduck's side has), no lameduck, exit at once on SIGTERM — so the
+//! experiment can show the difference, and `benches/instructions.sh` what lameduck costs.
+#![forbid(unsafe_code)]
 
 mod hello_server;
 

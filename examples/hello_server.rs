@@ -183,9 +183,10 @@ pub async fn serve_lameduck<R: TlsRuntime>(
     if report.is_clean() { 0 } else { 3 }
 }
 
-/// The usual server: hyper without lameduck, serving until SIGTERM, then exiting at once.
+/// The usual server: hyper without lameduck (hyper-util's auto builder, as axum::serve uses),
+/// serving until SIGTERM, then exiting at once.
 pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     let listener = match driver::inherit::from_env() {
         Ok(Some(mut inherited)) => match inherited.remove(0).listener {
             driver::inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
@@ -200,8 +201,17 @@ pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                tokio::spawn(hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hello::<lameduck::tokio::Tokio>)));
+                // The same protocol support as lameduck's side: HTTP/1.1 or HTTP/2 by the
+                // preface, upgrades on, hyper's default (vectored) writes — axum::serve's
+                // builder, so the two differ only by what lameduck adds.
+                let service = hyper::service::service_fn(hello::<lameduck::tokio::Tokio>);
+                tokio::spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
             }
             _ = term.recv() => return 0,
         }

@@ -10,6 +10,7 @@
 //! `ECHO_VERBOSE` prints every request,
 //! `LAMEDUCK_STALE_NEW`, `LAMEDUCK_IDLE_GRACE` (`close` = close idle at once),
 //! `LAMEDUCK_LAME_DUCK` and `LAMEDUCK_DEADLINE` (`500ms`, `2s`, `off`) tune the shutdown.
+#![forbid(unsafe_code)]
 
 mod echo_config;
 

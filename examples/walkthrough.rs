@@ -5,6 +5,7 @@
 //!
 //! The clock is simulated (the core never reads one), so the run is instant and the same
 //! every time; the adapters drive the very same calls from real sockets and timers.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -24,6 +24,7 @@
 //! })?;
 //! # std::io::Result::Ok(())
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 /// async-std's spawner, for the shared `async-io` runtime.

@@ -87,6 +87,7 @@
 //!   handshake is New (the stale-New rule and the deadline end a client that never
 //!   completes it; a handshake timeout while serving), Active starts at the first decrypted
 //!   byte, ALPN offers `h2` and `http/1.1`, and closing sends `close_notify`.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod io;

@@ -35,6 +35,7 @@
 //! })?;
 //! # std::io::Result::Ok(())
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 /// smol's spawner, for the shared `async-io` runtime.

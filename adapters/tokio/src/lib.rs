@@ -34,6 +34,7 @@
 //! println!("drained: {report:?}");
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::io;
