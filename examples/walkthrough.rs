@@ -89,7 +89,7 @@ impl Server {
                     for name in std::mem::take(&mut self.backlog) {
                         self.accept(name);
                     }
-                    self.lc.stopped_accepting(self.now);
+                    let _ = self.lc.listener_closed(self.now);
                 }
                 Action::FinishThenClose(id) => {
                     self.finishing.push(id);
@@ -132,7 +132,11 @@ fn main() -> Result<(), lameduck::core::Error> {
         .with_deadline(Some(Duration::from_secs(30)));
     println!("config: {config:?}\n");
     let mut s = Server {
-        lc: Lifecycle::new(config),
+        lc: {
+            let mut lc = Lifecycle::new(config);
+            lc.listener_opened().expect("a new lifecycle accepts");
+            lc
+        },
         now: Instant::ZERO,
         names: BTreeMap::new(),
         backlog: Vec::new(),

@@ -11,10 +11,10 @@ use crate::ConnId;
 /// [`Lifecycle::poll_action`]: crate::Lifecycle::poll_action
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Stop accepting: drain the listeners' accept backlog (accepting until `WouldBlock`, so
-    /// that handshakes the kernel completed are served rather than reset), close the
-    /// listeners, then call [`Lifecycle::stopped_accepting`](crate::Lifecycle::stopped_accepting).
-    /// Issued once, when draining begins.
+    /// Stop accepting: drain each listener's accept backlog (accepting until `WouldBlock`, so
+    /// that handshakes the kernel completed are served rather than reset), then close it and
+    /// report [`Lifecycle::listener_closed`](crate::Lifecycle::listener_closed); accepting
+    /// ends with the last one (at once if none is open). Issued once, when draining begins.
     StopAccepting,
     /// Let the connection finish what it is doing — the request in progress, or the one
     /// already on its way if it is New or Idle — answer it with `Connection: close` (HTTP/1.1)

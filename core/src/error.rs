@@ -53,9 +53,10 @@ pub enum Error {
     /// [`begin_shutdown`](crate::Lifecycle::begin_shutdown) was called a second time. To cut
     /// connections now, call [`force_close`](crate::Lifecycle::force_close).
     ShutdownAlreadyBegun,
-    /// An accept after the driver reported
-    /// [`stopped_accepting`](crate::Lifecycle::stopped_accepting): it said it has no listener
-    /// left, so this is a driver bug. The connection is not tracked; close it.
+    /// An accept (or [`listener_opened`](crate::Lifecycle::listener_opened)) once accepting
+    /// has ended — every listener closed after
+    /// [`StopAccepting`](crate::Action::StopAccepting) — so this is a driver bug. The
+    /// connection is not tracked; close it.
     NotAccepting,
     /// Every one of the 2³² − 1 connection slots is in use or retired.
     TooManyConnections,
@@ -83,7 +84,7 @@ impl fmt::Display for Error {
                 "shutdown has already begun (call force_close to cut the remaining connections)",
             ),
             Error::NotAccepting => f.write_str(
-                "accept after stopped_accepting: the driver said it had no listener left",
+                "accept after accepting ended: every listener had closed after StopAccepting",
             ),
             Error::TooManyConnections => f.write_str("no connection slot left"),
             Error::NoLingeringClose => f.write_str("linger_ended with no lingering close"),

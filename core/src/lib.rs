@@ -13,6 +13,7 @@
 //!
 //! let ms = |n: u64| Instant::from_nanos(n * 1_000_000);
 //! let mut lc = Lifecycle::new(Config::default());
+//! lc.listener_opened()?;                              // the server listens
 //!
 //! // A client connects, sends a request, gets its response, and keeps the connection.
 //! let conn = lc.accept(ms(0))?;                       // New
@@ -24,7 +25,7 @@
 //!
 //! // Stop accepting, and tell the connection to answer with `Connection: close`.
 //! assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
-//! lc.stopped_accepting(ms(11));                       // backlog drained, listener closed
+//! lc.listener_closed(ms(11))?;                        // backlog drained, listener closed
 //! assert_eq!(lc.poll_action(), Some(Action::FinishThenClose(conn)));
 //! assert_eq!(lc.poll_action(), None);                 // nothing is cut while Active
 //!
@@ -73,12 +74,11 @@
 //! 1. **Lame duck** (only if [`Config::lame_duck`] is non-zero): still accepting; every
 //!    connection, including new ones, gets [`Action::FinishThenClose`] (or
 //!    [`Action::AskToLeave`] if upgraded), so a load balancer can move clients away.
-//! 2. **Draining**: [`Action::StopAccepting`]. The driver drains its accept backlog (those
-//!    connections are tracked and served like any other) and reports
-//!    [`stopped_accepting`](Lifecycle::stopped_accepting) — or, if it registers its
-//!    listeners ([`listener_opened`](Lifecycle::listener_opened),
-//!    [`listener_closed`](Lifecycle::listener_closed)), accepting ends when the last one
-//!    has closed.
+//! 2. **Draining**: [`Action::StopAccepting`]. The driver drains each listener's accept
+//!    backlog (those connections are tracked and served like any other) and closes it; the
+//!    driver registers its listeners ([`listener_opened`](Lifecycle::listener_opened),
+//!    [`listener_closed`](Lifecycle::listener_closed)), so accepting ends when the last one
+//!    has closed — at once if none is open.
 //!    - Active connections are told to finish-then-close and are waited for; never closed
 //!      before the deadline. The driver answers with `Connection: close` and closes them.
 //!    - Idle connections follow the [`IdlePolicy`]: closed at once, or — the default — left

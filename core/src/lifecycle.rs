@@ -91,12 +91,11 @@ pub struct Lifecycle {
     counts: Counts,
     now: Instant,
     stage: Stage,
-    /// The driver may still accept (it has not called `stopped_accepting`, and no
-    /// registered listener closed last after `StopAccepting`).
+    /// The driver may still accept: `StopAccepting` has not been issued with no listener
+    /// open, and the last listener has not closed after it.
     accepting: bool,
-    /// Listeners registered with `listener_opened` and not yet closed; `None` while the
-    /// driver does not register its listeners (it then reports `stopped_accepting` itself).
-    listeners: Option<usize>,
+    /// Listeners registered with `listener_opened` and not yet closed.
+    listeners: usize,
     /// Connections closed with [`closed_lingering`](Lifecycle::closed_lingering) whose
     /// sockets still linger: the drain is not over until they are done.
     lingering: usize,
@@ -127,7 +126,7 @@ impl Lifecycle {
             now: Instant::ZERO,
             stage: Stage::Serving,
             accepting: true,
-            listeners: None,
+            listeners: 0,
             lingering: 0,
             attention: VecDeque::new(),
             sweep: None,
@@ -171,9 +170,8 @@ impl Lifecycle {
         self.counts
     }
 
-    /// Whether the driver may still accept: it has not reported
-    /// [`stopped_accepting`](Lifecycle::stopped_accepting), and (tracking its listeners) they
-    /// have not all closed after [`Action::StopAccepting`].
+    /// Whether the driver may still accept: [`Action::StopAccepting`] has not been issued
+    /// with no listener open, nor has the last listener closed after it.
     pub fn is_accepting(&self) -> bool {
         self.accepting
     }
@@ -191,11 +189,11 @@ impl Lifecycle {
 
     /// A connection was accepted: track it as [`ConnState::New`].
     ///
-    /// Accepting stays possible after shutdown begins, until the driver reports
-    /// [`stopped_accepting`](Lifecycle::stopped_accepting) or, tracking its listeners,
-    /// closes the last one ([`listener_closed`](Lifecycle::listener_closed)): an accept that raced the
-    /// signal, or one drained from a listener's backlog after [`Action::StopAccepting`], is
-    /// tracked and served (and told to finish-then-close), never lost.
+    /// Accepting stays possible after shutdown begins, until the driver closes its last
+    /// listener ([`listener_closed`](Lifecycle::listener_closed)) after
+    /// [`Action::StopAccepting`] (or that action finds none open): an accept that raced the
+    /// signal, or one drained from a listener's backlog after `StopAccepting`, is tracked and
+    /// served (and told to finish-then-close), never lost.
     pub fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
         if !self.accepting {
             return Err(Error::NotAccepting);
@@ -437,16 +435,6 @@ impl Lifecycle {
         }
     }
 
-    /// The driver will register every listener it opens
-    /// ([`listener_opened`](Lifecycle::listener_opened)), so that the lifecycle ends
-    /// accepting itself: when [`Action::StopAccepting`] is issued with none open, or when the
-    /// last one closes after it. Implied by the first `listener_opened`; a driver that may
-    /// have none (it accepts by other means) calls this at start-up. Without it the driver
-    /// reports [`stopped_accepting`](Lifecycle::stopped_accepting) itself. Idempotent.
-    pub fn track_listeners(&mut self) {
-        self.listeners.get_or_insert(0);
-    }
-
     /// The driver opened a listener: the lifecycle keeps accepting after
     /// [`Action::StopAccepting`] until every listener registered this way has closed
     /// ([`listener_closed`](Lifecycle::listener_closed)), so that a driver can drain each
@@ -471,29 +459,30 @@ impl Lifecycle {
         if !self.accepting {
             return Err(Error::NotAccepting);
         }
-        *self.listeners.get_or_insert(0) += 1;
+        self.listeners += 1;
         Ok(())
     }
 
-    /// A listener registered with [`listener_opened`](Lifecycle::listener_opened) closed.
-    /// If it was the last one open and [`Action::StopAccepting`] has been issued, accepting
-    /// ends here (as with [`stopped_accepting`](Lifecycle::stopped_accepting)). Fails with
-    /// [`Error::NoOpenListener`] when none is open.
+    /// A listener registered with [`listener_opened`](Lifecycle::listener_opened) closed
+    /// (its backlog drained, if it closed after [`Action::StopAccepting`]). If it was the
+    /// last one open and `StopAccepting` has been issued, accepting ends here:
+    /// [`Action::Drained`] waits for this, so that no connection still in a backlog is
+    /// forgotten. Fails with [`Error::NoOpenListener`] when none is open.
     pub fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
-        let Some(open @ 1..) = self.listeners else {
+        let open @ 1.. = self.listeners else {
             return Err(Error::NoOpenListener);
         };
         self.tick(now);
-        self.listeners = Some(open - 1);
+        self.listeners = open - 1;
         if open == 1 && self.stop_issued() {
-            self.stopped_accepting(now);
+            self.end_accepting();
         }
         Ok(())
     }
 
     /// Registered listeners still open.
     pub fn listeners(&self) -> usize {
-        self.listeners.unwrap_or(0)
+        self.listeners
     }
 
     /// Whether [`Action::StopAccepting`] has been issued (and accepting has not ended).
@@ -507,16 +496,9 @@ impl Lifecycle {
         ) && self.accepting
     }
 
-    /// The driver has drained its accept backlog and closed every listener; it will not
-    /// accept again. [`Action::Drained`] waits for this, so that no connection still in a
-    /// backlog is forgotten. Idempotent; may also be called before shutdown (a listener that
-    /// failed for good), after which [`Action::StopAccepting`] is not issued.
-    pub fn stopped_accepting(&mut self, now: Instant) {
-        self.tick(now);
+    /// Accepting is over: every listener has closed after `StopAccepting`.
+    fn end_accepting(&mut self) {
         self.accepting = false;
-        if let Stage::Draining { stop_owed, .. } = &mut self.stage {
-            *stop_owed = false;
-        }
         self.check_drained();
     }
 
@@ -564,10 +546,9 @@ impl Lifecycle {
         } = &mut self.stage
         {
             *stop_owed = false;
-            // Listeners are tracked and none is open: no backlog is left to drain.
-            if self.listeners == Some(0) {
-                self.accepting = false;
-                self.check_drained();
+            // No listener is open: no backlog is left to drain.
+            if self.listeners == 0 {
+                self.end_accepting();
             }
             return Some(Action::StopAccepting);
         }

@@ -19,12 +19,13 @@ use crate::{
 /// /// A toy driver: one connection, served and closed across a shutdown.
 /// fn serve_one(lc: &mut impl Machine) -> Result<(), lameduck_core::Error> {
 ///     let t = Instant::from_nanos;
+///     lc.listener_opened()?;
 ///     let id = lc.accept(t(0))?;
 ///     lc.request_started(id, t(1))?;
 ///     lc.begin_shutdown(t(2))?;
 ///     while let Some(action) = lc.poll_action() {
 ///         if action == Action::StopAccepting {
-///             lc.stopped_accepting(t(2));
+///             lc.listener_closed(t(2))?;
 ///         }
 ///     }
 ///     lc.settled();
@@ -74,16 +75,12 @@ pub trait Machine: core::fmt::Debug {
     fn begin_shutdown(&mut self, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::force_close`].
     fn force_close(&mut self, now: Instant);
-    /// [`Lifecycle::track_listeners`].
-    fn track_listeners(&mut self);
     /// [`Lifecycle::listener_opened`].
     fn listener_opened(&mut self) -> Result<(), Error>;
     /// [`Lifecycle::listener_closed`].
     fn listener_closed(&mut self, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::listeners`].
     fn listeners(&self) -> usize;
-    /// [`Lifecycle::stopped_accepting`].
-    fn stopped_accepting(&mut self, now: Instant);
     /// [`Lifecycle::handle_timeout`].
     fn handle_timeout(&mut self, now: Instant);
     /// [`Lifecycle::poll_timeout`].
@@ -154,9 +151,6 @@ impl Machine for Lifecycle {
     fn force_close(&mut self, now: Instant) {
         Lifecycle::force_close(self, now)
     }
-    fn track_listeners(&mut self) {
-        Lifecycle::track_listeners(self)
-    }
     fn listener_opened(&mut self) -> Result<(), Error> {
         Lifecycle::listener_opened(self)
     }
@@ -165,9 +159,6 @@ impl Machine for Lifecycle {
     }
     fn listeners(&self) -> usize {
         Lifecycle::listeners(self)
-    }
-    fn stopped_accepting(&mut self, now: Instant) {
-        Lifecycle::stopped_accepting(self, now)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Lifecycle::handle_timeout(self, now)

@@ -132,6 +132,7 @@ fn server_conn_state_sequences() {
 #[test]
 fn shutdown_closes_a_silent_new_connection_after_five_seconds() {
     let mut lc = Lifecycle::new(go_config());
+    lc.listener_opened().unwrap();
     let accepted = Duration::from_millis(250);
     let silent = lc.accept(at(accepted)).unwrap();
     lc.begin_shutdown(at(Duration::from_secs(1))).unwrap();
@@ -139,7 +140,7 @@ fn shutdown_closes_a_silent_new_connection_after_five_seconds() {
         drain_actions(&mut lc),
         [Action::StopAccepting, Action::FinishThenClose(silent)]
     );
-    lc.stopped_accepting(at(Duration::from_secs(1)));
+    lc.listener_closed(at(Duration::from_secs(1))).unwrap();
 
     let stale_at = accepted + Duration::from_secs(5);
     assert_eq!(lc.poll_timeout(), Some(at(stale_at)));
@@ -167,9 +168,10 @@ fn shutdown_closes_a_silent_new_connection_after_five_seconds() {
 #[test]
 fn a_new_connection_that_sends_before_going_stale_is_served() {
     let mut lc = Lifecycle::new(go_config());
+    lc.listener_opened().unwrap();
     let slow = lc.accept(Instant::ZERO).unwrap();
     lc.begin_shutdown(Instant::ZERO).unwrap();
-    lc.stopped_accepting(Instant::ZERO);
+    lc.listener_closed(Instant::ZERO).unwrap();
     drain_actions(&mut lc);
     let first_byte = at(Duration::from_secs(5) - NS);
     lc.request_started(slow, first_byte).unwrap();
@@ -191,11 +193,15 @@ fn a_new_connection_that_sends_before_going_stale_is_served() {
 #[test]
 fn shutdown_waits_for_the_in_flight_request() {
     let mut lc = Lifecycle::new(go_config());
+    lc.listener_opened().unwrap();
     let conn = lc.accept(Instant::ZERO).unwrap();
     lc.request_started(conn, Instant::ZERO).unwrap();
     lc.begin_shutdown(at(Duration::from_millis(10))).unwrap();
-    lc.stopped_accepting(at(Duration::from_millis(10)));
-    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(conn)]);
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::FinishThenClose(conn)]
+    );
+    lc.listener_closed(at(Duration::from_millis(10))).unwrap();
     assert_eq!(
         lc.poll_timeout(),
         None,
@@ -216,9 +222,10 @@ fn shutdown_waits_for_the_in_flight_request() {
 #[test]
 fn shutdown_with_nothing_open_completes_at_once() {
     let mut lc = Lifecycle::new(go_config());
+    lc.listener_opened().unwrap();
     lc.begin_shutdown(Instant::ZERO).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
-    lc.stopped_accepting(Instant::ZERO);
+    lc.listener_closed(Instant::ZERO).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::Drained]);
     assert_eq!(lc.report().unwrap().drained_at, Some(Instant::ZERO));
 }

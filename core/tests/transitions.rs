@@ -237,6 +237,7 @@ fn errors_explain_themselves() {
 #[test]
 fn time_going_backwards_is_clamped() {
     let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
     let a = lc.accept(ms(100)).unwrap();
     lc.begin_shutdown(ms(100)).unwrap();
     drain_actions(&mut lc);
@@ -322,8 +323,10 @@ fn await_next_request_serves_a_request_that_arrives_during_the_grace() {
     let mut lc = Lifecycle::new(config());
     let idle = conn_in(&mut lc, ConnState::Idle);
     lc.begin_shutdown(ms(10)).unwrap();
-    lc.stopped_accepting(ms(10));
-    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(idle)]);
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::FinishThenClose(idle)]
+    );
     // The client's next request was already on its way.
     lc.request_started(idle, ms(59)).unwrap();
     lc.handle_timeout(ms(60));
@@ -348,8 +351,10 @@ fn a_response_that_could_not_say_close_leaves_the_connection_idle() {
     let mut lc = Lifecycle::new(config());
     let conn = conn_in(&mut lc, ConnState::Active);
     lc.begin_shutdown(ms(10)).unwrap();
-    lc.stopped_accepting(ms(10));
-    assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(conn)]);
+    assert_eq!(
+        drain_actions(&mut lc),
+        [Action::StopAccepting, Action::FinishThenClose(conn)]
+    );
     lc.request_finished(conn, ms(20)).unwrap();
     assert_eq!(
         drain_actions(&mut lc),
@@ -396,11 +401,12 @@ fn a_close_decided_but_not_yet_pulled_yields_to_a_request() {
 #[test]
 fn an_accept_that_races_shutdown_is_tracked_and_served() {
     let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
     lc.begin_shutdown(ms(0)).unwrap();
     assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
     // The driver drains its backlog before closing the listener.
     let late = lc.accept(ms(1)).unwrap();
-    lc.stopped_accepting(ms(1));
+    lc.listener_closed(ms(1)).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::FinishThenClose(late)]);
     assert_eq!(
         lc.phase(),
@@ -420,6 +426,7 @@ fn an_accept_that_races_shutdown_is_tracked_and_served() {
 #[test]
 fn drained_waits_for_the_listener_to_stop() {
     let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
     lc.begin_shutdown(ms(0)).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
     assert_eq!(
@@ -427,7 +434,7 @@ fn drained_waits_for_the_listener_to_stop() {
         Phase::Draining,
         "the backlog may still hold connections"
     );
-    lc.stopped_accepting(ms(1));
+    lc.listener_closed(ms(1)).unwrap();
     assert_eq!(drain_actions(&mut lc), [Action::Drained]);
     assert_eq!(lc.accept(ms(2)), Err(Error::NotAccepting));
     assert_eq!(drain_actions(&mut lc), []);
@@ -454,10 +461,11 @@ fn the_lame_duck_window_keeps_accepting_and_asks_everyone_to_leave() {
 #[test]
 fn the_deadline_cuts_what_is_left_and_the_report_says_so() {
     let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
     let active = conn_in(&mut lc, ConnState::Active);
     let upgraded = conn_in(&mut lc, ConnState::Upgraded);
     lc.begin_shutdown(ms(0)).unwrap();
-    lc.stopped_accepting(ms(0));
+    lc.listener_closed(ms(0)).unwrap();
     drain_actions(&mut lc);
     assert_eq!(lc.poll_timeout(), Some(ms(1000)));
     lc.handle_timeout(ms(999));
@@ -522,13 +530,14 @@ fn every_accepted_connection_reaches_closed_once_across_slot_reuse() {
 #[test]
 fn a_lingering_close_holds_the_drain_until_it_ends() {
     let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
     let a = conn_in(&mut lc, ConnState::Active);
     lc.begin_shutdown(ms(1)).unwrap();
     assert_eq!(
         drain_actions(&mut lc),
         [Action::StopAccepting, Action::FinishThenClose(a)]
     );
-    lc.stopped_accepting(ms(1));
+    lc.listener_closed(ms(1)).unwrap();
     lc.request_finished(a, ms(2)).unwrap();
     // The response went out with `Connection: close`; the socket lingers.
     lc.closed_lingering(a, ms(2)).unwrap();
@@ -564,8 +573,8 @@ fn a_lingering_close_is_a_close_once() {
 }
 
 /// Listener accounting: accepting outlives `StopAccepting` until the last registered
-/// listener has closed (each may drain its backlog first); with listeners tracked and none
-/// open it ends when `StopAccepting` is issued; untracked, the driver says so itself.
+/// listener has closed (each may drain its backlog first); with none open it ends when
+/// `StopAccepting` is issued. There is no other way for accepting to end.
 #[test]
 fn registered_listeners_keep_accepting_until_the_last_one_closes() {
     let mut lc = Lifecycle::new(config());
@@ -599,21 +608,12 @@ fn registered_listeners_keep_accepting_until_the_last_one_closes() {
         [Action::StopAccepting, Action::Drained]
     );
 
-    // Tracked with none ever opened: the same.
+    // None ever opened (a driver that accepts by other means): the same.
     let mut lc = Lifecycle::new(config());
-    lc.track_listeners();
     lc.begin_shutdown(ms(0)).unwrap();
     assert_eq!(
         drain_actions(&mut lc),
         [Action::StopAccepting, Action::Drained]
     );
-
-    // Untracked: the driver reports stopped_accepting itself, after its backlog.
-    let mut lc = Lifecycle::new(config());
-    lc.begin_shutdown(ms(0)).unwrap();
-    assert_eq!(drain_actions(&mut lc), [Action::StopAccepting]);
-    assert!(lc.is_accepting());
     assert_eq!(lc.listener_closed(ms(1)), Err(Error::NoOpenListener));
-    lc.stopped_accepting(ms(1));
-    assert_eq!(drain_actions(&mut lc), [Action::Drained]);
 }

@@ -25,9 +25,10 @@
 //! use lameduck::core::{Action, Config, Instant, Lifecycle};
 //!
 //! let mut lc = Lifecycle::new(Config::default());
+//! lc.listener_opened()?;
 //! lc.begin_shutdown(Instant::ZERO)?;
 //! assert_eq!(lc.poll_action(), Some(Action::StopAccepting));
-//! lc.stopped_accepting(Instant::ZERO);
+//! lc.listener_closed(Instant::ZERO)?; // its backlog drained
 //! assert_eq!(lc.poll_action(), Some(Action::Drained));
 //! # Ok::<(), lameduck::core::Error>(())
 //! ```

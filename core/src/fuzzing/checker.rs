@@ -30,9 +30,8 @@ struct Model {
     now: Instant,
     conns: BTreeMap<ConnId, Conn>,
     accepting: bool,
-    /// Listeners registered (`listener_opened`) and not closed; `None` while the driver
-    /// does not track them.
-    listeners: Option<usize>,
+    /// Listeners registered (`listener_opened`) and not closed.
+    listeners: usize,
     shutdown_at: Option<Instant>,
     draining_at: Option<Instant>,
     deadline_hit: bool,
@@ -153,7 +152,7 @@ impl Checked {
                 now: Instant::ZERO,
                 conns: BTreeMap::new(),
                 accepting: true,
-                listeners: None,
+                listeners: 0,
                 shutdown_at: None,
                 draining_at: None,
                 deadline_hit: false,
@@ -191,7 +190,7 @@ impl Checked {
             Err(e) => violation!("accept failed with {e:?} while accepting"),
             Ok(id) => {
                 if !self.model.accepting {
-                    violation!("accept succeeded after stopped_accepting");
+                    violation!("accept succeeded once accepting had ended");
                 }
                 if self.model.conns.contains_key(&id) {
                     violation!("accept returned {id:?}, which is live");
@@ -382,18 +381,11 @@ impl Checked {
         self.check_state();
     }
 
-    /// [`Lifecycle::track_listeners`], checked.
-    pub fn track_listeners(&mut self) {
-        self.lc.track_listeners();
-        self.model.listeners.get_or_insert(0);
-        self.check_state();
-    }
-
     /// [`Lifecycle::listener_opened`], checked: refused once accepting has ended.
     pub fn listener_opened(&mut self) -> Result<(), Error> {
         let result = self.lc.listener_opened();
         match (self.model.accepting, result) {
-            (true, Ok(())) => *self.model.listeners.get_or_insert(0) += 1,
+            (true, Ok(())) => self.model.listeners += 1,
             (false, Err(Error::NotAccepting)) => {}
             (accepting, r) => violation!("listener_opened while accepting={accepting}: {r:?}"),
         }
@@ -405,12 +397,12 @@ impl Checked {
     /// ends accepting.
     pub fn listener_closed(&mut self, now: Instant) -> Result<(), Error> {
         let result = self.lc.listener_closed(now);
-        match (self.model.listeners.unwrap_or(0), result) {
+        match (self.model.listeners, result) {
             (0, Err(Error::NoOpenListener)) => {}
             (n, Ok(())) if n > 0 => {
                 let m = &mut self.model;
                 m.tick(now);
-                m.listeners = Some(n - 1);
+                m.listeners = n - 1;
                 if n == 1 && m.told_stop && m.accepting {
                     m.accepting = false;
                     m.update_drained();
@@ -420,15 +412,6 @@ impl Checked {
         }
         self.check_state();
         result
-    }
-
-    /// [`Lifecycle::stopped_accepting`], checked.
-    pub fn stopped_accepting(&mut self, now: Instant) {
-        self.lc.stopped_accepting(now);
-        self.model.tick(now);
-        self.model.accepting = false;
-        self.model.update_drained();
-        self.check_state();
     }
 
     /// [`Lifecycle::handle_timeout`], checked.
@@ -464,12 +447,12 @@ impl Checked {
             Some(Action::StopAccepting) => {
                 if m.told_stop || m.draining_at.is_none() || !m.accepting {
                     violation!(
-                        "StopAccepting issued twice, before draining or after the driver stopped"
+                        "StopAccepting issued twice, before draining or after accepting ended"
                     );
                 }
                 m.told_stop = true;
-                // Listeners tracked, none open: no backlog to drain; accepting ends now.
-                if m.listeners == Some(0) {
+                // No listener open: no backlog to drain; accepting ends now.
+                if m.listeners == 0 {
                     m.accepting = false;
                     m.update_drained();
                 }
@@ -686,7 +669,7 @@ impl Checked {
         if lc.now() != m.now {
             violation!("clock {:?}, model {:?}", lc.now(), m.now);
         }
-        if lc.is_accepting() != m.accepting || lc.listeners() != m.listeners.unwrap_or(0) {
+        if lc.is_accepting() != m.accepting || lc.listeners() != m.listeners {
             violation!(
                 "accepting {} with {} listeners, model {} with {:?}",
                 lc.is_accepting(),
@@ -793,9 +776,6 @@ impl crate::Machine for Checked {
     fn force_close(&mut self, now: Instant) {
         Checked::force_close(self, now)
     }
-    fn track_listeners(&mut self) {
-        Checked::track_listeners(self)
-    }
     fn listener_opened(&mut self) -> Result<(), Error> {
         Checked::listener_opened(self)
     }
@@ -804,9 +784,6 @@ impl crate::Machine for Checked {
     }
     fn listeners(&self) -> usize {
         self.lc.listeners()
-    }
-    fn stopped_accepting(&mut self, now: Instant) {
-        Checked::stopped_accepting(self, now)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Checked::handle_timeout(self, now)

@@ -46,8 +46,9 @@ pub enum Op {
     BeginShutdown,
     /// Cut everything now (a second Ctrl-C; a repeated SIGTERM does not cut): `force_close`.
     ForceClose,
-    /// The driver's listeners go away on their own: `stopped_accepting`.
-    StopAccepting,
+    /// The driver's listeners go away on their own (a listener that failed for good, or one
+    /// closed early): `listener_closed` for each one open.
+    ListenersGone,
     /// The driver pulls every action but has not acted on them yet.
     Poll,
     /// The driver pulls every action and carries out those it owes: closes what it was told
@@ -63,8 +64,6 @@ pub enum Op {
     /// The state operand picks New, Active, Idle, Upgraded or Closed (modulo 5), so that
     /// refused moves are exercised too.
     CatchUp(u8, u8),
-    /// The driver says it registers its listeners: `track_listeners`.
-    TrackListeners,
     /// The driver opens a listener and registers it: `listener_opened`.
     ListenerOpen,
     /// The driver closes a listener (one of its own, or — with none open — a bogus close
@@ -155,6 +154,14 @@ impl Driver {
         }
     }
 
+    /// Closes every listener the driver has open.
+    fn close_listeners(&mut self, now: Instant) {
+        while self.listeners > 0 {
+            let _ = self.lc.listener_closed(now);
+            self.listeners -= 1;
+        }
+    }
+
     /// Pulls and carries out actions until there are none, then checks nothing is owed.
     fn obey(&mut self) {
         loop {
@@ -165,14 +172,8 @@ impl Driver {
             for action in core::mem::take(&mut self.owed) {
                 match action {
                     // Its listeners' backlogs are drained (an `Accept` op may have been
-                    // one): it closes them; with none registered it says it has stopped.
-                    Action::StopAccepting if self.listeners > 0 => {
-                        while self.listeners > 0 {
-                            let _ = self.lc.listener_closed(self.clock);
-                            self.listeners -= 1;
-                        }
-                    }
-                    Action::StopAccepting => self.lc.stopped_accepting(self.clock),
+                    // one): it closes them. With none open, accepting ended with the action.
+                    Action::StopAccepting => self.close_listeners(self.clock),
                     // The lifecycle may have seen the connection close already (the client
                     // raced us); the checker verifies whichever answer it gives.
                     Action::Close(id, _) => drop(self.lc.closed(id, self.clock)),
@@ -243,7 +244,7 @@ impl Driver {
                 let _ = self.lc.begin_shutdown(now);
             }
             Op::ForceClose => self.lc.force_close(now),
-            Op::StopAccepting => self.lc.stopped_accepting(now),
+            Op::ListenersGone => self.close_listeners(now),
             Op::Poll => {
                 self.pull();
                 self.lc.check_quiescent();
@@ -257,7 +258,6 @@ impl Driver {
             Op::LingerEnd => {
                 let _ = self.lc.linger_ended(now);
             }
-            Op::TrackListeners => self.lc.track_listeners(),
             Op::ListenerOpen => {
                 if self.lc.listener_opened().is_ok() {
                     self.listeners += 1;

@@ -87,10 +87,9 @@ impl Shutdown {
     /// fuzz build passes the checked lifecycle (`lameduck_core::fuzzing::Checked`), so that
     /// every call this handle makes, on its lock-free path too, is checked against the
     /// reference model.
-    pub fn with_machine(mut machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
+    pub fn with_machine(machine: impl Machine + Send + 'static, runtime: Timers) -> Shutdown {
         // Every listener of this handle registers (`register_listener`), so the lifecycle
         // ends accepting itself; with none, when it says to stop.
-        machine.track_listeners();
         let config = *machine.config();
         Shutdown {
             inner: Arc::new(Inner {
