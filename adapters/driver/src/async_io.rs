@@ -44,6 +44,7 @@ fn poll_accept<L, S: std::os::fd::AsFd>(
 
 impl<S: Spawner> Runtime for AsyncIo<S> {
     const NAME: &'static str = S::NAME;
+    type IoTraits = crate::FuturesTraits;
 
     type TcpListener = Async<TcpListener>;
     type TcpStream = Async<TcpStream>;

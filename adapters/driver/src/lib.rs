@@ -43,7 +43,7 @@ pub use handle::{
     RequestStart, Shutdown, Sleep,
 };
 pub use lameduck_os::{inherit, signal};
-pub use runtime::{Runtime, SignalHandler, Timers};
+pub use runtime::{FuturesTraits, IoFamily, Runtime, SignalHandler, Timers, TokioTraits};
 pub use signals::on_signal;
 
 pub use listener::{PollAccept, TrackedListener};

@@ -29,6 +29,11 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     /// The runtime's name, as servers print it (`"tokio"`).
     const NAME: &'static str;
 
+    /// Which async I/O traits its streams implement: [`TokioTraits`] or [`FuturesTraits`].
+    /// A protocol layer adapts each family once (`lameduck-hyper`: hyper-util's `TokioIo`,
+    /// smol-hyper's `FuturesIo`), so a new runtime needs nothing of it.
+    type IoTraits: IoFamily;
+
     /// The runtime's TCP listener.
     type TcpListener: AsFd + Debug + Send + Sync + 'static;
     /// What it accepts.
@@ -76,6 +81,20 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>>;
 }
+
+/// A family of async I/O traits a runtime's streams implement (see [`Runtime::IoTraits`]).
+pub trait IoFamily: Debug + Send + Sync + 'static {}
+
+/// tokio's `AsyncRead`/`AsyncWrite` (the driver's feature `tokio`).
+#[derive(Debug)]
+pub enum TokioTraits {}
+impl IoFamily for TokioTraits {}
+
+/// `futures-io`'s `AsyncRead`/`AsyncWrite` (the driver's feature `futures-io`): smol,
+/// async-std.
+#[derive(Debug)]
+pub enum FuturesTraits {}
+impl IoFamily for FuturesTraits {}
 
 /// What the shared handle keeps of a runtime: its clock, timer and spawner, and its signal
 /// task, as function pointers — so that [`Shutdown`](crate::Shutdown) carries its runtime

@@ -107,7 +107,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
-use lameduck_driver::{ConnHandle, Notice, RequestStart, Runtime};
+use lameduck_driver::{ConnHandle, IoFamily, Notice, RequestStart, Runtime};
 use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
 
 use crate::io::{HttpIo, HttpState, read};
@@ -119,9 +119,10 @@ pub use crate::tls::{Handshake, Tls, TlsError, TlsRuntime};
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A runtime lameduck serves HTTP on: the shared [`Runtime`] (spawning, timers) plus how its
-/// tracked streams become hyper's I/O. Implemented for tokio (feature `tokio`: hyper-util's
-/// `TokioIo`) and for smol and async-std (features `smol`, `async-std`: smol-hyper's
-/// `FuturesIo`, over `futures-io`).
+/// tracked streams become hyper's I/O. Every runtime whose streams implement tokio's I/O
+/// traits (feature `tokio`: hyper-util's `TokioIo`) or `futures-io`'s (features `smol`,
+/// `async-std`: smol-hyper's `FuturesIo`) is one: it is decided by
+/// [`Runtime::IoTraits`], never per runtime.
 pub trait HttpRuntime: Runtime {
     /// A tracked stream as hyper's I/O.
     type Io: Read + Write + Unpin + Send + 'static;
@@ -130,20 +131,50 @@ pub trait HttpRuntime: Runtime {
     fn io(stream: Stream<Self>) -> Self::Io;
 }
 
-#[cfg(feature = "tokio")]
-impl HttpRuntime for lameduck_tokio::Tokio {
-    type Io = hyper_util::rt::TokioIo<Stream<Self>>;
+impl<R: Runtime> HttpRuntime for R
+where
+    R::IoTraits: HyperIo<R>,
+{
+    type Io = <R::IoTraits as HyperIo<R>>::Io;
 
+    #[inline]
     fn io(stream: Stream<Self>) -> Self::Io {
+        <R::IoTraits as HyperIo<R>>::io(stream)
+    }
+}
+
+/// How hyper reads and writes a tracked stream of one I/O family: written once per family
+/// of traits, for every runtime of that family.
+pub trait HyperIo<R: Runtime>: IoFamily {
+    /// The stream as hyper's I/O.
+    type Io: Read + Write + Unpin + Send + 'static;
+
+    /// Wraps the stream.
+    fn io(stream: Stream<R>) -> Self::Io;
+}
+
+#[cfg(feature = "tokio")]
+impl<R: Runtime> HyperIo<R> for lameduck_driver::TokioTraits
+where
+    Stream<R>: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    type Io = hyper_util::rt::TokioIo<Stream<R>>;
+
+    #[inline]
+    fn io(stream: Stream<R>) -> Self::Io {
         hyper_util::rt::TokioIo::new(stream)
     }
 }
 
 #[cfg(feature = "async-io")]
-impl<S: lameduck_driver::async_io::Spawner> HttpRuntime for lameduck_driver::async_io::AsyncIo<S> {
-    type Io = smol_hyper::rt::FuturesIo<Stream<Self>>;
+impl<R: Runtime> HyperIo<R> for lameduck_driver::FuturesTraits
+where
+    Stream<R>: futures_io::AsyncRead + futures_io::AsyncWrite,
+{
+    type Io = smol_hyper::rt::FuturesIo<Stream<R>>;
 
-    fn io(stream: Stream<Self>) -> Self::Io {
+    #[inline]
+    fn io(stream: Stream<R>) -> Self::Io {
         smol_hyper::rt::FuturesIo::new(stream)
     }
 }

@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::rt::{Read, Write};
-#[allow(unused_imports)] // used by the runtimes' implementations
-use lameduck_driver::{Decrypted, Stream};
+#[allow(unused_imports)] // used by the I/O families' implementations
+use lameduck_driver::{Decrypted, IoFamily, Runtime, Stream};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -192,7 +192,8 @@ pub type Handshake<R> =
 
 /// A runtime lameduck serves TLS on: how its tracked stream is wrapped in rustls, with the
 /// plaintext read through a [`Decrypted`] (so a request starts at its first decrypted
-/// byte). Implemented for tokio (tokio-rustls) and for smol and async-std (futures-rustls).
+/// byte). Every [`HttpRuntime`] of an I/O family with a rustls adapter is one (tokio's
+/// traits: tokio-rustls; `futures-io`'s: futures-rustls).
 pub trait TlsRuntime: HttpRuntime {
     /// A TLS stream over a tracked stream, as hyper's I/O. Boxed: a rustls stream is
     /// ~1.2 KB, and inline it would be copied into every layer of the connection's task
@@ -203,12 +204,41 @@ pub trait TlsRuntime: HttpRuntime {
     fn handshake(config: Arc<ServerConfig>, stream: Stream<Self>) -> Handshake<Self>;
 }
 
-#[cfg(feature = "tokio")]
-impl TlsRuntime for lameduck_tokio::Tokio {
-    type TlsIo =
-        Box<hyper_util::rt::TokioIo<Decrypted<tokio_rustls::server::TlsStream<Stream<Self>>>>>;
+impl<R: HttpRuntime> TlsRuntime for R
+where
+    R::IoTraits: HyperTls<R>,
+{
+    type TlsIo = <R::IoTraits as HyperTls<R>>::TlsIo;
 
     fn handshake(config: Arc<ServerConfig>, stream: Stream<Self>) -> Handshake<Self> {
+        <R::IoTraits as HyperTls<R>>::handshake(config, stream)
+    }
+}
+
+/// How rustls wraps a tracked stream of one I/O family, for hyper: written once per family.
+pub trait HyperTls<R: Runtime>: IoFamily {
+    /// The TLS stream as hyper's I/O (boxed, see [`TlsRuntime::TlsIo`]).
+    type TlsIo: Read + Write + Unpin + Send + 'static;
+
+    /// Runs the server side of the handshake on `stream`.
+    fn handshake(
+        config: Arc<ServerConfig>,
+        stream: Stream<R>,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Self::TlsIo>> + Send + 'static>>;
+}
+
+#[cfg(feature = "tokio")]
+impl<R: Runtime> HyperTls<R> for lameduck_driver::TokioTraits
+where
+    Stream<R>: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    type TlsIo =
+        Box<hyper_util::rt::TokioIo<Decrypted<tokio_rustls::server::TlsStream<Stream<R>>>>>;
+
+    fn handshake(
+        config: Arc<ServerConfig>,
+        stream: Stream<R>,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Self::TlsIo>> + Send + 'static>> {
         let conn = stream.conn().handle();
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
         Box::pin(async move {
@@ -221,11 +251,17 @@ impl TlsRuntime for lameduck_tokio::Tokio {
 }
 
 #[cfg(feature = "async-io")]
-impl<S: lameduck_driver::async_io::Spawner> TlsRuntime for lameduck_driver::async_io::AsyncIo<S> {
+impl<R: Runtime> HyperTls<R> for lameduck_driver::FuturesTraits
+where
+    Stream<R>: futures_io::AsyncRead + futures_io::AsyncWrite,
+{
     type TlsIo =
-        Box<smol_hyper::rt::FuturesIo<Decrypted<futures_rustls::server::TlsStream<Stream<Self>>>>>;
+        Box<smol_hyper::rt::FuturesIo<Decrypted<futures_rustls::server::TlsStream<Stream<R>>>>>;
 
-    fn handshake(config: Arc<ServerConfig>, stream: Stream<Self>) -> Handshake<Self> {
+    fn handshake(
+        config: Arc<ServerConfig>,
+        stream: Stream<R>,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Self::TlsIo>> + Send + 'static>> {
         let conn = stream.conn().handle();
         let accept = futures_rustls::TlsAcceptor::from(config).accept(stream);
         Box::pin(async move {

@@ -49,6 +49,8 @@ pub struct Tokio;
 impl lameduck_driver::Runtime for Tokio {
     const NAME: &'static str = "tokio";
 
+    type IoTraits = lameduck_driver::TokioTraits;
+
     type TcpListener = tokio::net::TcpListener;
     type TcpStream = tokio::net::TcpStream;
     type UnixListener = tokio::net::UnixListener;
