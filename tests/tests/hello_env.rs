@@ -95,8 +95,20 @@ fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
         head.starts_with("HTTP/1.1 200") && body == "ready\n",
         "{head}{body}"
     );
-    let scrape = || get_path(&mut TcpStream::connect(addr).unwrap(), "/metrics").1;
-    let metrics = scrape();
+    // One keep-alive connection scrapes (it is the one Active while it does): the probe's
+    // connection is Idle until hello reads the client's close, which may come after a
+    // scrape's request, so scrape until it has (hello reports every close), for at most 5 s.
+    let mut scraper = TcpStream::connect(addr).unwrap();
+    let idle_gone = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = get_path(&mut scraper, "/metrics").1;
+        let idle = metrics
+            .lines()
+            .any(|l| l == "lameduck_connections{state=\"idle\"} 0");
+        if idle || Instant::now() > idle_gone {
+            break metrics;
+        }
+    };
     for line in [
         "lameduck_ready 1",
         "lameduck_phase{phase=\"serving\"} 1",
@@ -134,7 +146,7 @@ fn ready_says_503_from_sigterm_while_the_lame_duck_still_serves() {
         turned < Duration::from_millis(500),
         "503 only {turned:?} after SIGTERM"
     );
-    let metrics = scrape();
+    let metrics = get_path(&mut TcpStream::connect(addr).unwrap(), "/metrics").1;
     for line in ["lameduck_ready 0", "lameduck_phase{phase=\"lame_duck\"} 1"] {
         assert!(
             metrics.lines().any(|l| l == line),
