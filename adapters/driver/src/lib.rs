@@ -25,6 +25,9 @@ mod any;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 mod bind;
+// The runtime crates' re-export (`pub use lameduck_driver::common::*`): every item in it has
+// its own path in this crate, so the driver's docs list each once.
+#[doc(hidden)]
 pub mod common;
 pub mod env;
 mod handle;
