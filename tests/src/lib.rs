@@ -110,8 +110,11 @@ pub fn describe_group(group: u32) -> String {
 /// Kills a process group (see [`own_group`]) that is still alive `limit` after the
 /// watchdog was made; dropping the watchdog disarms it. A test that waits on a child
 /// without a bound of its own (reading its output to the end, `Child::wait`) thus ends
-/// with a clear failure instead of hanging the whole test run.
+/// with a clear failure instead of hanging the whole test run. Dropped while the test
+/// panics (an assertion failed with the child still serving), it kills the group at once:
+/// a failed test leaves no server behind.
 pub struct Watchdog {
+    group: u32,
     disarm: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     fired: Arc<AtomicBool>,
@@ -136,6 +139,7 @@ impl Watchdog {
             }
         });
         Watchdog {
+            group,
             disarm: Some(disarm),
             thread: Some(thread),
             fired,
@@ -150,6 +154,9 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            signal_group(self.group, "KILL");
+        }
         drop(self.disarm.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
