@@ -2,6 +2,8 @@
 
 use core::time::Duration;
 
+use crate::ConnId;
+
 /// What draining does with a keep-alive connection that sits Idle between requests.
 ///
 /// Closing an idle connection races the client: it may have sent its next request at the same
@@ -89,6 +91,27 @@ pub struct Config {
     /// and some CPU, so ten seconds covers slow mobile links, while a client that opens a
     /// connection and sends nothing cannot hold a task and a socket for long.
     pub handshake_timeout: Duration,
+    /// The window over which the asks to leave are spread, from
+    /// [`begin_shutdown`](crate::Lifecycle::begin_shutdown): each connection live at that
+    /// moment gets its own instant in the window ([`spread_offset`](Config::spread_offset)),
+    /// and its ask — [`FinishThenClose`](crate::Action::FinishThenClose) (HTTP/1's
+    /// `Connection: close`, HTTP/2's GOAWAY, the end of a stream) or
+    /// [`AskToLeave`](crate::Action::AskToLeave) (a WebSocket's close frame) — is issued
+    /// then instead of all at once, so that N clients do not reconnect in the same few
+    /// milliseconds. The window is capped by the deadline: no ask is ever issued at or after
+    /// it. A connection accepted once the shutdown has begun is asked at once (its client
+    /// arrived on its own schedule; holding its ask back would only lengthen the drain).
+    /// Under [`AwaitNextRequest`](IdlePolicy::AwaitNextRequest) an Idle connection's grace
+    /// runs from its ask (or from draining, if later), so no connection is closed before it
+    /// was asked.
+    ///
+    /// Default zero: every ask at the shutdown's begin. A spread delays each connection's
+    /// ask by up to the window, so the drain of plain keep-alive traffic lasts that much
+    /// longer, and it only pays where many clients reconnect at once at their ask —
+    /// WebSockets, event streams, gRPC streams, behind one balancer or many —; the right
+    /// window depends on how many connections the rest of the fleet can take per second,
+    /// which the library cannot know.
+    pub spread: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +123,7 @@ impl Default for Config {
             deadline: Some(Duration::from_secs(30)),
             linger: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
+            spread: Duration::ZERO,
         }
     }
 }
@@ -139,6 +163,57 @@ impl Config {
     pub fn with_handshake_timeout(mut self, handshake_timeout: Duration) -> Self {
         self.handshake_timeout = handshake_timeout;
         self
+    }
+
+    /// Sets [`spread`](Config::spread).
+    pub fn with_spread(mut self, spread: Duration) -> Self {
+        self.spread = spread;
+        self
+    }
+
+    /// Where in the [`spread`](Config::spread) window connection `id` is asked to leave,
+    /// counted from the shutdown's begin: the window (capped by the deadline) times a
+    /// fraction fixed by the id alone, so that every run — the model, proptest, a fuzz
+    /// target's replay — puts each connection at the same instant. The fraction is the
+    /// golden-ratio (Fibonacci) hash of the id's slot and generation: consecutive slots,
+    /// which is what a server's live connections mostly are, land evenly spread over the
+    /// window rather than clumped.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use lameduck_core::{Config, ConnId};
+    ///
+    /// let config = Config::default().with_spread(Duration::from_secs(2));
+    /// let offsets: Vec<Duration> = (0..1000)
+    ///     .map(|slot| config.spread_offset(ConnId::from_parts(slot, 0)))
+    ///     .collect();
+    /// assert!(offsets.iter().all(|o| *o < Duration::from_secs(2)));
+    /// // No 100 ms of the window holds more than 6 % of them.
+    /// for start in 0..20 {
+    ///     let from = Duration::from_millis(100 * start);
+    ///     let n = offsets.iter().filter(|o| **o >= from && **o < from + Duration::from_millis(100)).count();
+    ///     assert!(n <= 60, "{n} in the window at {from:?}");
+    /// }
+    /// assert_eq!(Config::default().spread_offset(ConnId::from_parts(7, 0)), Duration::ZERO);
+    /// ```
+    pub fn spread_offset(&self, id: ConnId) -> Duration {
+        let window = match self.deadline {
+            Some(deadline) => self.spread.min(deadline),
+            None => self.spread,
+        };
+        if window.is_zero() {
+            return Duration::ZERO;
+        }
+        // 2^64 / φ: multiplying by it walks the circle by the golden ratio, the sequence
+        // whose points stay the most evenly spaced however many of them are taken.
+        const PHI: u64 = 0x9E37_79B9_7F4A_7C15;
+        let key =
+            u64::from(id.slot()).wrapping_add(u64::from(id.generation()).wrapping_mul(0x2545_F491));
+        let fraction = key.wrapping_mul(PHI) >> 32; // in [0, 2^32)
+        let nanos = window.as_nanos().min(u128::from(u64::MAX));
+        // Strictly inside the window: fraction < 2^32.
+        let offset = (nanos * u128::from(fraction)) >> 32;
+        Duration::from_nanos(offset as u64)
     }
 
     /// The longest a shutdown can take, from its beginning until it is drained: the lame-duck

@@ -1,6 +1,7 @@
 //! The lifecycle: every connection's state, and the shutdown protocol over all of them.
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::action::{Action, CloseReason};
@@ -87,7 +88,11 @@ pub struct Lifecycle {
     /// New connections not yet due to close, oldest first: the stale-New timers.
     new_q: Queue,
     /// Idle connections not yet due to close, longest idle first: the idle-grace timers.
+    /// Only connections already asked to leave are in it: the grace runs from the ask.
     idle_q: Queue,
+    /// The asks still to come in the spread window, latest first (the next one is popped
+    /// from the end). Filled once, when the shutdown begins, and only with a spread.
+    asks: Vec<(Instant, ConnId)>,
     counts: Counts,
     now: Instant,
     stage: Stage,
@@ -122,6 +127,7 @@ impl Lifecycle {
             slab,
             new_q: Queue::default(),
             idle_q: Queue::default(),
+            asks: Vec::new(),
             counts: Counts::default(),
             now: Instant::ZERO,
             stage: Stage::Serving,
@@ -204,6 +210,9 @@ impl Lifecycle {
         self.enqueue(id.slot as usize);
         if let Some(report) = self.report.as_mut() {
             report.accepted_during += 1;
+            // Accepted during the shutdown: asked at once, never spread (see
+            // `Config::spread`).
+            self.slab.slots[id.slot as usize].flags |= flag::ASK_DUE;
             self.attention.push_back(id);
         }
         Ok(id)
@@ -241,6 +250,7 @@ impl Lifecycle {
             // `Connection: close`. Closing it here instead would race that next request.
             if self.phase() == Phase::Draining
                 && self.config.idle_policy == IdlePolicy::CloseImmediately
+                && self.slab.slots[index].has(flag::ASK_DUE)
             {
                 self.mark_close(index, CloseReason::Idle);
             }
@@ -385,7 +395,8 @@ impl Lifecycle {
 
     /// Begins shutdown: the lame-duck window if one is configured, else draining at once.
     ///
-    /// Every live connection is told to finish-then-close (or to go away, if upgraded);
+    /// Every live connection is told to finish-then-close (or to go away, if upgraded) — at
+    /// once, or with a [`spread`](Config::spread) at its own moment in the window;
     /// draining issues [`Action::StopAccepting`] and applies the idle policy and the stale-New
     /// rule. With nothing open and no listener, [`Action::Drained`] follows at once.
     ///
@@ -402,6 +413,7 @@ impl Lifecycle {
             ..DrainReport::default()
         });
         let deadline = self.config.deadline.map(|d| self.now + d);
+        self.schedule_asks();
         self.sweep = Some(0);
         if self.config.lame_duck > Duration::ZERO {
             self.stage = Stage::LameDuck {
@@ -517,7 +529,10 @@ impl Lifecycle {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next = match self.stage {
             Stage::Serving | Stage::Drained { .. } => None,
-            Stage::LameDuck { until, deadline } => Some(deadline.map_or(until, |d| d.min(until))),
+            Stage::LameDuck { until, deadline } => {
+                let end = deadline.map_or(until, |d| d.min(until));
+                Some(self.next_ask().map_or(end, |ask| ask.min(end)))
+            }
             Stage::Draining {
                 deadline: Deadline::Passed,
                 ..
@@ -525,7 +540,10 @@ impl Lifecycle {
             Stage::Draining { deadline, .. } => {
                 let stale = self.new_q.front().map(|i| self.stale_at(i));
                 let idle = self.idle_q.front().and_then(|i| self.grace_ends_at(i));
-                [deadline.at(), stale, idle].into_iter().flatten().min()
+                [deadline.at(), stale, idle, self.next_ask()]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
         };
         next.map(|t| t.max(self.now))
@@ -617,8 +635,56 @@ impl Lifecycle {
         }
         match slot.state() {
             ConnState::New => self.new_q.push_back(&mut self.slab.slots, index),
-            ConnState::Idle => self.idle_q.push_back(&mut self.slab.slots, index),
+            // The idle grace runs from the ask: one not yet asked waits for its moment.
+            ConnState::Idle if slot.has(flag::ASK_DUE) => {
+                self.idle_q.push_back(&mut self.slab.slots, index)
+            }
             _ => {}
+        }
+    }
+
+    /// When the shutdown begins: every live connection's moment in the spread window. Those
+    /// at the window's start (all of them, without a spread) are asked now, the rest queued
+    /// latest first. The one allocation of a spread drain, made once.
+    fn schedule_asks(&mut self) {
+        let began = self.now;
+        for index in 0..self.slab.slots.len() {
+            let Some(id) = self.slab.id_at(index) else {
+                continue;
+            };
+            let offset = self.config.spread_offset(id);
+            if offset.is_zero() {
+                // The begin's sweep issues it.
+                self.ask_due(index);
+            } else {
+                self.asks.push((began + offset, id));
+            }
+        }
+        self.asks
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    }
+
+    /// The next moment in the spread window, if any is still to come.
+    fn next_ask(&self) -> Option<Instant> {
+        self.asks.last().map(|(at, _)| *at)
+    }
+
+    /// Connection `index`'s moment has come: the asks its state calls for may go out, and
+    /// an Idle one starts its grace (or, under `CloseImmediately` while draining, closes).
+    fn ask_due(&mut self, index: usize) {
+        let slot = &mut self.slab.slots[index];
+        slot.flags |= flag::ASK_DUE;
+        if slot.state() != ConnState::Idle {
+            return;
+        }
+        self.unqueue(index);
+        self.slab.slots[index].since = self.now;
+        if self.phase() == Phase::Draining
+            && self.config.idle_policy == IdlePolicy::CloseImmediately
+        {
+            self.mark_close(index, CloseReason::Idle);
+        } else {
+            self.enqueue(index);
         }
     }
 
@@ -697,6 +763,7 @@ impl Lifecycle {
         }
         self.new_q.clear(&mut self.slab.slots);
         self.idle_q.clear(&mut self.slab.slots);
+        self.asks.clear();
         self.sweep = Some(0);
     }
 
@@ -716,7 +783,21 @@ impl Lifecycle {
                 self.cut();
             }
         }
-        if self.phase() != Phase::Draining || self.deadline_passed() {
+        if self.deadline_passed() || self.phase() == Phase::Drained {
+            return;
+        }
+        while let Some(&(at, id)) = self.asks.last() {
+            if at > now {
+                break;
+            }
+            self.asks.pop();
+            // A connection that closed meanwhile (its slot maybe reused) is skipped.
+            if let Ok(index) = self.slab.live(id) {
+                self.ask_due(index);
+                self.attention.push_back(id);
+            }
+        }
+        if self.phase() != Phase::Draining {
             return;
         }
         while let Some(index) = self.new_q.front() {
@@ -743,6 +824,7 @@ impl Lifecycle {
         {
             self.stage = Stage::Drained { announced: false };
             self.attention.clear();
+            self.asks.clear();
             self.sweep = None;
             if let Some(report) = self.report.as_mut() {
                 report.drained_at = Some(self.now);
@@ -778,26 +860,30 @@ impl Lifecycle {
             }
             return Some(Action::Close(id, reason));
         }
-        if phase == Phase::Serving {
+        if phase == Phase::Serving || !slot.has(flag::ASK_DUE) {
             return None;
         }
-        match slot.state() {
+        let ask = match slot.state() {
             ConnState::Upgraded if !slot.has(flag::GOAWAY_SENT) => {
                 slot.flags |= flag::GOAWAY_SENT;
-                Some(Action::AskToLeave(id))
+                Action::AskToLeave(id)
             }
             ConnState::New | ConnState::Active | ConnState::Idle
                 if !slot.has(flag::FINISH_SENT) =>
             {
                 slot.flags |= flag::FINISH_SENT;
-                Some(Action::FinishThenClose(id))
+                Action::FinishThenClose(id)
             }
-            _ => None,
+            _ => return None,
+        };
+        if let Some(report) = self.report.as_mut() {
+            report.last_ask_at = Some(self.now);
         }
+        Some(ask)
     }
 }
 
-fn reason_bits(reason: CloseReason) -> u8 {
+fn reason_bits(reason: CloseReason) -> u16 {
     match reason {
         CloseReason::Idle => 0,
         CloseReason::Stale => 1,
@@ -805,7 +891,7 @@ fn reason_bits(reason: CloseReason) -> u8 {
     }
 }
 
-fn reason_from_bits(bits: u8) -> CloseReason {
+fn reason_from_bits(bits: u16) -> CloseReason {
     match bits & 0b11 {
         0 => CloseReason::Idle,
         1 => CloseReason::Stale,

@@ -35,6 +35,10 @@ pub struct DrainReport {
     pub closed_stale: usize,
     /// Connections cut at the deadline (or by `force_close`), per state at the cut.
     pub cut: Counts,
+    /// When the last ask to leave ([`FinishThenClose`](crate::Action::FinishThenClose) or
+    /// [`AskToLeave`](crate::Action::AskToLeave)) was issued: with a
+    /// [`spread`](crate::Config::spread), how far into the window the asks went.
+    pub last_ask_at: Option<Instant>,
     /// Whether the deadline passed (or `force_close` was called) before the drain completed.
     pub deadline_hit: bool,
 }

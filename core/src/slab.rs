@@ -14,20 +14,23 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// Per-connection flags.
 pub(crate) mod flag {
     /// The slot is linked into a timer queue (New queue or Idle queue, by its state).
-    pub const QUEUED: u8 = 1 << 0;
+    pub const QUEUED: u16 = 1 << 0;
     /// `FinishThenClose` has been issued.
-    pub const FINISH_SENT: u8 = 1 << 1;
+    pub const FINISH_SENT: u16 = 1 << 1;
     /// `AskToLeave` has been issued.
-    pub const GOAWAY_SENT: u8 = 1 << 2;
+    pub const GOAWAY_SENT: u16 = 1 << 2;
     /// The lifecycle decided to close it; the reason is in the reason bits.
-    pub const CLOSE_DUE: u8 = 1 << 3;
+    pub const CLOSE_DUE: u16 = 1 << 3;
     /// `Close` has been issued.
-    pub const CLOSE_SENT: u8 = 1 << 4;
+    pub const CLOSE_SENT: u16 = 1 << 4;
     /// The slot's generation is exhausted; it is never reused.
-    pub const RETIRED: u8 = 1 << 5;
+    pub const RETIRED: u16 = 1 << 5;
     /// Two bits of [`CloseReason`](crate::CloseReason), valid with `CLOSE_DUE` or `CLOSE_SENT`.
-    pub const REASON_SHIFT: u8 = 6;
-    pub const REASON_MASK: u8 = 0b11 << REASON_SHIFT;
+    pub const REASON_SHIFT: u16 = 6;
+    pub const REASON_MASK: u16 = 0b11 << REASON_SHIFT;
+    /// Its moment in the spread window has come (or it was accepted after the shutdown
+    /// began): the asks its state calls for may be issued.
+    pub const ASK_DUE: u16 = 1 << 8;
 }
 
 /// A slot's occupant, one byte.
@@ -49,7 +52,7 @@ pub(crate) struct Slot {
     pub prev: u32,
     pub next: u32,
     pub occupant: Occupant,
-    pub flags: u8,
+    pub flags: u16,
 }
 
 impl Slot {
@@ -60,7 +63,7 @@ impl Slot {
         }
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 }

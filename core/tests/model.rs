@@ -38,13 +38,15 @@ fn config() -> impl Strategy<Value = ScenarioConfig> {
         prop::option::of(0u16..400),
         prop_oneof![Just(0u16), 1u16..300],
         prop::option::weighted(0.5, 0u16..1000),
+        prop_oneof![Just(0u16), 1u16..600],
     )
         .prop_map(
-            |(stale_new_ms, idle_grace_ms, lame_duck_ms, deadline_ms)| ScenarioConfig {
+            |(stale_new_ms, idle_grace_ms, lame_duck_ms, deadline_ms, spread_ms)| ScenarioConfig {
                 stale_new_ms,
                 idle_grace_ms,
                 lame_duck_ms,
                 deadline_ms,
+                spread_ms,
             },
         )
 }
@@ -101,6 +103,7 @@ fn scenarios_reach_every_rule() {
             idle_grace_ms: Some(20),
             lame_duck_ms: 10,
             deadline_ms: Some(500),
+            spread_ms: 0,
         },
         ops: vec![
             Op::Accept, // 0: stays New: stale

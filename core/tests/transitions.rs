@@ -617,3 +617,95 @@ fn registered_listeners_keep_accepting_until_the_last_one_closes() {
     );
     assert_eq!(lc.listener_closed(ms(1)), Err(Error::NoOpenListener));
 }
+
+/// With a spread, each connection live at the shutdown's begin is asked at its own moment
+/// (`Config::spread_offset`), the timer asks for the next one, and the report says when the
+/// last went out; one accepted during the window is asked at once.
+#[test]
+fn spread_asks_each_connection_at_its_own_moment() {
+    let config = config()
+        .with_spread(Duration::from_millis(400))
+        .with_stale_new(Duration::from_secs(10));
+    let mut lc = Lifecycle::new(config);
+    let ws = (0..8)
+        .map(|_| conn_in(&mut lc, ConnState::Upgraded))
+        .collect::<Vec<_>>();
+    // A listener still draining its backlog: accepting goes on during the window.
+    lc.listener_opened().unwrap();
+    lc.begin_shutdown(ms(0)).unwrap();
+    let mut asked = vec![];
+    for a in drain_actions(&mut lc) {
+        if let Action::AskToLeave(id) = a {
+            asked.push((id, Duration::ZERO));
+        }
+    }
+    // Slot 0 sits at the window's start; the rest follow, one timer at a time.
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let late = lc.accept(ms(1)).unwrap();
+    let now = drain_actions(&mut lc);
+    assert!(now.contains(&Action::FinishThenClose(late)), "{now:?}");
+    while let Some(t) = lc.poll_timeout() {
+        if t >= ms(1000) {
+            break;
+        }
+        lc.handle_timeout(t);
+        for a in drain_actions(&mut lc) {
+            if let Action::AskToLeave(id) = a {
+                asked.push((id, t.saturating_duration_since(ms(0))));
+            }
+        }
+    }
+    assert_eq!(asked.len(), ws.len());
+    let mut moments = vec![];
+    for (id, at) in &asked {
+        assert_eq!(*at, config.spread_offset(*id), "{id:?}");
+        assert!(*at < Duration::from_millis(400));
+        moments.push(*at);
+    }
+    moments.sort();
+    moments.dedup();
+    assert_eq!(moments.len(), ws.len(), "eight distinct moments: {moments:?}");
+    let last = *moments.last().unwrap();
+    assert_eq!(
+        lc.report().unwrap().last_ask_at,
+        Some(Instant::ZERO + last)
+    );
+}
+
+/// Spread composes with the idle grace: an Idle connection is not closed before its ask
+/// plus the grace, and the window is capped by the deadline (no ask at or after it).
+#[test]
+fn spread_idle_grace_runs_from_the_ask_and_the_window_ends_before_the_deadline() {
+    let config = config()
+        .with_spread(Duration::from_secs(5)) // longer than the 1 s deadline
+        .with_stale_new(Duration::from_secs(10));
+    let mut lc = Lifecycle::new(config);
+    let ids: Vec<ConnId> = (0..4).map(|_| conn_in(&mut lc, ConnState::Idle)).collect();
+    lc.begin_shutdown(ms(0)).unwrap();
+    let mut closed_at = vec![];
+    let mut asked_at = vec![];
+    let mut now = ms(0);
+    loop {
+        for a in drain_actions(&mut lc) {
+            match a {
+                Action::FinishThenClose(id) => asked_at.push((id, now)),
+                Action::Close(id, reason) => {
+                    assert_eq!(reason, CloseReason::Idle);
+                    closed_at.push((id, now));
+                    lc.closed(id, now).unwrap();
+                }
+                _ => {}
+            }
+        }
+        let Some(t) = lc.poll_timeout() else { break };
+        now = t;
+        lc.handle_timeout(t);
+    }
+    assert_eq!(asked_at.len(), ids.len());
+    for (id, at) in &asked_at {
+        assert!(*at < ms(1000), "asked at the deadline or after: {at:?}");
+        let closed = closed_at.iter().find(|(c, _)| c == id).unwrap().1;
+        assert_eq!(closed, *at + Duration::from_millis(50), "{id:?}");
+    }
+    assert!(lc.report().unwrap().is_clean());
+}

@@ -20,6 +20,10 @@ struct Conn {
     told_close: bool,
     /// `handle_timeout` ran since it entered its state, so its timers have had their chance.
     timers_seen: bool,
+    /// When its moment in the spread window came (timers fired at or after
+    /// `began + spread_offset`), or it was accepted during the shutdown: from then on its
+    /// asks may go out, and its idle grace runs.
+    asked_at: Option<Instant>,
 }
 
 /// The reference model: the plain rules of the protocol, written without the lifecycle's
@@ -45,6 +49,8 @@ struct Model {
     told_drained: bool,
     at_begin: Counts,
     accepted_during: usize,
+    /// When the last `FinishThenClose` or `AskToLeave` was issued.
+    last_ask_at: Option<Instant>,
 }
 
 impl Model {
@@ -91,6 +97,13 @@ impl Model {
             self.enter_draining();
             self.update_drained();
         }
+        // Each connection's moment in the spread window (the window capped by the deadline).
+        let now = self.now;
+        for (id, conn) in self.conns.iter_mut() {
+            if conn.asked_at.is_none() && now >= began + self.config.spread_offset(*id) {
+                conn.asked_at = Some(now);
+            }
+        }
         if let Some(d) = self.config.deadline {
             if self.now >= began + d && !self.drained {
                 self.enter_draining();
@@ -117,11 +130,20 @@ impl Model {
         conn.accepted_at + self.config.stale_new
     }
 
+    /// The idle grace runs from the latest of: going Idle, draining, the connection's ask.
     fn grace_ends_at(&self, conn: &Conn) -> Option<Instant> {
-        match (self.config.idle_policy, self.draining_at) {
-            (IdlePolicy::AwaitNextRequest { grace }, Some(d)) => Some(conn.since.max(d) + grace),
+        match (self.config.idle_policy, self.draining_at, conn.asked_at) {
+            (IdlePolicy::AwaitNextRequest { grace }, Some(d), Some(a)) => {
+                Some(conn.since.max(d).max(a) + grace)
+            }
             _ => None,
         }
+    }
+
+    /// The moment connection `id` is asked, once the shutdown has begun.
+    fn ask_at(&self, id: ConnId) -> Option<Instant> {
+        self.shutdown_at
+            .map(|began| began + self.config.spread_offset(id))
     }
 }
 
@@ -164,6 +186,7 @@ impl Checked {
                 told_drained: false,
                 at_begin: Counts::default(),
                 accepted_during: 0,
+                last_ask_at: None,
             },
         }
     }
@@ -207,10 +230,15 @@ impl Checked {
                         told_go_away: false,
                         told_close: false,
                         timers_seen: false,
+                        asked_at: None,
                     },
                 );
                 if self.model.shutdown_at.is_some() {
                     self.model.accepted_during += 1;
+                    // Accepted during the shutdown: asked at once, never spread.
+                    if let Some(c) = self.model.conns.get_mut(&id) {
+                        c.asked_at = Some(now);
+                    }
                 }
             }
         }
@@ -469,6 +497,7 @@ impl Checked {
             }
             Some(Action::FinishThenClose(id)) => {
                 let began = m.shutdown_at.is_some();
+                let deadline_hit = m.deadline_hit;
                 let conn = Self::live_conn(m, id, "FinishThenClose");
                 if !began || conn.told_finish || conn.told_close {
                     violation!("FinishThenClose({id:?}) before shutdown, twice, or after Close");
@@ -476,10 +505,13 @@ impl Checked {
                 if conn.state == ConnState::Upgraded {
                     violation!("FinishThenClose({id:?}) for an upgraded connection");
                 }
+                Self::check_ask(conn, id, "FinishThenClose", deadline_hit);
                 conn.told_finish = true;
+                m.last_ask_at = Some(m.now);
             }
             Some(Action::AskToLeave(id)) => {
                 let began = m.shutdown_at.is_some();
+                let deadline_hit = m.deadline_hit;
                 let conn = Self::live_conn(m, id, "AskToLeave");
                 if !began || conn.told_go_away || conn.told_close {
                     violation!("AskToLeave({id:?}) before shutdown, twice, or after Close");
@@ -487,13 +519,16 @@ impl Checked {
                 if conn.state != ConnState::Upgraded {
                     violation!("AskToLeave({id:?}) for a {} connection", conn.state);
                 }
+                Self::check_ask(conn, id, "AskToLeave", deadline_hit);
                 conn.told_go_away = true;
+                m.last_ask_at = Some(m.now);
             }
             Some(Action::Close(id, reason)) => {
                 let now = m.now;
                 let stale_at = m.conns.get(&id).map(|c| m.stale_at(c));
                 let grace_end = m.conns.get(&id).and_then(|c| m.grace_ends_at(c));
                 let policy = m.config.idle_policy;
+                let asked = m.conns.get(&id).is_some_and(|c| c.asked_at.is_some());
                 let (deadline_hit, draining) = (m.deadline_hit, m.draining_at.is_some());
                 let conn = Self::live_conn(m, id, "Close");
                 if conn.told_close {
@@ -507,6 +542,7 @@ impl Checked {
                     }
                     (CloseReason::Idle, ConnState::Idle) => {
                         draining
+                            && asked
                             && match policy {
                                 IdlePolicy::CloseImmediately => true,
                                 IdlePolicy::AwaitNextRequest { .. } => {
@@ -560,6 +596,21 @@ impl Checked {
             if m.shutdown_at.is_none() || c.told_close {
                 continue;
             }
+            if c.asked_at.is_none() && !m.deadline_hit {
+                // Its moment is still to come: a timer must be armed for it, and nothing is
+                // owed to it but the stale-New rule.
+                if let Some(at) = m.ask_at(*id) {
+                    next_due = Some(next_due.map_or(at, |t| t.min(at)));
+                }
+                if c.state == ConnState::New && m.draining_at.is_some() {
+                    let due = m.stale_at(c);
+                    if c.timers_seen && due <= m.fired_at {
+                        violation!("{id:?} (New) should have been closed as stale by {now:?}");
+                    }
+                    next_due = Some(next_due.map_or(due, |t| t.min(due)));
+                }
+                continue;
+            }
             let owed_close = |due: bool| {
                 if due {
                     violation!(
@@ -611,6 +662,17 @@ impl Checked {
                 Some(t) if t <= due => {}
                 t => violation!("a rule fires at {due:?} but poll_timeout is {t:?}"),
             }
+        }
+    }
+
+    /// An ask goes out only once the connection's moment has come, and never once the
+    /// deadline has passed.
+    fn check_ask(conn: &Conn, id: ConnId, what: &str, deadline_hit: bool) {
+        if conn.asked_at.is_none() {
+            violation!("{what}({id:?}) before its moment in the spread window");
+        }
+        if deadline_hit {
+            violation!("{what}({id:?}) after the deadline");
         }
     }
 
@@ -713,6 +775,13 @@ impl Checked {
             violation!(
                 "report {r:?} disagrees on the deadline (model: {})",
                 m.deadline_hit
+            );
+        }
+        if r.last_ask_at != m.last_ask_at {
+            violation!(
+                "report says the last ask went out at {:?}, the model {:?}",
+                r.last_ask_at,
+                m.last_ask_at
             );
         }
         if r.drained_at != m.drained_at || r.began_at != m.shutdown_at.unwrap_or_default() {

@@ -82,6 +82,8 @@ pub struct ScenarioConfig {
     pub lame_duck_ms: u16,
     /// [`Config::deadline`] in ms.
     pub deadline_ms: Option<u16>,
+    /// [`Config::spread`] in ms.
+    pub spread_ms: u16,
 }
 
 impl ScenarioConfig {
@@ -96,6 +98,7 @@ impl ScenarioConfig {
             })
             .with_lame_duck(ms(self.lame_duck_ms))
             .with_deadline(self.deadline_ms.map(ms))
+            .with_spread(ms(self.spread_ms))
     }
 }
 
