@@ -7,8 +7,11 @@
 //! - Health says SERVING while serving, and NOT_SERVING (the server as a whole, `""`, and
 //!   `helloworld.Greeter`) from the moment the shutdown begins — the lame-duck window
 //!   included, while RPCs still succeed — so a load balancer's health check takes it out.
-//! - `SayHellos` with `ends_on_shutdown` ends its stream cleanly when the shutdown begins
-//!   ([`Shutdown::end_on_begin`]); without, it streams on until the deadline cuts it, and
+//! - `SayHellos` with `ends_on_shutdown` ends its stream with status OK at its connection's
+//!   ask to leave — its moment in `LAMEDUCK_SPREAD`'s window, or the shutdown's begin
+//!   ([`Notices::end_when_asked`](lameduck::tokio::Notices::end_when_asked), on the
+//!   [`ConnHandle`] lameduck puts in every HTTP/2 request's extensions); without, it
+//!   streams on until the deadline cuts it, and
 //!   the cut is counted: the example exits 1 when anything was cut, 0 otherwise, 2 on bad
 //!   settings.
 //!
@@ -22,7 +25,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_lite::{Stream, StreamExt};
-use lameduck::tokio::{Config, ConfigFromEnv, Listener, Shutdown, shutdown};
+use lameduck::tokio::{Config, ConfigFromEnv, ConnHandle, Listener, shutdown};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -34,9 +37,7 @@ pub mod helloworld {
 use helloworld::greeter_server::{Greeter, GreeterServer};
 use helloworld::{HelloReply, HelloRequest, HellosRequest};
 
-struct Hello {
-    shutdown: Shutdown,
-}
+struct Hello;
 
 type Replies = Pin<Box<dyn Stream<Item = Result<HelloReply, Status>> + Send>>;
 
@@ -60,6 +61,7 @@ impl Greeter for Hello {
         &self,
         request: Request<HellosRequest>,
     ) -> Result<Response<Replies>, Status> {
+        let conn = request.extensions().get::<ConnHandle>().cloned();
         let request = request.into_inner();
         let every = Duration::from_millis(request.interval_ms.max(1).into());
         let name = request.name;
@@ -73,11 +75,12 @@ impl Greeter for Hello {
             }
         })
         .boxed();
-        Ok(Response::new(if request.ends_on_shutdown {
-            // Ends with an OK status when the shutdown begins.
-            Box::pin(self.shutdown.end_on_begin(replies)) as Replies
-        } else {
-            replies
+        Ok(Response::new(match conn {
+            // Ends with an OK status at the connection's ask.
+            Some(conn) if request.ends_on_shutdown => {
+                Box::pin(conn.notices().end_when_asked(replies)) as Replies
+            }
+            _ => replies,
         }))
     }
 }
@@ -113,9 +116,7 @@ async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Err
             reporter.set_not_serving::<GreeterServer<Hello>>().await;
         }
     });
-    let greeter = GreeterServer::new(Hello {
-        shutdown: shutdown.clone(),
-    });
+    let greeter = GreeterServer::new(Hello);
     let routes = tonic::service::Routes::new(health)
         .add_service(greeter)
         .prepare();

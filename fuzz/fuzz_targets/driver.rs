@@ -103,6 +103,7 @@ struct Input {
     idle_grace_ms: Option<u16>,
     deadline_ms: Option<u16>,
     lame_duck_ms: u8,
+    spread_ms: u16,
     ops: Vec<Op>,
 }
 
@@ -302,7 +303,8 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         .with_stale_new(ms(input.stale_new_ms))
         .with_idle_policy(idle)
         .with_deadline(input.deadline_ms.map(ms))
-        .with_lame_duck(ms(u16::from(input.lame_duck_ms)));
+        .with_lame_duck(ms(u16::from(input.lame_duck_ms)))
+        .with_spread(ms(input.spread_ms));
     let timers = Timers {
         now,
         sleep_until,

@@ -41,6 +41,7 @@ libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
                     "LAMEDUCK_LAME_DUCK" => assert_eq!(config.lame_duck, parsed()),
                     "LAMEDUCK_STALE_NEW" => assert_eq!(config.stale_new, parsed()),
                     "LAMEDUCK_LINGER" => assert_eq!(config.linger, parsed()),
+                    "LAMEDUCK_SPREAD" => assert_eq!(config.spread, parsed()),
                     "LAMEDUCK_HANDSHAKE_TIMEOUT" => {
                         assert!(!parsed().is_zero());
                         assert_eq!(config.handshake_timeout, parsed())

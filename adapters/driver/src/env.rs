@@ -25,6 +25,7 @@
 //! | `LAMEDUCK_IDLE_GRACE` | [`Config::idle_policy`] | a duration ([`IdlePolicy::AwaitNextRequest`]), or `close` ([`IdlePolicy::CloseImmediately`]) |
 //! | `LAMEDUCK_LINGER` | [`Config::linger`] | a duration (`0s`: close without lingering) |
 //! | `LAMEDUCK_HANDSHAKE_TIMEOUT` | [`Config::handshake_timeout`] | a duration |
+//! | `LAMEDUCK_SPREAD` | [`Config::spread`] | a duration (`0s`: every ask at once) |
 //!
 //! Durations are humantime's: `500ms`, `2s`, `1m 30s`, `1h`. A variable that is not set
 //! keeps the default, or whatever the program set before. Any other variable whose name
@@ -50,15 +51,18 @@ pub const IDLE_GRACE: &str = "LAMEDUCK_IDLE_GRACE";
 pub const LINGER: &str = "LAMEDUCK_LINGER";
 /// `LAMEDUCK_HANDSHAKE_TIMEOUT`: [`Config::handshake_timeout`].
 pub const HANDSHAKE_TIMEOUT: &str = "LAMEDUCK_HANDSHAKE_TIMEOUT";
+/// `LAMEDUCK_SPREAD`: [`Config::spread`].
+pub const SPREAD: &str = "LAMEDUCK_SPREAD";
 
 /// Every variable this module reads.
-pub const VARIABLES: [&str; 6] = [
+pub const VARIABLES: [&str; 7] = [
     DEADLINE,
     LAME_DUCK,
     STALE_NEW,
     IDLE_GRACE,
     LINGER,
     HANDSHAKE_TIMEOUT,
+    SPREAD,
 ];
 
 /// Names starting with this are lameduck's; one that is not in [`VARIABLES`] is an error.
@@ -160,6 +164,7 @@ where
             LAME_DUCK => config.lame_duck = duration(trimmed).map_err(error)?,
             STALE_NEW => config.stale_new = duration(trimmed).map_err(error)?,
             LINGER => config.linger = duration(trimmed).map_err(error)?,
+            SPREAD => config.spread = duration(trimmed).map_err(error)?,
             HANDSHAKE_TIMEOUT => {
                 let timeout = duration(trimmed).map_err(error)?;
                 if timeout.is_zero() {
@@ -222,6 +227,8 @@ mod tests {
             (DEADLINE, "10s", |c| c.deadline == Some(s(10))),
             (LINGER, "250ms", |c| c.linger == ms(250)),
             (LINGER, "0s", |c| c.linger.is_zero()),
+            (SPREAD, "2s", |c| c.spread == s(2)),
+            (SPREAD, "0s", |c| c.spread.is_zero()),
             (HANDSHAKE_TIMEOUT, "3s", |c| c.handshake_timeout == s(3)),
             (DEADLINE, "500ms", |c| c.deadline == Some(ms(500))),
             (DEADLINE, "1m 30s", |c| c.deadline == Some(s(90))),
@@ -270,6 +277,8 @@ mod tests {
             (IDLE_GRACE, "99999999999999999999999s"),
             (LINGER, "forever"),
             (LINGER, "close"),
+            (SPREAD, "wide"),
+            (SPREAD, "-1s"),
             (HANDSHAKE_TIMEOUT, "0s"),
             (HANDSHAKE_TIMEOUT, "off"),
             ("LAMEDUCK_DEADLNE", "5s"),

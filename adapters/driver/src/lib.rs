@@ -42,7 +42,7 @@ mod sync;
 
 pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
 pub use handle::{
-    Conn, ConnHandle, DrainHold, EndOnBegin, ListenerGuard, Notice, NoticeWatch, Notices,
+    Conn, ConnHandle, DrainHold, EndWhenAsked, ListenerGuard, Notice, NoticeWatch, Notices,
     RequestStart, Shutdown, Sleep,
 };
 pub use lameduck_os::{inherit, signal};

@@ -7,10 +7,16 @@ use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue};
+use hyper::header::{ACCEPT, CONNECTION, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 
 use crate::io::HttpState;
+
+/// Whether an `Accept` header names `text/event-stream`.
+fn accepts_event_stream(accept: &[u8]) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
+    accept.len() >= SSE.len() && accept.windows(SSE.len()).any(|w| w.eq_ignore_ascii_case(SSE))
+}
 
 /// Wraps the user's service for one connection.
 pub(crate) struct TrackedService<S> {
@@ -46,10 +52,20 @@ where
         // hyper marks exactly those with an `OnUpgrade` in the extensions, which are empty
         // otherwise: a null check, where looking up the `Upgrade` header hashed (~50
         // instructions a request).
+        //
+        // Long-lived responses find it too, to end at their connection's ask
+        // (`Notices::end_when_asked`): every HTTP/2 request (gRPC streams; an HTTP/2
+        // request already allocates its own), and an HTTP/1 request that accepts an event
+        // stream (every `EventSource` says so).
         if req
             .extensions()
             .get::<hyper::upgrade::OnUpgrade>()
             .is_some()
+            || req.version() == Version::HTTP_2
+            || req
+                .headers()
+                .get(ACCEPT)
+                .is_some_and(|accept| accepts_event_stream(accept.as_bytes()))
         {
             req.extensions_mut().insert(self.state.conn.clone());
         }

@@ -15,12 +15,13 @@ use lameduck_core::{
 /// A boxed future, as a runtime's timer returns it and its spawner takes it.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+mod asked;
 mod begun;
 mod conn;
 mod mailbox;
 mod notices;
 
-pub use begun::EndOnBegin;
+pub use asked::EndWhenAsked;
 pub use conn::{Conn, ConnHandle, RequestStart};
 use conn::{sync, sync_to};
 pub(crate) use mailbox::Mailbox;
