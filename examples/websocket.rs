@@ -62,7 +62,8 @@ async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Err
         );
     let addr = std::env::args().nth(1);
     shutdown.drain_on_signals()?;
-    let listener = Listener::bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:8080"))?;
+    let listener =
+        Listener::bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:8080"))?;
     eprintln!("websocket: serving");
     lameduck::hyper::serve_tower(listener, app).await;
     let report = shutdown.drained().await;

@@ -664,12 +664,13 @@ fn spread_asks_each_connection_at_its_own_moment() {
     }
     moments.sort();
     moments.dedup();
-    assert_eq!(moments.len(), ws.len(), "eight distinct moments: {moments:?}");
-    let last = *moments.last().unwrap();
     assert_eq!(
-        lc.report().unwrap().last_ask_at,
-        Some(Instant::ZERO + last)
+        moments.len(),
+        ws.len(),
+        "eight distinct moments: {moments:?}"
     );
+    let last = *moments.last().unwrap();
+    assert_eq!(lc.report().unwrap().last_ask_at, Some(Instant::ZERO + last));
 }
 
 /// Spread composes with the idle grace: an Idle connection is not closed before its ask

@@ -10,7 +10,7 @@ pub use crate::metrics;
 pub use crate::restart::{self, Restarter};
 pub use crate::signal::Signal;
 pub use crate::{
-    Conn, ConnHandle, Decrypted, DrainHold, EndWhenAsked, Notice, NoticeWatch, Notices, RequestStart,
-    Runtime, Shutdown, Timers, Tracked, TrackedListener, accept,
+    Conn, ConnHandle, Decrypted, DrainHold, EndWhenAsked, Notice, NoticeWatch, Notices,
+    RequestStart, Runtime, Shutdown, Timers, Tracked, TrackedListener, accept,
 };
 pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};

@@ -15,7 +15,10 @@ use crate::io::HttpState;
 /// Whether an `Accept` header names `text/event-stream`.
 fn accepts_event_stream(accept: &[u8]) -> bool {
     const SSE: &[u8] = b"text/event-stream";
-    accept.len() >= SSE.len() && accept.windows(SSE.len()).any(|w| w.eq_ignore_ascii_case(SSE))
+    accept.len() >= SSE.len()
+        && accept
+            .windows(SSE.len())
+            .any(|w| w.eq_ignore_ascii_case(SSE))
 }
 
 /// Wraps the user's service for one connection.
