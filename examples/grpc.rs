@@ -85,6 +85,41 @@ impl Greeter for Hello {
     }
 }
 
+/// tonic-health's service, its streams ending at their ask, as tonic's routes take it.
+#[derive(Clone)]
+struct HealthEndsWhenAsked<S>(lameduck::hyper::EndStreamsWhenAsked<S>);
+
+impl<S> tonic::server::NamedService for HealthEndsWhenAsked<S> {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+impl<S> tower_service::Service<http::Request<tonic::body::Body>> for HealthEndsWhenAsked<S>
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let response = self.0.call(req);
+        Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) })
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match serve().await {
@@ -106,6 +141,8 @@ async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Err
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<GreeterServer<Hello>>().await;
+    // Set once every status says NOT_SERVING.
+    let (flipped, not_serving) = tokio::sync::watch::channel(false);
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -114,8 +151,18 @@ async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Err
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
             reporter.set_not_serving::<GreeterServer<Hello>>().await;
+            let _ = flipped.send(true);
         }
     });
+    // Watch streams end with OK at their connection's ask — once NOT_SERVING went out.
+    let health = HealthEndsWhenAsked(lameduck::hyper::EndStreamsWhenAsked::new(health).after(
+        move || {
+            let mut not_serving = not_serving.clone();
+            async move {
+                let _ = not_serving.wait_for(|flipped| *flipped).await;
+            }
+        },
+    ));
     let greeter = GreeterServer::new(Hello);
     let routes = tonic::service::Routes::new(health)
         .add_service(greeter)

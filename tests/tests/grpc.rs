@@ -94,9 +94,17 @@ fn health_says_not_serving_from_the_moment_shutdown_begins_while_rpcs_still_succ
         flipped < Duration::from_secs(1),
         "flipped after {flipped:?}"
     );
-    // The watch is a stream that never ends on its own: the client leaves.
-    lameduck_tests::signal_group(watch.id(), "KILL");
-    let _ = watch.wait();
+    // The watch, a stream that never ends on its own, ends with OK at its connection's ask
+    // (the shutdown's begin: no spread), once it has said NOT_SERVING.
+    let mut rest = String::new();
+    statuses.read_to_string(&mut rest).unwrap();
+    let watched = watch.wait().unwrap();
+    assert!(watched.success() && rest.is_empty(), "{watched:?}: {rest}");
+    assert!(
+        term.elapsed() < Duration::from_secs(3),
+        "the watch ended {:?} after SIGTERM, past the lame-duck window",
+        term.elapsed()
+    );
 
     let (status, stderr) = finish(server);
     assert!(status.success(), "{status:?}\n{stderr}");
@@ -161,4 +169,52 @@ fn a_server_whose_streams_listen_exits_clean_at_once() {
     listened.read_to_string(&mut rest).unwrap();
     assert!(rest.trim_end().ends_with("ended: ok"), "{rest}");
     let _ = listening.wait();
+}
+
+/// With `LAMEDUCK_SPREAD=2s`, eight streams on eight connections end with OK each at its
+/// connection's own moment: spread over the window, not all at SIGTERM.
+#[test]
+fn streams_end_at_their_own_moments_in_the_spread_window() {
+    let (server, addr, _watchdog) = start_example(
+        "grpc",
+        &[("LAMEDUCK_SPREAD", "2s"), ("LAMEDUCK_DEADLINE", "20s")],
+    );
+    let url = url(addr);
+    let mut streams: Vec<_> = (0..8)
+        .map(|_| client(&["stream", &url, "listen"]))
+        .collect();
+    for (_, stdout, _) in &mut streams {
+        assert!(line(stdout).starts_with("hello stream #0"));
+    }
+    let term = Instant::now();
+    lameduck_tests::signal_group(server.id(), "TERM");
+    // Each stream read on its own thread: when its end arrives, not when it is read.
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|(mut child, mut stdout, watchdog)| {
+            std::thread::spawn(move || {
+                let _watchdog = watchdog;
+                loop {
+                    let line = line(&mut stdout);
+                    if let Some(how) = line.strip_prefix("ended: ") {
+                        assert_eq!(how, "ok");
+                        let ended = term.elapsed();
+                        let _ = child.wait();
+                        return ended;
+                    }
+                    assert!(line.starts_with("hello stream #"), "{line}");
+                }
+            })
+        })
+        .collect();
+    let mut ends: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    ends.sort();
+    let (first, last) = (ends[0], ends[ends.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(1000) && last < Duration::from_millis(2500),
+        "the streams ended at {ends:?} after SIGTERM: not spread over the 2 s window"
+    );
+    let (status, stderr) = finish(server);
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("last_ask_at: Some("), "{stderr}");
 }

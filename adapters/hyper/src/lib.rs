@@ -61,10 +61,19 @@
 //! - **New** on accept; **Active** from the first byte of a request (not after its header is
 //!   parsed, so a half-received request is never mistaken for an idle connection); **Idle**
 //!   once the response is flushed; **Upgraded** on `101 Switching Protocols` — still tracked,
-//!   its handler finds the [`ConnHandle`] in the request's extensions (requests that ask
-//!   for an upgrade carry it) and watches its notices. A streaming handler (SSE) that wants
-//!   to end its stream when the drain asks builds its service per connection with
-//!   [`serve_connection`], capturing `stream.conn().handle()`.
+//!   its handler finds the [`ConnHandle`] in the request's extensions and watches its
+//!   notices (a WebSocket sends its close frame at the ask).
+//! - Long-lived responses find their [`ConnHandle`] there too — every HTTP/2 request (gRPC
+//!   streams) and every HTTP/1 request that accepts `text/event-stream` carries it (axum:
+//!   `Extension<ConnHandle>`) — and end at the connection's ask with
+//!   [`Notices::end_when_asked`](lameduck_driver::Notices::end_when_asked); a gRPC service you
+//!   did not write (a health `Watch`) with [`EndStreamsWhenAsked`]. Other requests do not
+//!   carry it (an extension costs an allocation per request); a handler that needs it anyway
+//!   builds its service per connection with [`serve_connection`], capturing
+//!   `stream.conn().handle()`.
+//! - With a [`spread`](lameduck_core::Config::spread), each connection's ask — its
+//!   `Connection: close`, GOAWAY, close frame or the end of its stream — comes at its own
+//!   moment in the window, not all at the shutdown's begin.
 //! - While draining, every HTTP/1.1 response carries `Connection: close` and the connection
 //!   closes after it (an HTTP/1.0 keep-alive client is not promised `keep-alive`); HTTP/2
 //!   gets the graceful double GOAWAY — after its first request, on a connection that has not
@@ -90,6 +99,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod grpc;
 mod io;
 mod service;
 #[cfg(feature = "rustls")]
@@ -110,6 +120,7 @@ use hyper::{Request, Response};
 use lameduck_driver::{ConnHandle, IoFamily, Notice, RequestStart, Runtime};
 use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
 
+pub use crate::grpc::{EndStreamsWhenAsked, EndWhenAskedBody};
 use crate::io::{HttpIo, HttpState, read};
 pub use crate::service::{TrackedBody, TrackedFuture};
 #[cfg(feature = "rustls")]
