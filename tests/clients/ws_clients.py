@@ -13,6 +13,7 @@ It prints one `key value...` line per figure:
     server_closes CODE COUNT          (one line per code)
     lost N                            (messages never echoed)
     restart K reconnections N peak_share S first_ms A last_ms B
+    histogram K N0 N1 ...             (reconnections per 100 ms from the HUP)
     rtt_p99_ms steady A restart B
 
 `peak_share` is the largest share of one restart's reconnections inside any 100 ms window.
@@ -182,6 +183,10 @@ async def main():
             f"restart {k} reconnections {len(times)} peak_share {share:.3f} "
             f"first_ms {first:.0f} last_ms {last:.0f}"
         )
+        bins = [0] * (int((max(times) - t0) / 0.1) + 1)
+        for t in times:
+            bins[int((t - t0) / 0.1)] += 1
+        print(f"histogram {k} " + " ".join(map(str, bins)))
         end = max(times) + 0.5
         restart_rtts += [r for c in clients for s, r in c.rtts if t0 <= s <= end]
     steady = [r for c in clients for s, r in c.rtts if steady_from <= s <= steady_to]
