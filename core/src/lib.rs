@@ -88,6 +88,12 @@
 //!      rule), then closed ([`CloseReason::Stale`]). One that sends a request first is
 //!      served.
 //!    - Upgraded connections are told to go away and waited for.
+//!
+//!    With a [`Config::spread`], the asks of the first two steps (`FinishThenClose`,
+//!    `AskToLeave`) are not all issued at the begin: each connection live then gets its own
+//!    moment in the window ([`Config::spread_offset`], fixed by its id), always before the
+//!    deadline, so that its clients do not all reconnect at once. Connections accepted later
+//!    are asked at once, and an Idle connection's grace runs from its ask.
 //! 3. **Drained**: the moment the last connection closes with no listener left,
 //!    [`Action::Drained`] is queued and the [`DrainReport`] is complete.
 //! 4. At the optional [`Config::deadline`] (or on [`force_close`](Lifecycle::force_close))
@@ -110,6 +116,8 @@
 //!   than `stale_new`, nor at all before shutdown begins — unless the deadline passed or
 //!   `force_close` was called, and then the report counts it as cut;
 //! - a connection accepted after shutdown began is tracked and served;
+//! - no ask goes out before the connection's moment in the spread window, nor after the
+//!   deadline, and none is owed once its moment has passed;
 //! - every accepted connection is closed exactly once, each action is issued at most once per
 //!   connection, and [`counts`](Lifecycle::counts) always matches reality;
 //! - `Drained` is issued exactly once, as soon as the last connection closes and never before;

@@ -248,3 +248,50 @@ fn held_upgraded_connection_is_cut_on(runtime: &str) {
     assert!(stderr.contains("deadline_hit: true"), "{stderr}");
     assert!(stderr.contains("upgraded: 1"), "{stderr}");
 }
+
+/// `LAMEDUCK_SPREAD=2s`: eight keep-alive clients, each sending a request every 20 ms, are
+/// told `Connection: close` each at its own moment over the two seconds after SIGTERM — not
+/// all on their first response after it — and every request is answered.
+#[test]
+fn lameduck_spread_tells_keep_alive_clients_to_close_over_the_window() {
+    let (child, addr, _watchdog) = start_hello(&[("LAMEDUCK_SPREAD", "2s")]);
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut client = TcpStream::connect(addr).unwrap();
+            assert!(get(&mut client).starts_with("HTTP/1.1 200"));
+            client
+        })
+        .collect();
+    let term = Instant::now();
+    lameduck_tests::signal_group(child.id(), "TERM");
+    let threads: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            std::thread::spawn(move || {
+                loop {
+                    let head = get(&mut client);
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    if says_close(&head) {
+                        return term.elapsed();
+                    }
+                    assert!(
+                        term.elapsed() < Duration::from_secs(5),
+                        "never told to close"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    let mut told: Vec<Duration> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    told.sort();
+    let (first, last) = (told[0], told[told.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(1000) && last < Duration::from_millis(2300),
+        "told to close at {told:?} after SIGTERM: not spread over the 2 s window"
+    );
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("finished: 8,"), "{stderr}");
+}
