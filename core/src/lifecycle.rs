@@ -389,6 +389,7 @@ impl Lifecycle {
         }
         self.slab.remove(index);
         self.lingering += usize::from(lingers);
+        self.prune_asks();
         self.check_drained();
         Ok(())
     }
@@ -662,6 +663,18 @@ impl Lifecycle {
         }
         self.asks
             .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    }
+
+    /// Drops the asks of connections that closed before their moment from the front of
+    /// the queue, so that [`poll_timeout`](Lifecycle::poll_timeout) never asks for a wake-up
+    /// that would do nothing. Each entry is dropped once: amortised O(1) per close.
+    fn prune_asks(&mut self) {
+        while let Some(&(_, id)) = self.asks.last() {
+            if self.slab.live(id).is_ok() {
+                break;
+            }
+            self.asks.pop();
+        }
     }
 
     /// The next moment in the spread window, if any is still to come.

@@ -710,3 +710,32 @@ fn spread_idle_grace_runs_from_the_ask_and_the_window_ends_before_the_deadline()
     }
     assert!(lc.report().unwrap().is_clean());
 }
+
+/// A connection that closes before its moment in the spread window leaves no timer behind:
+/// `poll_timeout` asks for the next live connection's moment, never a wake-up that does
+/// nothing (the fuzz target found a run that spent its rounds on such wake-ups).
+#[test]
+fn spread_asks_of_closed_connections_ask_for_no_wake_up() {
+    let config = Config::default()
+        .with_spread(Duration::from_secs(10))
+        .with_deadline(None)
+        .with_stale_new(Duration::from_secs(60));
+    let mut lc = Lifecycle::new(config);
+    let ids: Vec<ConnId> = (0..10)
+        .map(|_| conn_in(&mut lc, ConnState::Active))
+        .collect();
+    lc.begin_shutdown(ms(0)).unwrap();
+    drain_actions(&mut lc);
+    // Every connection but the one with the latest moment closes.
+    let last = *ids
+        .iter()
+        .max_by_key(|id| config.spread_offset(**id))
+        .unwrap();
+    for id in ids.iter().filter(|id| **id != last) {
+        lc.closed(*id, ms(1)).unwrap();
+    }
+    assert_eq!(
+        lc.poll_timeout(),
+        Some(Instant::ZERO + config.spread_offset(last))
+    );
+}

@@ -292,10 +292,11 @@ impl Driver {
             let _ = self.lc.begin_shutdown(self.clock);
         }
         // Each round either moves a connection forward (cooperative clients) or fires at
-        // least one timer; there are at most three timers per connection plus the lame-duck
-        // end, the deadline and a force_close.
+        // least one timer; there are at most four timers per connection (its moment in the
+        // spread window, stale-New, the idle grace, the linger) plus the lame-duck end, the deadline and a force_close. A timer for a
+        // connection that is gone would be a wasted round: the lifecycle must not ask for one.
         // A lingering close ends by the driver's own timer: one per round.
-        let bound = 3 * self.lc.live().len() + self.lc.lifecycle().lingering() + 8;
+        let bound = 4 * self.lc.live().len() + self.lc.lifecycle().lingering() + 8;
         for _ in 0..bound {
             self.obey();
             if self.lc.lifecycle().phase() == Phase::Drained {
