@@ -6,14 +6,14 @@
 //!   sends a Close frame with code 1001 (Going Away) and completes the close handshake.
 //!   `GET /ws?ignore_asks` echoes too but never asks: the deadline cuts it at the socket,
 //!   and the report counts it.
-//! - `GET /events` (with `Accept: text/event-stream`, as every `EventSource` sends) is an
-//!   event stream, one event every 50 ms, each `from pid N`; at its ask the stream ends with
-//!   the chunked body's last chunk — a complete response; the client reconnects after its
-//!   `retry` (100 ms).
+//! - `GET /events` is an event stream, one event every 50 ms, each `from pid N`; at its
+//!   connection's ask lameduck ends it with the chunked body's last chunk — a complete
+//!   response; the client reconnects after its `retry` (100 ms). The handler does nothing
+//!   for that: every `text/event-stream` response ends at its ask.
 //! - `GET /ready` is the readiness probe.
 //!
-//! Each handler gets its connection's asks from the [`ConnHandle`] lameduck puts in the
-//! request's extensions (axum's `Extension` extractor).
+//! The WebSocket handler gets its connection's asks from the [`ConnHandle`] lameduck puts in
+//! the request's extensions (axum's `Extension` extractor).
 //!
 //! It serves the socket from `SERVER_STARTER_PORT` or `LISTEN_FDS`, else the address given
 //! (default `127.0.0.1:8080`); `LAMEDUCK_*` tune the drain. It exits 0 when every connection
@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo run --example websocket -- 127.0.0.1:8080
-//! curl -N -H 'Accept: text/event-stream' http://127.0.0.1:8080/events
+//! curl -N http://127.0.0.1:8080/events
 //! ```
 #![forbid(unsafe_code)]
 
@@ -30,10 +30,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Extension, RawQuery};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Router, body::Body, routing::get};
-use futures_lite::StreamExt;
 use lameduck::tokio::{Config, ConfigFromEnv, ConnHandle, Listener, Notices, shutdown};
 
 #[tokio::main]
@@ -122,15 +121,9 @@ async fn echo(mut socket: WebSocket, notices: Notices, heeds_asks: bool) {
     }
 }
 
-/// An event stream that ends at its connection's ask.
-async fn events(conn: Option<Extension<ConnHandle>>) -> Response {
-    let Some(Extension(conn)) = conn else {
-        return (
-            StatusCode::NOT_ACCEPTABLE,
-            "an event stream: send Accept: text/event-stream\n",
-        )
-            .into_response();
-    };
+/// An event stream, one event every 50 ms. Nothing here watches the shutdown: lameduck
+/// ends a `text/event-stream` body at its connection's ask, with its last chunk.
+async fn events() -> Response {
     let pid = std::process::id();
     let ticks = futures_lite::stream::unfold(0u64, move |n| async move {
         let event = if n == 0 {
@@ -140,15 +133,13 @@ async fn events(conn: Option<Extension<ConnHandle>>) -> Response {
             format!("id: {n}\ndata: from pid {pid}\n\n")
         };
         Some((Ok::<_, Infallible>(event), n + 1))
-    })
-    .boxed();
-    let body = conn.notices().end_when_asked(ticks);
+    });
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        Body::from_stream(body),
+        Body::from_stream(ticks),
     )
         .into_response()
 }

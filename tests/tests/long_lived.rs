@@ -128,8 +128,9 @@ fn websocket_clients_get_1001_lose_nothing_and_reconnect_spread_over_the_window(
     assert_eq!(log.matches("drained:").count(), 3, "{log}");
 }
 
-/// An event stream read by `curl -N` ends at its ask with the chunked body's last chunk: a
-/// complete response, curl exits 0, and the server drains clean (nothing cut).
+/// An event stream read by `curl -N` ends at its ask with the chunked body's last chunk (by
+/// itself: its handler knows nothing of the shutdown): a complete response, curl exits 0,
+/// and the server drains clean (nothing cut).
 #[test]
 fn event_stream_ends_with_a_complete_response_and_curl_exits_0() {
     require("curl", "curl");

@@ -63,13 +63,14 @@
 //!   once the response is flushed; **Upgraded** on `101 Switching Protocols` — still tracked,
 //!   its handler finds the [`ConnHandle`] in the request's extensions and watches its
 //!   notices (a WebSocket sends its close frame at the ask).
-//! - Long-lived responses find their [`ConnHandle`] there too — every HTTP/2 request (gRPC
-//!   streams) and every HTTP/1 request that accepts `text/event-stream` carries it (axum:
-//!   `Extension<ConnHandle>`) — and end at the connection's ask with
-//!   [`Notices::end_when_asked`](lameduck_driver::Notices::end_when_asked); a gRPC service you
-//!   did not write (a health `Watch`) with [`EndStreamsWhenAsked`]. Other requests do not
-//!   carry it (an extension costs an allocation per request); a handler that needs it anyway
-//!   builds its service per connection with [`serve_connection`], capturing
+//! - An event stream (a `text/event-stream` response of unknown length) ends at its
+//!   connection's ask by itself, with the chunked body's last chunk: its handler does nothing.
+//! - Every HTTP/2 request carries its [`ConnHandle`] too (axum: `Extension<ConnHandle>`): a
+//!   gRPC stream ends at the connection's ask with
+//!   [`Notices::end_when_asked`](lameduck_driver::Notices::end_when_asked), the streams of a
+//!   service you did not write (a health `Watch`) with [`EndStreamsWhenAsked`]. Other HTTP/1
+//!   requests do not carry it (an extension costs an allocation per request); a handler that
+//!   needs it anyway builds its service per connection with [`serve_connection`], capturing
 //!   `stream.conn().handle()`.
 //! - With a [`spread`](lameduck_core::Config::spread), each connection's ask — its
 //!   `Connection: close`, GOAWAY, close frame or the end of its stream — comes at its own
