@@ -74,7 +74,11 @@ async fn client(
         let mut tick = tokio::time::interval(every);
         let mut close_code = None;
         let mut leaving = false;
-        while ok {
+        // A failed resend means the connection is gone: straight to reconnecting.
+        loop {
+            if !ok {
+                break;
+            }
             tokio::select! {
                 _ = tick.tick(), if !leaving => {
                     if stop.load(Ordering::Relaxed) {
