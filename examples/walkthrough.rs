@@ -57,6 +57,7 @@ impl Server {
             Event::RequestFinished => self.lc.request_finished(id, now)?,
             Event::Upgraded => self.lc.upgraded(id, now)?,
             Event::CatchUp(to) => self.lc.catch_up(id, to)?,
+            Event::HandedOver => self.lc.handed_over(id, now)?,
         }
         let state = self.lc.state(id)?;
         self.say(format_args!("{event:<16} {}  ({state})", self.name(id)));

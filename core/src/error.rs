@@ -15,6 +15,8 @@ pub enum Event {
     Upgraded,
     /// [`Lifecycle::catch_up`](crate::Lifecycle::catch_up) to this state.
     CatchUp(ConnState),
+    /// [`Lifecycle::handed_over`](crate::Lifecycle::handed_over).
+    HandedOver,
 }
 
 impl fmt::Display for Event {
@@ -23,6 +25,7 @@ impl fmt::Display for Event {
             Event::RequestStarted => "request started",
             Event::RequestFinished => "request finished",
             Event::Upgraded => "upgraded",
+            Event::HandedOver => "handed over",
             Event::CatchUp(ConnState::New) => "catch up to new",
             Event::CatchUp(ConnState::Active) => "catch up to active",
             Event::CatchUp(ConnState::Idle) => "catch up to idle",

@@ -218,6 +218,79 @@ impl Lifecycle {
         Ok(id)
     }
 
+    /// A connection that has served before, taken over from another process (a predecessor
+    /// handed it over between two requests): tracked as [`ConnState::Idle`], not New — it is
+    /// no silent newcomer, so the stale-New rule does not apply to it; the idle policy does.
+    /// Counted like an accept (refused with [`Error::NotAccepting`] once accepting has
+    /// ended; during a shutdown, in the report's `accepted_during`, and asked at once).
+    ///
+    /// ```
+    /// use lameduck_core::{Config, ConnState, Instant, Lifecycle};
+    ///
+    /// let mut lc = Lifecycle::new(Config::default());
+    /// let id = lc.adopt(Instant::ZERO)?;
+    /// assert_eq!(lc.state(id)?, ConnState::Idle);
+    /// lc.request_started(id, Instant::ZERO)?; // its next request, served here
+    /// # Ok::<(), lameduck_core::Error>(())
+    /// ```
+    pub fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
+        let id = self.accept(now)?;
+        let index = id.slot as usize;
+        self.unqueue(index);
+        self.set_state(index, ConnState::Idle);
+        if self.slab.slots[index].has(flag::ASK_DUE) {
+            // During a shutdown: asked at once, the idle policy from now.
+            self.ask_due(index);
+        } else {
+            self.enqueue(index);
+        }
+        Ok(id)
+    }
+
+    /// The connection left by handover: its socket went to another process (a successor)
+    /// between two requests, and it goes on there. Legal only from Idle — no byte of a next
+    /// request read (the driver reports the first byte as
+    /// [`request_started`](Lifecycle::request_started)), so nothing of it is left here but
+    /// its socket — and not once its [`Close`](Action::Close) was issued (it is counted as
+    /// closed then). Idle → gone, its id dead; counted in the report's `handed_over`. The
+    /// driver must then neither read from the socket nor shut it down (`shutdown(2)` acts on
+    /// the connection, not the descriptor): closing its own descriptor is all.
+    ///
+    /// ```
+    /// use lameduck_core::{Config, ConnState, Instant, Lifecycle};
+    ///
+    /// let mut lc = Lifecycle::new(Config::default());
+    /// let id = lc.accept(Instant::ZERO)?;
+    /// lc.request_started(id, Instant::ZERO)?;
+    /// assert!(lc.handed_over(id, Instant::ZERO).is_err()); // Active: never
+    /// lc.request_finished(id, Instant::ZERO)?;
+    /// lc.begin_shutdown(Instant::ZERO)?;
+    /// lc.handed_over(id, Instant::ZERO)?; // Idle: it goes on elsewhere
+    /// assert_eq!(lc.state(id)?, ConnState::Closed);
+    /// assert_eq!(lc.report().unwrap().handed_over, 1);
+    /// # Ok::<(), lameduck_core::Error>(())
+    /// ```
+    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.expect(id, Event::HandedOver, |s| s == ConnState::Idle)?;
+        if self.slab.slots[index].has(flag::CLOSE_SENT) {
+            return Err(Error::InvalidTransition {
+                id,
+                from: ConnState::Idle,
+                event: Event::HandedOver,
+            });
+        }
+        self.tick(now);
+        self.unqueue(index);
+        self.counts.dec(ConnState::Idle);
+        if let Some(report) = self.report.as_mut() {
+            report.handed_over += 1;
+        }
+        self.slab.remove(index);
+        self.prune_asks();
+        self.check_drained();
+        Ok(())
+    }
+
     /// The first byte of a request arrived: New or Idle → Active.
     pub fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         let index = self.expect(id, Event::RequestStarted, |s| {

@@ -65,6 +65,10 @@ pub trait Machine: core::fmt::Debug {
     fn upgraded(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::closed`].
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::adopt`].
+    fn adopt(&mut self, now: Instant) -> Result<ConnId, Error>;
+    /// [`Lifecycle::handed_over`].
+    fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::closed_lingering`].
     fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::linger_ended`].
@@ -135,6 +139,12 @@ impl Machine for Lifecycle {
     }
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::closed(self, id, now)
+    }
+    fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
+        Lifecycle::adopt(self, now)
+    }
+    fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Lifecycle::handed_over(self, id, now)
     }
     fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::closed_lingering(self, id, now)

@@ -4,11 +4,13 @@ use crate::{Counts, Instant};
 
 /// What happened to every connection from [`begin_shutdown`] to [`Action::Drained`].
 ///
-/// Every connection that was live when shutdown began, or was accepted after, is counted
-/// exactly once in `finished`, `closed_idle`, `closed_stale` or `cut`:
+/// Every connection that was live when shutdown began, or was accepted (or adopted) after,
+/// is counted exactly once in `finished`, `handed_over`, `closed_idle`, `closed_stale` or
+/// `cut`:
 ///
 /// ```text
-/// at_begin.total() + accepted_during == finished + closed_idle + closed_stale + cut.total()
+/// at_begin.total() + accepted_during
+///     == finished + handed_over + closed_idle + closed_stale + cut.total()
 /// ```
 ///
 /// [`begin_shutdown`]: crate::Lifecycle::begin_shutdown
@@ -29,6 +31,9 @@ pub struct DrainReport {
     pub accepted_during: usize,
     /// Connections that closed on their own or after finishing their last request.
     pub finished: usize,
+    /// Idle connections handed over to another process
+    /// ([`handed_over`](crate::Lifecycle::handed_over)): they go on there.
+    pub handed_over: usize,
     /// Idle connections the lifecycle closed (idle policy).
     pub closed_idle: usize,
     /// New connections the lifecycle closed because they stayed silent past `stale_new`.
@@ -52,11 +57,11 @@ impl DrainReport {
     /// Connections whose outcome is known so far; equals [`total`](DrainReport::total) once
     /// drained.
     pub const fn accounted(&self) -> usize {
-        self.finished + self.closed_idle + self.closed_stale + self.cut.total()
+        self.finished + self.handed_over + self.closed_idle + self.closed_stale + self.cut.total()
     }
 
-    /// True when nothing was cut: every connection finished, or was closed while Idle or
-    /// stale New, which loses no request.
+    /// True when nothing was cut: every connection finished, was handed over, or was closed
+    /// while Idle or stale New, which loses no request.
     pub const fn is_clean(&self) -> bool {
         self.cut.total() == 0
     }

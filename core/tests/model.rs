@@ -29,6 +29,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), 0u8..5).prop_map(|(i, state)| Op::CatchUp(i, state)),
         1 => Just(Op::ListenerOpen),
         1 => Just(Op::ListenerClose),
+        2 => any::<u8>().prop_map(Op::HandOver),
+        1 => Just(Op::Adopt),
     ]
 }
 

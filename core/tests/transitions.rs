@@ -59,6 +59,8 @@ fn the_transition_table() {
         (Event::RequestStarted, &[New, Idle][..], Active),
         (Event::RequestFinished, &[Active][..], Idle),
         (Event::Upgraded, &[Active][..], Upgraded),
+        // Its socket went to a successor: gone from here.
+        (Event::HandedOver, &[Idle][..], Closed),
     ];
     for (event, legal_from, to) in table {
         for from in LIVE {
@@ -70,12 +72,14 @@ fn the_transition_table() {
                 Event::RequestFinished => lc.request_finished(id, ms(5)),
                 Event::Upgraded => lc.upgraded(id, ms(5)),
                 Event::CatchUp(to) => lc.catch_up(id, to),
+                Event::HandedOver => lc.handed_over(id, ms(5)),
             };
             if legal_from.contains(&from) {
                 assert_eq!(result, Ok(()), "{event} from {from}");
                 assert_eq!(lc.state(id), Ok(to));
-                assert_eq!(lc.counts().get(to), 1);
-                assert_eq!(lc.counts().total(), 1);
+                let live = usize::from(to != Closed);
+                assert_eq!(lc.counts().get(to), live);
+                assert_eq!(lc.counts().total(), live);
                 assert_eq!(lc.now(), ms(5));
             } else {
                 assert_eq!(
@@ -738,4 +742,49 @@ fn spread_asks_of_closed_connections_ask_for_no_wake_up() {
         lc.poll_timeout(),
         Some(Instant::ZERO + config.spread_offset(last))
     );
+}
+
+/// An adopted connection (handed over by a predecessor) is Idle, never stale-New: the idle
+/// policy ends it, after its ask. One told to close cannot be handed over, and one handed
+/// over during a shutdown is counted as such; the report still adds up.
+#[test]
+fn adopted_connections_are_idle_and_handed_over_ones_are_counted() {
+    let mut lc = Lifecycle::new(config());
+    lc.listener_opened().unwrap();
+    let adopted = lc.adopt(ms(0)).unwrap();
+    assert_eq!(lc.state(adopted), Ok(ConnState::Idle));
+    let idle = conn_in(&mut lc, ConnState::Idle);
+    let told = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(10)).unwrap();
+    drain_actions(&mut lc);
+    lc.handed_over(idle, ms(11)).unwrap();
+    // The grace (50 ms) runs out for the two left: each is told to close.
+    lc.handle_timeout(ms(60));
+    let closes = drain_actions(&mut lc);
+    assert!(
+        closes.contains(&Action::Close(told, CloseReason::Idle)),
+        "{closes:?}"
+    );
+    assert!(
+        closes.contains(&Action::Close(adopted, CloseReason::Idle)),
+        "{closes:?}"
+    );
+    assert_eq!(
+        lc.handed_over(told, ms(60)),
+        Err(Error::InvalidTransition {
+            id: told,
+            from: ConnState::Idle,
+            event: Event::HandedOver
+        })
+    );
+    lc.closed(told, ms(60)).unwrap();
+    lc.closed(adopted, ms(60)).unwrap();
+    lc.listener_closed(ms(60)).unwrap();
+    assert_eq!(lc.phase(), Phase::Drained);
+    let report = lc.report().unwrap();
+    assert_eq!(
+        (report.handed_over, report.closed_idle, report.closed_stale),
+        (1, 2, 0)
+    );
+    assert_eq!(report.total(), report.accounted());
 }

@@ -17,12 +17,12 @@
 //! | `lameduck_connections` | gauge | `state`: `new`, `active`, `idle`, `upgraded` | live connections in that state |
 //! | `lameduck_phase` | gauge | `phase`: `serving`, `lame_duck`, `draining`, `drained` | 1 for the current phase, 0 for the others |
 //! | `lameduck_ready` | gauge | | 1 while serving, 0 from the shutdown's begin |
-//! | `lameduck_drain_closed_total` | counter | `reason`: `finished`, `idle`, `stale`, `cut` | connections the drain closed, by why |
+//! | `lameduck_drain_closed_total` | counter | `reason`: `finished`, `handed_over`, `idle`, `stale`, `cut` | connections the drain ended here, by why |
 //! | `lameduck_drain_accepted_total` | counter | | connections accepted after the shutdown began |
 //! | `lameduck_drain_seconds` | gauge | | time since the shutdown began, until it drained |
 //!
 //! The drain's counters are the [`DrainReport`](lameduck_core::DrainReport)'s: `finished +
-//! idle + stale + cut` is its [`accounted`](lameduck_core::DrainReport::accounted); they are
+//! handed_over + idle + stale + cut` is its [`accounted`](lameduck_core::DrainReport::accounted); they are
 //! 0 until the shutdown begins.
 
 use lameduck_core::Phase;
@@ -55,6 +55,7 @@ pub fn record(shutdown: &Shutdown) {
     let report = shutdown.report().unwrap_or_default();
     for (reason, n) in [
         ("finished", report.finished),
+        ("handed_over", report.handed_over),
         ("idle", report.closed_idle),
         ("stale", report.closed_stale),
         ("cut", report.cut.total()),

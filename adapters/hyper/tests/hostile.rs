@@ -95,6 +95,8 @@ async fn app(req: Request<Incoming>) -> Result<Response<Ticker>, Infallible> {
     Ok(match req.uri().path() {
         // 20 chunks over ~1 s.
         "/stream" => Response::new(Ticker::new(tick, Some(20))),
+        // An endless body that is no event stream: only the deadline ends it.
+        "/endless" => Response::new(Ticker::new(tick, None)),
         "/sse" => {
             let mut response = Response::new(Ticker::new(tick, None));
             response
@@ -294,7 +296,7 @@ async fn a_finite_stream_finishes_during_the_drain() {
 async fn an_endless_stream_is_cut_at_the_deadline_and_reported() {
     let deadline = Duration::from_millis(600);
     let (shutdown, addr) = start(Config::default().with_deadline(Some(deadline))).await;
-    let stream = Streaming::get(addr, "/sse").await;
+    let stream = Streaming::get(addr, "/endless").await;
     let (report, took) = drain(&shutdown).await;
     assert!(took >= deadline, "cut before the deadline: {took:?}");
     assert_eq!(report.cut.active, 1, "{report:?}");
@@ -307,6 +309,26 @@ async fn an_endless_stream_is_cut_at_the_deadline_and_reported() {
     assert!(
         !got.ends_with("0\r\n\r\n"),
         "a cut stream must not look complete: {got}"
+    );
+}
+
+/// An event stream whose handler knows nothing of the shutdown still ends at its ask, with
+/// the chunked body's last chunk: lameduck ends every `text/event-stream` body there.
+#[tokio::test]
+async fn an_endless_event_stream_ends_at_its_ask_by_itself() {
+    let config = Config::default().with_deadline(Some(Duration::from_secs(5)));
+    let (shutdown, addr) = start(config).await;
+    let stream = Streaming::get(addr, "/sse").await;
+    let (report, took) = drain(&shutdown).await;
+    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "ended at its ask, not at the deadline: {took:?}"
+    );
+    let got = stream.received().await;
+    assert!(
+        got.ends_with("0\r\n\r\n"),
+        "the chunked body ended properly: {got}"
     );
 }
 

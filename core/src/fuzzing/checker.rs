@@ -51,6 +51,8 @@ struct Model {
     accepted_during: usize,
     /// When the last `FinishThenClose` or `AskToLeave` was issued.
     last_ask_at: Option<Instant>,
+    /// Connections handed over since the shutdown began (the report's count).
+    handed_over: usize,
 }
 
 impl Model {
@@ -187,6 +189,7 @@ impl Checked {
                 at_begin: Counts::default(),
                 accepted_during: 0,
                 last_ask_at: None,
+                handed_over: 0,
             },
         }
     }
@@ -240,6 +243,76 @@ impl Checked {
                         c.asked_at = Some(now);
                     }
                 }
+            }
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::adopt`], checked: like an accept, but the connection is Idle.
+    pub fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
+        let result = self.lc.adopt(now);
+        match result {
+            Err(Error::NotAccepting) if !self.model.accepting => {}
+            Err(e) => violation!("adopt failed with {e:?} while accepting"),
+            Ok(id) => {
+                if !self.model.accepting {
+                    violation!("adopt succeeded once accepting had ended");
+                }
+                if self.model.conns.contains_key(&id) {
+                    violation!("adopt returned {id:?}, which is live");
+                }
+                self.model.tick(now);
+                let now = self.model.now;
+                let during = self.model.shutdown_at.is_some();
+                self.model.conns.insert(
+                    id,
+                    Conn {
+                        state: ConnState::Idle,
+                        accepted_at: now,
+                        since: now,
+                        told_finish: false,
+                        told_go_away: false,
+                        told_close: false,
+                        timers_seen: false,
+                        asked_at: during.then_some(now),
+                    },
+                );
+                if during {
+                    self.model.accepted_during += 1;
+                }
+            }
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::handed_over`], checked: only an Idle connection whose Close was not
+    /// issued leaves by handover; it is counted as handed over.
+    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.handed_over(id, now);
+        let known = self.model.conns.get(&id).map(|c| (c.state, c.told_close));
+        match (known, result) {
+            (Some((ConnState::Idle, false)), Ok(())) => {
+                self.model.tick(now);
+                self.model.conns.remove(&id);
+                // The report counts what left after the shutdown began.
+                if self.model.shutdown_at.is_some() {
+                    self.model.handed_over += 1;
+                }
+                self.model.update_drained();
+            }
+            (
+                Some((s, told_close)),
+                Err(Error::InvalidTransition {
+                    id: eid,
+                    from,
+                    event: Event::HandedOver,
+                }),
+            ) if (s != ConnState::Idle || told_close) && eid == id && from == s => {}
+            (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
+            (s, r) => {
+                violation!("{id:?} (state, told to close) {s:?} answered {r:?} to handed_over")
             }
         }
         self.check_state();
@@ -777,6 +850,13 @@ impl Checked {
                 m.deadline_hit
             );
         }
+        if r.handed_over != m.handed_over {
+            violation!(
+                "report counts {} handed over, the model {}",
+                r.handed_over,
+                m.handed_over
+            );
+        }
         if r.last_ask_at != m.last_ask_at {
             violation!(
                 "report says the last ask went out at {:?}, the model {:?}",
@@ -832,6 +912,12 @@ impl crate::Machine for Checked {
     }
     fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Checked::closed_lingering(self, id, now)
+    }
+    fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
+        Checked::adopt(self, now)
+    }
+    fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::handed_over(self, id, now)
     }
     fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
         Checked::linger_ended(self, now)

@@ -69,6 +69,11 @@ pub enum Op {
     /// The driver closes a listener (one of its own, or — with none open — a bogus close
     /// the lifecycle must refuse): `listener_closed`.
     ListenerClose,
+    /// The driver hands a connection's socket to a successor (`handed_over`): refused
+    /// unless it is Idle and was not told to close.
+    HandOver(u8),
+    /// The driver adopts a connection a predecessor handed over (`adopt`): Idle.
+    Adopt,
 }
 
 /// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
@@ -194,6 +199,16 @@ impl Driver {
             Op::Accept => {
                 if let Ok(id) = self.lc.accept(now) {
                     self.ids.push(id);
+                }
+            }
+            Op::Adopt => {
+                if let Ok(id) = self.lc.adopt(now) {
+                    self.ids.push(id);
+                }
+            }
+            Op::HandOver(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.handed_over(id, now);
                 }
             }
             Op::RequestStarted(i) => {
