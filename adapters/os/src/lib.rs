@@ -10,7 +10,9 @@
 //!   pipe, reaping it;
 //! - [`systemd`]: `sd_notify` notifications (an abstract `@` socket too);
 //! - [`cut`]: a socket another thread may shut down while its owner still holds it — what
-//!   makes a deadline's cut reach a connection whose handler never polls again.
+//!   makes a deadline's cut reach a connection whose handler never polls again;
+//! - [`transfer`]: open sockets passed to another process over a Unix socket
+//!   (`SCM_RIGHTS`), batched and bounded.
 //!
 //! Nothing here knows about connections, runtimes or the shutdown protocol: that is
 //! `lameduck-core` (the protocol) and `lameduck-driver` (the runtime-generic driver).
@@ -22,6 +24,7 @@ pub mod handover;
 pub mod inherit;
 pub mod signal;
 pub mod systemd;
+pub mod transfer;
 
 /// One line on stderr, written at once so that it stays whole in a log shared by several
 /// generations of a server: `lameduck <pid>: <message>`.
