@@ -21,9 +21,10 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// `Watch`) finishes cleanly instead of running into the deadline's cut, and its client
 /// calls again, on the successor.
 ///
-/// A body ends only while it waits for its next message, after at least one: whatever the
-/// inner service has ready (a unary reply and its own trailers, the message that says
-/// NOT_SERVING) goes out first, and the ask never turns a call into an empty one. A handler
+/// A body ends only while it waits for its next message — nothing ready on two polls in a
+/// row, the second from a fresh wake-up — after at least one: whatever the inner service
+/// has ready (a unary reply and its own trailers, the message that says NOT_SERVING) goes
+/// out first, and the ask never turns a call into an empty one. A handler
 /// you write yourself ends its stream with
 /// [`Notices::end_when_asked`](lameduck_driver::Notices::end_when_asked) instead. The
 /// connection comes from the request's extensions, where lameduck puts it for every HTTP/2
@@ -102,6 +103,7 @@ where
                 }),
                 was_asked: false,
                 sent_data: false,
+                idle_once: false,
                 ended: false,
             }))
         })
@@ -118,6 +120,10 @@ pub struct EndWhenAskedBody<B> {
     was_asked: bool,
     /// A message went out: the call is not empty.
     sent_data: bool,
+    /// Asked, the inner body had nothing ready on the last poll: one more poll, from a fresh
+    /// wake-up, before the stream ends (a `Pending` may be a runtime's cooperative yield,
+    /// not an empty stream — tokio's budget makes a ready `watch` channel say `Pending`).
+    idle_once: bool,
     /// Trailers went out (the inner body's or ours): nothing more.
     ended: bool,
 }
@@ -151,7 +157,10 @@ where
         match &frame {
             Poll::Ready(None) => this.ended = true,
             Poll::Ready(Some(Ok(f))) if f.is_trailers() => this.ended = true,
-            Poll::Ready(Some(Ok(_))) => this.sent_data = true,
+            Poll::Ready(Some(Ok(_))) => {
+                this.sent_data = true;
+                this.idle_once = false;
+            }
             Poll::Ready(Some(Err(_))) => {}
             Poll::Pending => {
                 // Waiting for the next message: the moment to end, if asked.
@@ -160,6 +169,11 @@ where
                         this.asked = None;
                         this.was_asked = true;
                     }
+                }
+                if this.was_asked && this.sent_data && !this.idle_once {
+                    this.idle_once = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 if this.was_asked && this.sent_data {
                     this.ended = true;
