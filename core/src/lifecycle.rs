@@ -740,7 +740,8 @@ impl Lifecycle {
 
     /// Drops the asks of connections that closed before their moment from the front of
     /// the queue, so that [`poll_timeout`](Lifecycle::poll_timeout) never asks for a wake-up
-    /// that would do nothing. Each entry is dropped once: amortised O(1) per close.
+    /// that would do nothing: called on every close and after the due asks are popped, it
+    /// keeps the front live. Each entry is dropped once: amortised O(1).
     fn prune_asks(&mut self) {
         while let Some(&(_, id)) = self.asks.last() {
             if self.slab.live(id).is_ok() {
@@ -883,6 +884,8 @@ impl Lifecycle {
                 self.attention.push_back(id);
             }
         }
+        // The next ask may be one whose connection closed while it was not at the front.
+        self.prune_asks();
         if self.phase() != Phase::Draining {
             return;
         }

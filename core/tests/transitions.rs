@@ -788,3 +788,32 @@ fn adopted_connections_are_idle_and_handed_over_ones_are_counted() {
     );
     assert_eq!(report.total(), report.accounted());
 }
+
+/// The same when the closed connection's moment is not the next one when it closes: once
+/// the asks before it have gone out, `poll_timeout` skips it (the fuzz target found a run
+/// that spent its rounds on such a wake-up).
+#[test]
+fn spread_asks_of_connections_closed_behind_the_front_ask_for_no_wake_up() {
+    let config = Config::default()
+        .with_spread(Duration::from_secs(10))
+        .with_deadline(None)
+        .with_stale_new(Duration::from_secs(60));
+    let mut lc = Lifecycle::new(config);
+    let ids: Vec<ConnId> = (0..10)
+        .map(|_| conn_in(&mut lc, ConnState::Active))
+        .collect();
+    let mut by_moment = ids.clone();
+    by_moment.sort_by_key(|id| config.spread_offset(*id));
+    lc.begin_shutdown(ms(0)).unwrap();
+    drain_actions(&mut lc);
+    // The second and third to be asked close while the first's ask is still to come.
+    let (first, second, third, fourth) = (by_moment[1], by_moment[2], by_moment[3], by_moment[4]);
+    let at = |id: ConnId| Instant::ZERO + config.spread_offset(id);
+    let before = Instant::ZERO + (config.spread_offset(first) - Duration::from_nanos(1));
+    lc.closed(second, before).unwrap();
+    lc.closed(third, before).unwrap();
+    assert_eq!(lc.poll_timeout(), Some(at(first)));
+    lc.handle_timeout(at(first));
+    assert!(drain_actions(&mut lc).contains(&Action::FinishThenClose(first)));
+    assert_eq!(lc.poll_timeout(), Some(at(fourth)));
+}
