@@ -211,56 +211,34 @@ impl Checked {
     /// [`Lifecycle::accept`], checked.
     pub fn accept(&mut self, now: Instant) -> Result<ConnId, Error> {
         let result = self.lc.accept(now);
-        match result {
-            Err(Error::NotAccepting) if !self.model.accepting => {}
-            Err(e) => violation!("accept failed with {e:?} while accepting"),
-            Ok(id) => {
-                if !self.model.accepting {
-                    violation!("accept succeeded once accepting had ended");
-                }
-                if self.model.conns.contains_key(&id) {
-                    violation!("accept returned {id:?}, which is live");
-                }
-                self.model.tick(now);
-                let now = self.model.now;
-                self.model.conns.insert(
-                    id,
-                    Conn {
-                        state: ConnState::New,
-                        accepted_at: now,
-                        since: now,
-                        told_finish: false,
-                        told_go_away: false,
-                        told_close: false,
-                        timers_seen: false,
-                        asked_at: None,
-                    },
-                );
-                if self.model.shutdown_at.is_some() {
-                    self.model.accepted_during += 1;
-                    // Accepted during the shutdown: asked at once, never spread.
-                    if let Some(c) = self.model.conns.get_mut(&id) {
-                        c.asked_at = Some(now);
-                    }
-                }
-            }
-        }
-        self.check_state();
-        result
+        self.admitted("accept", result, now, ConnState::New)
     }
 
     /// [`Lifecycle::adopt`], checked: like an accept, but the connection is Idle.
     pub fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
         let result = self.lc.adopt(now);
+        self.admitted("adopt", result, now, ConnState::Idle)
+    }
+
+    /// Checks an accept or an adoption (`what`) that answered `result`, and models the new
+    /// connection in `state`: refused only once accepting has ended; during a shutdown it
+    /// is counted and asked at once, never spread.
+    fn admitted(
+        &mut self,
+        what: &str,
+        result: Result<ConnId, Error>,
+        now: Instant,
+        state: ConnState,
+    ) -> Result<ConnId, Error> {
         match result {
             Err(Error::NotAccepting) if !self.model.accepting => {}
-            Err(e) => violation!("adopt failed with {e:?} while accepting"),
+            Err(e) => violation!("{what} failed with {e:?} while accepting"),
             Ok(id) => {
                 if !self.model.accepting {
-                    violation!("adopt succeeded once accepting had ended");
+                    violation!("{what} succeeded once accepting had ended");
                 }
                 if self.model.conns.contains_key(&id) {
-                    violation!("adopt returned {id:?}, which is live");
+                    violation!("{what} returned {id:?}, which is live");
                 }
                 self.model.tick(now);
                 let now = self.model.now;
@@ -268,7 +246,7 @@ impl Checked {
                 self.model.conns.insert(
                     id,
                     Conn {
-                        state: ConnState::Idle,
+                        state,
                         accepted_at: now,
                         since: now,
                         told_finish: false,
