@@ -69,6 +69,10 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
         Async::new(listener)
     }
 
+    fn tcp_stream(stream: TcpStream) -> io::Result<Self::TcpStream> {
+        Async::new(stream)
+    }
+
     fn unix_listener(listener: UnixListener) -> io::Result<Self::UnixListener> {
         Async::new(listener)
     }

@@ -58,11 +58,9 @@ impl<R: Runtime> Listener<R> {
 
     /// Tracks a TCP listener of the runtime's own (`tokio::net::TcpListener`, ...).
     pub fn from_tcp(shutdown: &Shutdown, listener: R::TcpListener) -> Listener<R> {
-        Listener::Tcp(TcpListener::<R>::new(
-            shutdown,
-            listener,
-            R::poll_accept_tcp,
-        ))
+        Listener::Tcp(
+            TcpListener::<R>::new(shutdown, listener, R::poll_accept_tcp).adopting(R::tcp_stream),
+        )
     }
 
     /// Tracks a Unix listener of the runtime's own.

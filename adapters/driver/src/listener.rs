@@ -1,6 +1,8 @@
 //! A listener that tracks what it accepts and drains its backlog before it closes.
 
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 
 use futures_lite::future;
@@ -33,6 +35,23 @@ pub struct TrackedListener<L, S> {
     shutdown: Shutdown,
     backoff: Backoff,
     draining_backlog: bool,
+    /// Connections a predecessor handed over for this listener's address, and how they
+    /// become streams of the runtime (TCP listeners only).
+    adopt: Option<Adopt<S>>,
+}
+
+/// How a listener adopts handed-over connections.
+#[derive(Debug)]
+struct Adopt<S> {
+    addr: SocketAddr,
+    wrap: fn(std::net::TcpStream) -> io::Result<S>,
+}
+
+/// What the accept loop woke for.
+enum Next<T> {
+    Accepted(T),
+    Adopted(OwnedFd),
+    Stop,
 }
 
 impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
@@ -45,6 +64,58 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
             shutdown: shutdown.clone(),
             backoff: Backoff::default(),
             draining_backlog: false,
+            adopt: None,
+        }
+    }
+
+    /// Also yields the connections a predecessor hands over for this listener's address
+    /// (handover version 2), made streams with `wrap`.
+    pub(crate) fn adopting(mut self, wrap: fn(std::net::TcpStream) -> io::Result<S>) -> Self
+    where
+        L: std::os::fd::AsFd,
+    {
+        let addr = self
+            .listener
+            .as_ref()
+            .and_then(|l| socket2::SockRef::from(l).local_addr().ok())
+            .and_then(|a| a.as_socket());
+        if let Some(addr) = addr {
+            self.shutdown.inbox().claim(addr);
+            self.adopt = Some(Adopt { addr, wrap });
+        }
+        self
+    }
+
+    /// The next connection handed over for this listener, once one arrives (never, when
+    /// nothing is handed over to this process).
+    async fn next_adopted(&self) -> OwnedFd {
+        let inbox = self.shutdown.inbox();
+        let Some(addr) = self.adopt.as_ref().map(|a| a.addr) else {
+            return future::pending().await;
+        };
+        loop {
+            let arrived = inbox.arrived.listen();
+            if let Some(fd) = inbox.take(addr) {
+                return fd;
+            }
+            if !inbox.active.load(std::sync::atomic::Ordering::Acquire) {
+                return future::pending().await;
+            }
+            arrived.await;
+        }
+    }
+
+    /// A handed-over connection as a tracked stream: Idle, adopted by the lifecycle.
+    fn adopted(&self, fd: OwnedFd) -> io::Result<Tracked<S>> {
+        let Some(adopt) = &self.adopt else {
+            return Err(io::Error::other("this listener adopts no connections"));
+        };
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true)?;
+        let io = (adopt.wrap)(stream)?;
+        match self.shutdown.adopt() {
+            Ok(conn) => Ok(Tracked::with_socket(io, conn)),
+            Err(e) => Err(io::Error::other(e)),
         }
     }
 
@@ -78,6 +149,14 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
             let poll_accept = self.poll_accept;
             let accept = future::poll_fn(|cx| poll_accept(listener, cx));
             let result = if self.draining_backlog {
+                // Handed over before the stop: served here, not left behind.
+                if let Some(fd) = self
+                    .adopt
+                    .as_ref()
+                    .and_then(|a| self.shutdown.inbox().take(a.addr))
+                {
+                    return Some(self.adopted(fd));
+                }
                 // Only what is already there: never wait.
                 match future::poll_once(accept).await {
                     Some(result) => result,
@@ -88,14 +167,20 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
                 }
             } else {
                 let stop = self.shutdown.stop_accepting();
-                match future::or(async { Some(accept.await) }, async {
-                    stop.await;
-                    None
-                })
-                .await
-                {
-                    Some(result) => result,
-                    None => {
+                let next = future::or(
+                    future::or(async { Next::Accepted(accept.await) }, async {
+                        Next::Adopted(self.next_adopted().await)
+                    }),
+                    async {
+                        stop.await;
+                        Next::Stop
+                    },
+                )
+                .await;
+                match next {
+                    Next::Accepted(result) => result,
+                    Next::Adopted(fd) => return Some(self.adopted(fd)),
+                    Next::Stop => {
                         self.draining_backlog = true;
                         continue;
                     }
@@ -141,7 +226,18 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
 
     /// Closes the listener, then tells the lifecycle this listener is done.
     fn close(&mut self) {
+        if let Some(adopt) = self.adopt.take() {
+            self.shutdown.inbox().unclaim(adopt.addr);
+        }
         self.listener = None;
         self.guard = None;
+    }
+}
+
+impl<L, S> Drop for TrackedListener<L, S> {
+    fn drop(&mut self) {
+        if let Some(adopt) = self.adopt.take() {
+            self.shutdown.inbox().unclaim(adopt.addr);
+        }
     }
 }

@@ -211,6 +211,8 @@ struct Inner {
     handed_at: Mutex<Option<Instant>>,
     /// Successor side: the write end of our parent's ready pipe, until `serving`.
     ready: Mutex<Option<File>>,
+    /// Successor side: the parent offered the connection transfer, and we take it.
+    takes_connections: bool,
     /// Pids of older generations that may still drain.
     draining: Vec<u32>,
 }
@@ -283,6 +285,15 @@ impl Restarter {
         }
         let ready = handover::take_ready_fd()?;
         let draining = handover::draining_from_env()?;
+        // Version 2: receive the connections the parent will hand over, from now on (the
+        // listeners claim them by address; the accept loop starts after this).
+        let takes_connections = match handover::take_transfer_fd()? {
+            Some(sock) if ready.is_some() => {
+                shutdown.inbox().receive(sock)?;
+                true
+            }
+            _ => false,
+        };
         let inner = Arc::new(Inner {
             shutdown: shutdown.clone(),
             // The path, not `/proc/self/exe`: a deploy that replaced the file is picked up.
@@ -295,6 +306,7 @@ impl Restarter {
             replacing: Mutex::new(false),
             handed_at: Mutex::new(None),
             ready: Mutex::new(ready),
+            takes_connections,
             draining,
         });
         // Both on the runtime: the signal task, and the watcher that tells systemd a final
@@ -343,8 +355,14 @@ impl Restarter {
     /// systemd `READY=1` itself.
     pub fn serving(&self) -> io::Result<()> {
         if let Some(mut ready) = lock(&self.inner.ready).take() {
+            // One write: the version first, so the parent reads both or neither.
+            let mut message = Vec::new();
+            if self.inner.takes_connections {
+                message.extend_from_slice(handover::VERSION_2);
+            }
+            message.extend_from_slice(handover::READY);
             // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
-            let Err(e) = ready.write_all(handover::READY) else {
+            let Err(e) = ready.write_all(&message) else {
                 return Ok(());
             };
             // The PID file first, then the log line: whoever reads the line finds the file
@@ -498,11 +516,18 @@ impl Inner {
             .filter(|&p| alive(p))
             .chain([std::process::id()])
             .collect();
-        let (child, ready) = Spawn {
+        let handover::Started {
+            child,
+            ready,
+            transfer,
+        } = Spawn {
             exe: &self.exe,
             args: &self.args,
             listeners: &self.listeners,
             draining: &still_draining,
+            // A replacement (while this process drains) gets none: the transfer went, or
+            // was to go, to the successor it replaces.
+            transfer: !replacing,
         }
         .start()
         .map_err(UpgradeError::Spawn)?;
@@ -519,10 +544,10 @@ impl Inner {
                 e => Err(e),
             }
         };
-        match outcome {
-            ReadyOutcome::Ready if replacing || self.shutdown.is_ready() => {}
+        let version_2 = match outcome {
+            ReadyOutcome::Ready { version_2 } if replacing || self.shutdown.is_ready() => version_2,
             // A SIGTERM during the upgrade: stopping wins over upgrading.
-            ReadyOutcome::Ready => return fail(child, UpgradeError::ShuttingDown),
+            ReadyOutcome::Ready { .. } => return fail(child, UpgradeError::ShuttingDown),
             ReadyOutcome::Ended => {
                 return fail(
                     child,
@@ -541,7 +566,27 @@ impl Inner {
                     },
                 );
             }
-        }
+        };
+        // Version 2: the successor takes our idle connections — but only once it has
+        // served through its probation, while this process still serves everything it
+        // has: a successor that dies right after it said it serves (a deploy that crashes
+        // on its first request) then takes no connection with it, and this process serves
+        // on as if the upgrade had failed.
+        let transfer = match transfer {
+            Some(sock) if version_2 => {
+                if !handover::survives(&sock, PROBATION) {
+                    return fail(
+                        child,
+                        UpgradeError::Exited {
+                            successor: pid,
+                            status: String::new(),
+                        },
+                    );
+                }
+                Some(sock)
+            }
+            _ => None,
+        };
         let successor = pid;
         if let Some(path) = &self.options.pid_file {
             if let Err(e) = write_pid_file(path, successor) {
@@ -549,6 +594,16 @@ impl Inner {
             }
         }
         notify(&[NotifyState::MainPid(successor), NotifyState::Ready]);
+        if let Some(sock) = transfer {
+            if self.shutdown.is_ready() {
+                match self.shutdown.start_transfer(sock) {
+                    Ok(()) => log(format_args!(
+                        "upgrade: successor {successor} takes idle connections"
+                    )),
+                    Err(e) => log(format_args!("upgrade: no connection transfer: {e}")),
+                }
+            }
+        }
         // Reaps the successor should it end while we still drain: no zombie. A thread,
         // blocked in waitpid(2) for as long as the successor lives: no runtime offers a way to
         // await a child's end through the seam (a pidfd would need registering an fd that is

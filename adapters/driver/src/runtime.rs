@@ -56,6 +56,10 @@ pub trait Runtime: Debug + Send + Sync + Sized + 'static {
     /// Registers a non-blocking std TCP listener with the runtime's reactor.
     fn tcp_listener(listener: std::net::TcpListener) -> io::Result<Self::TcpListener>;
 
+    /// Registers a non-blocking std TCP stream with the runtime's reactor: a connection a
+    /// predecessor handed over.
+    fn tcp_stream(stream: std::net::TcpStream) -> io::Result<Self::TcpStream>;
+
     /// Registers a non-blocking std Unix listener with the runtime's reactor.
     fn unix_listener(listener: std::os::unix::net::UnixListener) -> io::Result<Self::UnixListener>;
 

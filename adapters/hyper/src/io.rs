@@ -30,17 +30,45 @@ pub(crate) struct HttpState {
     pub http2: AtomicBool,
     /// A request has started on this connection (HTTP/2: its GOAWAY waits for one).
     seen_request: AtomicBool,
+    /// Its socket may go to a successor (plain HTTP/1.1 on TCP, served by
+    /// `serve_connection`); cleared for HTTP/2, and once an attempt failed.
+    transferable: AtomicBool,
 }
 
 impl HttpState {
-    pub fn new(conn: ConnHandle) -> Arc<HttpState> {
+    pub fn new(conn: ConnHandle, transferable: bool) -> Arc<HttpState> {
         Arc::new(HttpState {
             conn,
             inflight: AtomicUsize::new(0),
             finish_pending: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             seen_request: AtomicBool::new(false),
+            transferable: AtomicBool::new(transferable),
         })
+    }
+
+    /// Whether the connection leaves by handover rather than by `Connection: close`: its
+    /// socket can move, and this process hands over to a successor that takes connections.
+    #[inline]
+    pub fn hands_over(&self) -> bool {
+        self.transferable.load(Ordering::Relaxed) && self.conn.can_hand_over()
+    }
+
+    /// Whether the connection is to be handed over now: asked to leave, Idle (nothing of a
+    /// next request read), and the transfer works. From then on nothing is read from its
+    /// socket: what the client sends next waits in the kernel for the successor.
+    #[inline]
+    pub fn hand_over_now(&self) -> bool {
+        self.transferable.load(Ordering::Relaxed)
+            && self.conn.notice().is_some()
+            && self.conn.state() == ConnState::Idle
+            && self.conn.can_hand_over()
+    }
+
+    /// The connection stays (HTTP/2, bytes of a next request already read, the transfer
+    /// failed): it leaves as it would without a successor.
+    pub fn stays(&self) {
+        self.transferable.store(false, Ordering::Relaxed);
     }
 
     #[inline]
@@ -99,17 +127,36 @@ pub(crate) struct HttpIo<R: Runtime, I: Read + Write + Unpin + Send + 'static> {
     io: Option<I>,
     replay: Bytes,
     state: Arc<HttpState>,
+    /// The TCP socket under `io`, when it can be handed over.
+    socket: Option<Socket<I>>,
     runtime: PhantomData<fn() -> R>,
 }
 
+/// The TCP socket under an I/O, if it has one of its own.
+pub(crate) type Socket<I> = fn(&I) -> Option<std::os::fd::BorrowedFd<'_>>;
+
 impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
-    pub fn new(io: I, state: Arc<HttpState>) -> Self {
+    pub fn new(io: I, state: Arc<HttpState>, socket: Option<Socket<I>>) -> Self {
         HttpIo {
             io: Some(io),
             replay: Bytes::new(),
             state,
+            socket,
             runtime: PhantomData,
         }
+    }
+
+    /// A duplicate of the connection's socket, to hand over.
+    pub fn dup_socket(&self) -> Option<std::os::fd::OwnedFd> {
+        let socket = (self.socket?)(self.io.as_ref()?)?;
+        socket.try_clone_to_owned().ok()
+    }
+
+    /// Drops the I/O without a lingering close or `shutdown(2)`: its socket went to the
+    /// successor, and shutting it down would end the connection there too. Closing our
+    /// own descriptor does not.
+    pub fn forget(mut self) {
+        drop(self.io.take());
     }
 
     /// Bytes already read (while detecting the protocol) to hand to hyper first.
@@ -165,6 +212,12 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I>
         let this = self.get_mut();
         if this.replay.has_remaining() {
             return this.poll_replay(cx, buf);
+        }
+        if this.state.hand_over_now() {
+            // Not a byte more: the connection goes to the successor, with what the client
+            // sends next still in the kernel. The connection's driver acts as soon as
+            // hyper returns (see `Http1`); no waker is needed.
+            return Poll::Pending;
         }
         this.io().poll_read(cx, buf)
     }

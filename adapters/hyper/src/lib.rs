@@ -101,6 +101,7 @@
 #![warn(missing_docs)]
 
 mod grpc;
+mod http1;
 mod io;
 mod service;
 #[cfg(feature = "rustls")]
@@ -141,6 +142,9 @@ pub trait HttpRuntime: Runtime {
 
     /// Wraps a tracked stream for hyper.
     fn io(stream: Stream<Self>) -> Self::Io;
+
+    /// The tracked stream inside hyper's I/O.
+    fn stream(io: &Self::Io) -> &Stream<Self>;
 }
 
 impl<R: Runtime> HttpRuntime for R
@@ -153,6 +157,11 @@ where
     fn io(stream: Stream<Self>) -> Self::Io {
         <R::IoTraits as HyperIo<R>>::io(stream)
     }
+
+    #[inline]
+    fn stream(io: &Self::Io) -> &Stream<Self> {
+        <R::IoTraits as HyperIo<R>>::stream(io)
+    }
 }
 
 /// How hyper reads and writes a tracked stream of one I/O family: written once per family
@@ -163,6 +172,9 @@ pub trait HyperIo<R: Runtime>: IoFamily {
 
     /// Wraps the stream.
     fn io(stream: Stream<R>) -> Self::Io;
+
+    /// The stream inside.
+    fn stream(io: &Self::Io) -> &Stream<R>;
 }
 
 #[cfg(feature = "tokio")]
@@ -176,6 +188,11 @@ where
     fn io(stream: Stream<R>) -> Self::Io {
         hyper_util::rt::TokioIo::new(stream)
     }
+
+    #[inline]
+    fn stream(io: &Self::Io) -> &Stream<R> {
+        io.inner()
+    }
 }
 
 #[cfg(feature = "async-io")]
@@ -188,6 +205,11 @@ where
     #[inline]
     fn io(stream: Stream<R>) -> Self::Io {
         smol_hyper::rt::FuturesIo::new(stream)
+    }
+
+    #[inline]
+    fn stream(io: &Self::Io) -> &Stream<R> {
+        io.get_ref()
     }
 }
 
@@ -406,7 +428,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = stream.conn().handle();
-    serve_io::<R, _, _, _>(R::io(stream), conn, service)
+    // A TCP connection's socket can go to a successor (handover version 2).
+    let socket: io::Socket<R::Io> = |io| match R::stream(io) {
+        Stream::Tcp(tcp) => Some(std::os::fd::AsFd::as_fd(tcp)),
+        Stream::Unix(_) => None,
+    };
+    ServeIo::Starting {
+        start: start::<R, _, S, B>(R::io(stream), conn, service, Some(socket)),
+    }
 }
 
 /// Like [`serve_connection`], for I/O of your own making over the connection's
@@ -432,7 +461,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     ServeIo::Starting {
-        start: start::<R, I, S, B>(io, conn, service),
+        start: start::<R, I, S, B>(io, conn, service, None),
     }
 }
 
@@ -442,6 +471,7 @@ async fn start<R, I, S, B>(
     io: I,
     conn: ConnHandle,
     service: S,
+    socket: Option<io::Socket<I>>,
 ) -> Option<Started<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send>>
 where
     R: Runtime,
@@ -453,8 +483,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let notices = conn.notices();
-    let state = HttpState::new(conn);
-    let mut io = HttpIo::<R, I>::new(io, state.clone());
+    let state = HttpState::new(conn, socket.is_some());
+    let mut io = HttpIo::<R, I>::new(io, state.clone(), socket);
     // HTTP/1 or HTTP/2? Read until the bytes leave the HTTP/2 preface or complete it.
     // The connection is New until its first byte, and the stale-New rule (or the
     // deadline) ends a client that never sends.
@@ -468,6 +498,8 @@ where
     };
     if http2 {
         state.http2.store(true, Ordering::Release);
+        // HPACK tables and stream state live in this process: HTTP/2 leaves by GOAWAY.
+        state.stays();
         // HTTP/2 reads SETTINGS, PING and WINDOW_UPDATE frames between requests:
         // requests are its streams, counted by the service. The preface itself was no
         // request.
@@ -486,9 +518,7 @@ where
             |c| c.graceful_shutdown(),
         ))))
     } else {
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, service)
-            .with_upgrades();
+        let connection = http1::serve(io, service, state.clone());
         Some(Started::Http1(drive(connection, &notices, state, |c| {
             c.graceful_shutdown()
         })))

@@ -114,9 +114,13 @@ where
         let state = &*guard.0;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let _ = state.conn.upgraded();
-        } else if !state.is_http2() && state.conn.should_close_after_response() {
+        } else if !state.is_http2()
+            && state.conn.should_close_after_response()
+            && !state.hands_over()
+        {
             // The last response on this connection says so, so the client reconnects
-            // instead of sending its next request into a closing socket. (An HTTP/1.0
+            // instead of sending its next request into a closing socket. (Unless the
+            // connection goes to a successor once it is idle: then it stays keep-alive.) (An HTTP/1.0
             // keep-alive client gets no `Connection: keep-alive` either.)
             response
                 .headers_mut()

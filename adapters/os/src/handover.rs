@@ -1,7 +1,8 @@
 //! The handover to a successor process, as the OS sees it: the child started with the
-//! listening sockets at fd 3 on (systemd's socket-activation convention) and a ready pipe
-//! after them, placed between `fork` and `execve`; the parent waiting for its `READY=1`;
-//! the successor taking its end of the pipe; reaping.
+//! listening sockets at fd 3 on (systemd's socket-activation convention), a ready pipe
+//! after them and (version 2) a Unix socket for the connection transfer after that, placed
+//! between `fork` and `execve`; the parent waiting for its `READY=1`; the successor taking
+//! its ends; reaping.
 //!
 //! The protocol around it — when to upgrade, rollback, probation, the PID file's owner —
 //! is `lameduck_driver::restart`'s. This module writes no environment variable: the
@@ -25,10 +26,23 @@ pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
 pub const LAMEDUCK_READY_FD: &str = "LAMEDUCK_READY_FD";
 /// `LAMEDUCK_DRAINING`: the pids of older generations still draining.
 pub const LAMEDUCK_DRAINING: &str = "LAMEDUCK_DRAINING";
-/// The handover version this module speaks.
+/// `LAMEDUCK_TRANSFER_FD`: the successor's end of the connection-transfer socket (version
+/// 2's offer).
+pub const LAMEDUCK_TRANSFER_FD: &str = "LAMEDUCK_TRANSFER_FD";
+/// `LAMEDUCK_TRANSFER_FROM`: the pid of the parent that offered the transfer: a variable
+/// left over from an older generation (passed on by a version-1 parent, which does not
+/// know it) names another pid than the successor's parent, and is ignored.
+pub const LAMEDUCK_TRANSFER_FROM: &str = "LAMEDUCK_TRANSFER_FROM";
+/// The value of `LAMEDUCK_HANDOVER`: the base protocol (listeners, ready pipe, draining
+/// pids), which every version keeps — so a successor of the first version, which refuses
+/// any other value, still takes over from a newer parent. What a successor speaks beyond
+/// it, it announces on the ready pipe ([`VERSION_2`]).
 pub const HANDOVER_VERSION: &str = "1";
 /// What the successor writes to the ready fd once it serves.
 pub const READY: &[u8] = b"READY=1\n";
+/// What a successor that accepts the connection transfer writes before [`READY`], in the
+/// same write: it serves connections the parent sends it over `LAMEDUCK_TRANSFER_FD`.
+pub const VERSION_2: &[u8] = b"VERSION=2\n";
 
 /// Whether this process took its ready pipe already: the fd is owned once.
 static READY_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -82,6 +96,112 @@ pub fn take_ready_fd() -> io::Result<Option<File>> {
     // SAFETY: F_SETFD on an fd we own; no memory involved.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(Some(file))
+}
+
+/// Whether this process took its transfer socket already.
+static TRANSFER_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The successor's end of the connection-transfer socket, if its parent offered one:
+/// `LAMEDUCK_TRANSFER_FD`, honoured when `LISTEN_PID` names this process and
+/// `LAMEDUCK_TRANSFER_FROM` names its parent (otherwise the variables are stale, and
+/// `Ok(None)`). Taken once per process. A malformed number, or an fd that is not an open
+/// Unix stream socket, is an `InvalidInput` error naming the variable.
+pub fn take_transfer_fd() -> io::Result<Option<std::os::unix::net::UnixStream>> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let Some(fd) = std::env::var_os(LAMEDUCK_TRANSFER_FD) else {
+        return Ok(None);
+    };
+    let pid_in = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|pid| pid.parse::<u32>().ok())
+    };
+    // SAFETY: getppid(2) cannot fail and touches no memory.
+    let parent = unsafe { libc::getppid() } as u32;
+    if pid_in(LISTEN_PID) != Some(std::process::id())
+        || pid_in(LAMEDUCK_TRANSFER_FROM) != Some(parent)
+        || TRANSFER_TAKEN.swap(true, Ordering::AcqRel)
+    {
+        return Ok(None);
+    }
+    let text = fd.to_string_lossy();
+    let fd: RawFd = text
+        .parse()
+        .ok()
+        .filter(|&fd: &RawFd| fd > 2 && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{LAMEDUCK_TRANSFER_FD}={text:?}: not an fd number above 2"
+            ))
+        })?;
+    // SAFETY: a zeroed `stat` is a valid value of the plain C struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fstat` writes only into the `stat` buffer we pass.
+    let is_socket =
+        unsafe { libc::fstat(fd, &mut stat) } == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    let mut domain: libc::c_int = 0;
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the int we pass, for each call.
+    let unix_stream = is_socket
+        && unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                (&mut domain as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+                && libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&mut kind as *mut libc::c_int).cast(),
+                    &mut len,
+                ) == 0
+        }
+        && domain == libc::AF_UNIX
+        && kind == libc::SOCK_STREAM;
+    if !unix_stream {
+        return Err(invalid(format!(
+            "{LAMEDUCK_TRANSFER_FD}={fd}: not an open Unix stream socket"
+        )));
+    }
+    // SAFETY: the fd is an open Unix stream socket our parent placed here for us alone
+    // (LISTEN_PID names us, LAMEDUCK_TRANSFER_FROM our parent), taken once
+    // (TRANSFER_TAKEN); nothing else in this process knows its number.
+    let sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on an fd we own; no memory involved.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(sock))
+}
+
+/// Waits up to `timeout` for the successor to end, watching the parent's end of the
+/// transfer socket (it hangs up when the successor's process ends): true when it is still
+/// there after `timeout` — its probation passed.
+pub fn survives(transfer: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let mut poll = libc::pollfd {
+            fd: transfer.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+        // SAFETY: one valid `pollfd`, and the count says one.
+        let n = unsafe { libc::poll(&mut poll, 1, ms) };
+        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n != 0 {
+            // Hung up (POLLRDHUP/POLLHUP), or the socket broke: the successor is gone.
+            return false;
+        }
+    }
 }
 
 /// `LAMEDUCK_DRAINING`: the pids of the older generations that may still drain (empty when
@@ -167,19 +287,35 @@ pub struct Spawn<'a> {
     pub listeners: &'a [(OwnedFd, String)],
     /// The pids still draining, for `LAMEDUCK_DRAINING`.
     pub draining: &'a [u32],
+    /// Offer the connection transfer (version 2): a Unix socket pair, the successor's end at
+    /// fd `4 + listeners`.
+    pub transfer: bool,
+}
+
+/// A started successor: the child, the ready pipe's read end, and (when offered) the
+/// parent's end of the transfer socket.
+#[derive(Debug)]
+pub struct Started {
+    /// The child.
+    pub child: Child,
+    /// The ready pipe's read end.
+    pub ready: OwnedFd,
+    /// The parent's end of the transfer socket.
+    pub transfer: Option<OwnedFd>,
 }
 
 impl Spawn<'_> {
     /// Forks and execs the successor with the listeners at fd 3 on and the ready pipe after
-    /// them, in an environment built for it: this process's, less `SERVER_STARTER_PORT` and
-    /// any `LISTEN_*` and `LAMEDUCK_*` handover variables, plus the handover's. Returns the
-    /// child and the pipe's read end.
-    pub fn start(&self) -> io::Result<(Child, OwnedFd)> {
+    /// them (and the transfer socket after it), in an environment built for it: this
+    /// process's, less `SERVER_STARTER_PORT` and any `LISTEN_*` and `LAMEDUCK_*` handover
+    /// variables, plus the handover's.
+    pub fn start(&self) -> io::Result<Started> {
         let Spawn {
             exe: exe_path,
             args,
             listeners,
             draining,
+            transfer,
         } = *self;
         let cstring = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| {
@@ -204,6 +340,8 @@ impl Spawn<'_> {
             LAMEDUCK_HANDOVER,
             LAMEDUCK_READY_FD,
             LAMEDUCK_DRAINING,
+            LAMEDUCK_TRANSFER_FD,
+            LAMEDUCK_TRANSFER_FROM,
         ];
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
@@ -230,6 +368,14 @@ impl Spawn<'_> {
         ] {
             envp.push(cstring(entry.as_bytes())?);
         }
+        if transfer {
+            for entry in [
+                format!("{LAMEDUCK_TRANSFER_FD}={}", ready_fd + 1),
+                format!("{LAMEDUCK_TRANSFER_FROM}={}", std::process::id()),
+            ] {
+                envp.push(cstring(entry.as_bytes())?);
+            }
+        }
         // LISTEN_PID is the child's own pid, known only after the fork: the child writes its
         // digits into this buffer (room for any pid, NUL-terminated) before `execve`.
         let mut listen_pid = b"LISTEN_PID=".to_vec();
@@ -244,11 +390,19 @@ impl Spawn<'_> {
         // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
         let (read, write) =
             unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        // Close-on-exec both ends: only the child's copy at its target fd survives its exec.
+        let transfer = if transfer {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            Some((OwnedFd::from(ours), OwnedFd::from(theirs)))
+        } else {
+            None
+        };
         let sources: Vec<RawFd> = self
             .listeners
             .iter()
             .map(|(fd, _)| fd.as_raw_fd())
             .chain([write.as_raw_fd()])
+            .chain(transfer.as_ref().map(|(_, theirs)| theirs.as_raw_fd()))
             .collect();
         let mut temps = vec![-1 as RawFd; sources.len()];
         let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
@@ -312,7 +466,11 @@ impl Spawn<'_> {
         drop(write);
         drop(env_ptrs);
         drop(arg_ptrs);
-        Ok((Child { pid }, read))
+        Ok(Started {
+            child: Child { pid },
+            ready: read,
+            transfer: transfer.map(|(ours, _theirs)| ours),
+        })
     }
 }
 
@@ -320,7 +478,10 @@ impl Spawn<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyOutcome {
     /// It wrote `READY=1`: it serves.
-    Ready,
+    Ready {
+        /// It announced [`VERSION_2`] first: it takes the connection transfer.
+        version_2: bool,
+    },
     /// The pipe closed (it exited or crashed) or carried something else.
     Ended,
     /// Nothing within the timeout.
@@ -361,8 +522,10 @@ pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
             0 | -1 => return ReadyOutcome::Ended,
             n => {
                 got.extend_from_slice(&buf[..n as usize]);
-                if got.windows(READY.len()).any(|w| w == READY) {
-                    return ReadyOutcome::Ready;
+                if let Some(at) = got.windows(READY.len()).position(|w| w == READY) {
+                    let before = &got[..at];
+                    let version_2 = before.windows(VERSION_2.len()).any(|w| w == VERSION_2);
+                    return ReadyOutcome::Ready { version_2 };
                 }
                 if got.len() > 4096 {
                     return ReadyOutcome::Ended;

@@ -78,6 +78,10 @@ impl lameduck_driver::Runtime for Tokio {
         tokio::net::TcpListener::from_std(listener)
     }
 
+    fn tcp_stream(stream: std::net::TcpStream) -> io::Result<Self::TcpStream> {
+        tokio::net::TcpStream::from_std(stream)
+    }
+
     fn unix_listener(listener: std::os::unix::net::UnixListener) -> io::Result<Self::UnixListener> {
         tokio::net::UnixListener::from_std(listener)
     }

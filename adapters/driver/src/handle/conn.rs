@@ -2,6 +2,7 @@
 //! its close.
 
 use crate::sync::{Arc, Ordering};
+use std::os::fd::OwnedFd;
 
 use lameduck_core::{ConnId, ConnState, Error, Instant, Machine};
 
@@ -272,6 +273,63 @@ impl ConnHandle {
         let lingers = self.report_closed(true);
         DrainHold {
             shutdown: lingers.then(|| self.shared.shutdown.clone()),
+        }
+    }
+
+    /// Whether this connection's socket may be offered to a successor now
+    /// ([`hand_over`](ConnHandle::hand_over)): this process hands over to one that takes
+    /// connections (handover version 2), and the transfer still works.
+    #[inline]
+    pub fn can_hand_over(&self) -> bool {
+        self.shared.shutdown.outbox().is_some()
+    }
+
+    /// Offers the connection to the successor: `fd` is a duplicate of its socket. Call it
+    /// only while the connection is Idle with no byte of a next request read (the protocol
+    /// layer knows: hyper's read buffer is empty), and stop reading from the socket before.
+    /// Resolves to true when the socket was sent — the lifecycle then counts the connection
+    /// handed over; drop the stream without `shutdown(2)` or a lingering close (closing the
+    /// own descriptor does not touch the connection) — or false when it was not (no
+    /// successor takes connections, or the send failed): serve on as before.
+    pub fn hand_over(
+        &self,
+        fd: OwnedFd,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let handle = self.clone();
+        let answer = self.shared.shutdown.outbox().and_then(|o| o.offer(fd));
+        async move {
+            let Some(answer) = answer else {
+                return false;
+            };
+            if !answer.wait().await {
+                return false;
+            }
+            handle.report_handed_over();
+            true
+        }
+    }
+
+    /// The socket went to the successor: the lifecycle counts it handed over (or, if it
+    /// closed the connection meanwhile — its idle grace, the deadline — as closed).
+    fn report_handed_over(&self) {
+        let mailbox: &Mailbox = &self.shared;
+        let Mailbox { shutdown, id, .. } = mailbox;
+        let now = shutdown.now();
+        let mut lifecycle = shutdown.lock();
+        sync(&mut *lifecycle.lc, *id, mailbox);
+        if lifecycle.lc.handed_over(*id, now).is_err() {
+            // Closed by the lifecycle while the socket was in flight: counted as closed.
+            let _ = lifecycle.lc.closed(*id, now);
+        }
+        if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
+            if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
+                *slot = None;
+            }
+        }
+        mailbox.set_state(ConnState::Closed);
+        if shutdown.deliver(&mut lifecycle, now) {
+            drop(lifecycle);
+            shutdown.inner.changed.notify(usize::MAX);
         }
     }
 

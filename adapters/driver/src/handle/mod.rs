@@ -2,6 +2,7 @@
 
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -62,6 +63,11 @@ struct Inner {
     /// Wakes whoever waits on shutdown-level changes: listeners (stop accepting), drain
     /// waiters (drained, or a timer to re-arm).
     changed: Event,
+    /// The connection transfer's sending half, once this process hands over to a successor
+    /// that takes connections.
+    outbox: std::sync::OnceLock<crate::transfer::Outbox>,
+    /// The connection transfer's receiving half: what a predecessor sent, for the listeners.
+    inbox: std::sync::Arc<crate::transfer::Inbox>,
 }
 
 /// The shared shutdown handle: one lifecycle behind a mutex, with the wake-ups around it.
@@ -107,6 +113,8 @@ impl Shutdown {
                 origin: (runtime.now)(),
                 runtime,
                 changed: Event::new(),
+                outbox: std::sync::OnceLock::new(),
+                inbox: Default::default(),
             }),
         }
     }
@@ -253,10 +261,29 @@ impl Shutdown {
     /// listener has closed (the caller then closes the connection; a tracked listener never
     /// hits this).
     pub fn accept(&self) -> Result<Conn, Error> {
+        self.track(false)
+    }
+
+    /// Tracks a connection a predecessor handed over
+    /// ([`Lifecycle::adopt`](lameduck_core::Lifecycle::adopt)): Idle, between two requests,
+    /// never stale-New. Fails as [`accept`](Shutdown::accept) does. A tracked listener
+    /// adopts what arrives for its address by itself.
+    pub fn adopt(&self) -> Result<Conn, Error> {
+        self.track(true)
+    }
+
+    fn track(&self, adopted: bool) -> Result<Conn, Error> {
         let now = self.now();
         let mut state = self.lock();
-        let id = state.lc.accept(now)?;
+        let id = if adopted {
+            state.lc.adopt(now)?
+        } else {
+            state.lc.accept(now)?
+        };
         let mailbox = Arc::new(Shared::new(Mailbox::new(self.clone(), id, state.serving)));
+        if adopted {
+            mailbox.set_state(lameduck_core::ConnState::Idle);
+        }
         let slot = id.slot() as usize;
         if state.mailboxes.len() <= slot {
             state.mailboxes.resize(slot + 1, None);
@@ -268,6 +295,28 @@ impl Shutdown {
             self.inner.changed.notify(usize::MAX);
         }
         Ok(Conn::new(mailbox))
+    }
+
+    /// From now on idle HTTP/1.1 connections are offered to the successor on the other end
+    /// of `sock` (the transfer socket of handover version 2) instead of being asked to
+    /// close. Once only: a second call is an error.
+    pub(crate) fn start_transfer(&self, sock: OwnedFd) -> std::io::Result<()> {
+        let outbox = crate::transfer::Outbox::start(sock)?;
+        self.inner
+            .outbox
+            .set(outbox)
+            .map_err(|_| std::io::Error::other("the connection transfer has begun already"))
+    }
+
+    /// The outbox, while it takes offers.
+    #[inline]
+    pub(crate) fn outbox(&self) -> Option<&crate::transfer::Outbox> {
+        self.inner.outbox.get().filter(|o| o.is_open())
+    }
+
+    /// The inbox of adopted connections.
+    pub(crate) fn inbox(&self) -> &std::sync::Arc<crate::transfer::Inbox> {
+        &self.inner.inbox
     }
 
     /// Begins the graceful shutdown (SIGTERM). Returns false if it had already begun.
