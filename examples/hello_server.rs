@@ -178,7 +178,11 @@ pub async fn serve_lameduck<R: TlsRuntime>(
     }
     let report = shutdown.drained().await;
     // One write, so the line stays whole in a log it shares with its supervisor.
-    let line = format!("hello {}: drained: {report:?}\n", std::process::id());
+    let line = format!(
+        "hello {}: drained: {report:?}; {:?}\n",
+        std::process::id(),
+        shutdown.totals()
+    );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     if report.is_clean() { 0 } else { 3 }
 }

@@ -2,7 +2,8 @@
 //! path included — on a checked lifecycle, a manual clock and a deterministic
 //! single-threaded executor, the way a server would: accepts, requests started and finished
 //! on the fast path, bytes read, upgrades, closes, lingering closes, listeners, begin,
-//! force, time passing. Checked on every step:
+//! force, time passing, connections handed over to a successor (a real socket sent over a
+//! real Unix socket pair) and adopted from a predecessor. Checked on every step:
 //!
 //! - by the checked lifecycle (`lameduck_core::fuzzing::Checked`, through
 //!   `Shutdown::with_machine`): every call the handle makes and every action it gets;
@@ -15,6 +16,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -95,6 +97,10 @@ enum Op {
     Advance(u16),
     /// A dashboard reads the counts (which folds the fast path in).
     Counts,
+    /// A connection a predecessor handed over.
+    Adopt,
+    /// The application offers connection `i` to a successor (`ConnHandle::hand_over`).
+    HandOver(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -121,6 +127,10 @@ struct Harness {
     listeners: Vec<ListenerGuard>,
     /// The application's counts when shutdown began.
     at_begin: Option<Counts>,
+    /// The successor's end of the transfer socket, once a handover was tried.
+    successor: Option<std::os::unix::net::UnixStream>,
+    /// Connections handed over during the shutdown.
+    handed_over: usize,
 }
 
 fn counts_of(live: &[Live]) -> Counts {
@@ -230,6 +240,58 @@ impl Harness {
                 let counts = self.shutdown.counts();
                 assert_eq!(counts, counts_of(&self.live), "counts");
             }
+            Op::Adopt => match self.shutdown.adopt() {
+                Ok(conn) => self.live.push(Live {
+                    conn,
+                    state: ConnState::Idle,
+                    read_starts_request: true,
+                }),
+                Err(e) => assert!(
+                    self.shutdown.is_stopping_accepts(),
+                    "adoption refused while accepting: {e}"
+                ),
+            },
+            Op::HandOver(i) => self.hand_over(i),
+        }
+    }
+
+    /// Offers connection `i`: it must go exactly when it is Idle and not closed by the
+    /// lifecycle, and then be gone from the handle.
+    fn hand_over(&mut self, i: u8) {
+        let Some(i) = self.pick(i) else { return };
+        if self.successor.is_none() {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            self.shutdown.hand_over_to(ours.into()).unwrap();
+            theirs.set_nonblocking(true).unwrap();
+            self.successor = Some(theirs);
+        }
+        let successor = self.successor.as_ref().unwrap();
+        // Any socket will do: a duplicate of the successor's end.
+        let fd = successor.try_clone().unwrap().into();
+        let l = &self.live[i];
+        let legal = l.state == ConnState::Idle && l.conn.notice() != Some(Notice::Close);
+        let mut offer = std::pin::pin!(l.conn.hand_over(fd));
+        let mut cx = Context::from_waker(Waker::noop());
+        // The answer comes from the sending thread.
+        let sent = loop {
+            match offer.as_mut().poll(&mut cx) {
+                Poll::Ready(sent) => break sent,
+                Poll::Pending => std::thread::yield_now(),
+            }
+        };
+        assert_eq!(sent, legal, "handed over from {:?}", l.state);
+        if sent {
+            assert_eq!(l.conn.state(), ConnState::Closed, "a handed-over connection");
+            if self.at_begin.is_some() {
+                self.handed_over += 1;
+            }
+            drop(self.live.swap_remove(i));
+            // The successor takes what came, so the socket's buffer never fills.
+            let mut payload = [0u8; 1];
+            let mut fds = Vec::new();
+            while lameduck_os::transfer::recv(successor.as_fd(), &mut payload, &mut fds).is_ok() {
+                fds.clear();
+            }
         }
     }
 
@@ -317,6 +379,8 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         lingering: Vec::new(),
         listeners: Vec::new(),
         at_begin: None,
+        successor: None,
+        handed_over: 0,
     };
     for op in input.ops.iter().take(512) {
         harness.apply(op);
@@ -344,5 +408,6 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         harness.at_begin.unwrap(),
         "counts at begin"
     );
+    assert_eq!(report.handed_over, harness.handed_over, "handed over");
     TASKS.with(|t| t.borrow_mut().clear());
 });

@@ -44,7 +44,7 @@ mod transfer;
 pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
 pub use handle::{
     Conn, ConnHandle, DrainHold, EndWhenAsked, ListenerGuard, Notice, NoticeWatch, Notices,
-    RequestStart, Shutdown, Sleep,
+    RequestStart, Shutdown, Sleep, Totals,
 };
 pub use lameduck_os::{inherit, signal};
 pub use runtime::{FuturesTraits, IoFamily, Runtime, SignalHandler, Timers, TokioTraits};

@@ -105,6 +105,23 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
         }
     }
 
+    /// The next connection handed over for this listener, until the predecessor is done
+    /// handing over (`None` then, and at once when nothing is handed over to this process).
+    async fn adopted_until_done(&self) -> Option<OwnedFd> {
+        let inbox = self.shutdown.inbox();
+        let addr = self.adopt.as_ref()?.addr;
+        loop {
+            let arrived = inbox.arrived.listen();
+            if let Some(fd) = inbox.take(addr) {
+                return Some(fd);
+            }
+            if !inbox.active.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
+            }
+            arrived.await;
+        }
+    }
+
     /// A handed-over connection as a tracked stream: Idle, adopted by the lifecycle.
     fn adopted(&self, fd: OwnedFd) -> io::Result<Tracked<S>> {
         let Some(adopt) = &self.adopt else {
@@ -143,9 +160,24 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     }
 
     /// The next tracked connection; `None` once the listener has stopped and closed.
+    ///
+    /// In a successor that takes its predecessor's connections (handover version 2), the
+    /// listening socket closes as above, but `accept` goes on yielding the connections the
+    /// predecessor still hands over — and the lifecycle counts the listener open — until
+    /// the predecessor is done: a connection handed over to a process that has stopped
+    /// accepting is served there, not dropped.
     pub async fn accept(&mut self) -> Option<io::Result<Tracked<S>>> {
         loop {
-            let listener = self.listener.as_ref()?;
+            let Some(listener) = self.listener.as_ref() else {
+                if self.guard.is_none() {
+                    return None;
+                }
+                if let Some(fd) = self.adopted_until_done().await {
+                    return Some(self.adopted(fd));
+                }
+                self.close();
+                return None;
+            };
             let poll_accept = self.poll_accept;
             let accept = future::poll_fn(|cx| poll_accept(listener, cx));
             let result = if self.draining_backlog {
@@ -161,8 +193,9 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
                 match future::poll_once(accept).await {
                     Some(result) => result,
                     None => {
-                        self.close();
-                        return None;
+                        // The backlog is empty: the socket closes (adoptions may follow).
+                        self.listener = None;
+                        continue;
                     }
                 }
             } else {

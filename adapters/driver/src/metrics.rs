@@ -20,6 +20,7 @@
 //! | `lameduck_drain_closed_total` | counter | `reason`: `finished`, `handed_over`, `idle`, `stale`, `cut` | connections the drain ended here, by why |
 //! | `lameduck_drain_accepted_total` | counter | | connections accepted after the shutdown began |
 //! | `lameduck_drain_seconds` | gauge | | time since the shutdown began, until it drained |
+//! | `lameduck_connections_total` | counter | `how`: `accepted`, `adopted` | connections tracked since start: accepted from a listener, adopted from a predecessor ([`Totals`](crate::Totals)) |
 //!
 //! The drain's counters are the [`DrainReport`](lameduck_core::DrainReport)'s: `finished +
 //! handed_over + idle + stale + cut` is its [`accounted`](lameduck_core::DrainReport::accounted); they are
@@ -71,4 +72,7 @@ pub fn record(shutdown: &Shutdown) {
             .saturating_duration_since(report.began_at),
     };
     metrics::gauge!("lameduck_drain_seconds").set(drain.as_secs_f64());
+    let totals = shutdown.totals();
+    metrics::counter!("lameduck_connections_total", "how" => "accepted").absolute(totals.accepted);
+    metrics::counter!("lameduck_connections_total", "how" => "adopted").absolute(totals.adopted);
 }

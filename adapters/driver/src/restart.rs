@@ -149,6 +149,14 @@ pub enum UpgradeError {
         /// How it ended (`exit status 1`, `signal 11`).
         status: String,
     },
+    /// The successor said it serves and takes connections (handover version 2), then ended
+    /// within its [`PROBATION`], before any connection went to it.
+    DiedOnProbation {
+        /// Its pid.
+        successor: u32,
+        /// How it ended.
+        status: String,
+    },
     /// The successor did not say it serves within the upgrade timeout; it was killed.
     Timeout {
         /// Its pid.
@@ -175,6 +183,10 @@ impl fmt::Display for UpgradeError {
             UpgradeError::Exited { successor, status } => {
                 write!(f, "successor {successor} ended before it served ({status})")
             }
+            UpgradeError::DiedOnProbation { successor, status } => write!(
+                f,
+                "successor {successor} ended during its probation ({status}); no connection went to it"
+            ),
             UpgradeError::Timeout { successor, after } => write!(
                 f,
                 "successor {successor} did not serve within {}; killed",
@@ -289,7 +301,7 @@ impl Restarter {
         // listeners claim them by address; the accept loop starts after this).
         let takes_connections = match handover::take_transfer_fd()? {
             Some(sock) if ready.is_some() => {
-                shutdown.inbox().receive(sock)?;
+                shutdown.adopt_from(sock)?;
                 true
             }
             _ => false,
@@ -541,6 +553,9 @@ impl Inner {
                 UpgradeError::Exited { successor, .. } => {
                     Err(UpgradeError::Exited { successor, status })
                 }
+                UpgradeError::DiedOnProbation { successor, .. } => {
+                    Err(UpgradeError::DiedOnProbation { successor, status })
+                }
                 e => Err(e),
             }
         };
@@ -567,40 +582,43 @@ impl Inner {
                 );
             }
         };
-        // Version 2: the successor takes our idle connections — but only once it has
-        // served through its probation, while this process still serves everything it
-        // has: a successor that dies right after it said it serves (a deploy that crashes
-        // on its first request) then takes no connection with it, and this process serves
-        // on as if the upgrade had failed.
-        let transfer = match transfer {
-            Some(sock) if version_2 => {
-                if !handover::survives(&sock, PROBATION) {
-                    return fail(
-                        child,
-                        UpgradeError::Exited {
-                            successor: pid,
-                            status: String::new(),
-                        },
-                    );
-                }
-                Some(sock)
-            }
-            _ => None,
-        };
         let successor = pid;
+        // It serves: it is the main process from now on.
         if let Some(path) = &self.options.pid_file {
             if let Err(e) = write_pid_file(path, successor) {
                 log(format_args!("upgrade: {e}"));
             }
         }
         notify(&[NotifyState::MainPid(successor), NotifyState::Ready]);
-        if let Some(sock) = transfer {
+        // Version 2: the successor takes our idle connections — but only once it has
+        // served through its probation, while this process still serves everything it
+        // has: a successor that dies right after it said it serves (a deploy that crashes
+        // on its first request) then takes no connection with it, and this process serves
+        // on as if the upgrade had failed.
+        if let (Some(sock), true) = (transfer, version_2) {
+            if !handover::survives(&sock, PROBATION) {
+                if let Some(path) = &self.options.pid_file {
+                    if let Err(e) = write_pid_file(path, std::process::id()) {
+                        log(format_args!("upgrade: {e}"));
+                    }
+                }
+                notify(&[NotifyState::MainPid(std::process::id())]);
+                return fail(
+                    child,
+                    UpgradeError::DiedOnProbation {
+                        successor: pid,
+                        status: String::new(),
+                    },
+                );
+            }
+            // A SIGTERM during the probation: this process drains as a final stop would,
+            // and the transfer socket closes unused (the successor serves on alone).
             if self.shutdown.is_ready() {
-                match self.shutdown.start_transfer(sock) {
+                match self.shutdown.hand_over_to(sock) {
                     Ok(()) => log(format_args!(
-                        "upgrade: successor {successor} takes idle connections"
+                        "transfer: successor {successor} takes idle connections"
                     )),
-                    Err(e) => log(format_args!("upgrade: no connection transfer: {e}")),
+                    Err(e) => log(format_args!("transfer: none: {e}")),
                 }
             }
         }

@@ -150,7 +150,8 @@ pub(crate) struct Inbox {
     state: Mutex<InboxState>,
     /// Wakes the listeners when sockets arrive.
     pub(crate) arrived: Event,
-    /// A receiving thread runs: listeners watch the inbox.
+    /// A receiving thread runs (the predecessor may still hand over): listeners watch the
+    /// inbox, and stay open for the lifecycle until it ends.
     pub(crate) active: AtomicBool,
 }
 
@@ -239,6 +240,10 @@ impl Inbox {
                         }
                     }
                 }
+                // The predecessor is done (its drain ended, or it died): listeners that
+                // stopped may close now.
+                inbox.active.store(false, Ordering::Release);
+                inbox.arrived.notify(usize::MAX);
             })?;
         Ok(())
     }

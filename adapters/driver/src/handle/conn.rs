@@ -296,7 +296,11 @@ impl ConnHandle {
         fd: OwnedFd,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let handle = self.clone();
-        let answer = self.shared.shutdown.outbox().and_then(|o| o.offer(fd));
+        // Only Idle, not closed by the lifecycle: anything else stays (and the core would
+        // refuse it anyway).
+        let answer = (self.state() == ConnState::Idle && !self.is_cut())
+            .then(|| self.shared.shutdown.outbox().and_then(|o| o.offer(fd)))
+            .flatten();
         async move {
             let Some(answer) = answer else {
                 return false;

@@ -68,6 +68,22 @@ struct Inner {
     outbox: std::sync::OnceLock<crate::transfer::Outbox>,
     /// The connection transfer's receiving half: what a predecessor sent, for the listeners.
     inbox: std::sync::Arc<crate::transfer::Inbox>,
+    /// Connections tracked since start, by how they came (for [`Shutdown::totals`]).
+    accepted: std::sync::atomic::AtomicU64,
+    adopted: std::sync::atomic::AtomicU64,
+}
+
+/// How many connections a server has tracked since it started, by how they came
+/// ([`Shutdown::totals`]): across a restart with the connection transfer, a client that
+/// keeps its connection is accepted once, by the first generation, and adopted by each
+/// later one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Accepted from a listener.
+    pub accepted: u64,
+    /// Adopted from a predecessor.
+    pub adopted: u64,
 }
 
 /// The shared shutdown handle: one lifecycle behind a mutex, with the wake-ups around it.
@@ -115,6 +131,8 @@ impl Shutdown {
                 changed: Event::new(),
                 outbox: std::sync::OnceLock::new(),
                 inbox: Default::default(),
+                accepted: Default::default(),
+                adopted: Default::default(),
             }),
         }
     }
@@ -275,11 +293,12 @@ impl Shutdown {
     fn track(&self, adopted: bool) -> Result<Conn, Error> {
         let now = self.now();
         let mut state = self.lock();
-        let id = if adopted {
-            state.lc.adopt(now)?
+        let (id, total) = if adopted {
+            (state.lc.adopt(now)?, &self.inner.adopted)
         } else {
-            state.lc.accept(now)?
+            (state.lc.accept(now)?, &self.inner.accepted)
         };
+        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mailbox = Arc::new(Shared::new(Mailbox::new(self.clone(), id, state.serving)));
         if adopted {
             mailbox.set_state(lameduck_core::ConnState::Idle);
@@ -297,15 +316,29 @@ impl Shutdown {
         Ok(Conn::new(mailbox))
     }
 
-    /// From now on idle HTTP/1.1 connections are offered to the successor on the other end
-    /// of `sock` (the transfer socket of handover version 2) instead of being asked to
-    /// close. Once only: a second call is an error.
-    pub(crate) fn start_transfer(&self, sock: OwnedFd) -> std::io::Result<()> {
+    /// From now on the connections asked to leave are offered, once idle, to the process
+    /// on the other end of the Unix stream socket `sock` instead of being closed
+    /// ([`ConnHandle::hand_over`]; `lameduck-hyper` offers its idle HTTP/1.1 connections),
+    /// sent with `SCM_RIGHTS` by a thread of its own. The other process takes them with
+    /// [`adopt_from`](Shutdown::adopt_from). [`Restarter`](crate::restart::Restarter) does
+    /// both for an in-place upgrade (handover version 2); call this for a supervisor of
+    /// your own. Once only: a second call is an error.
+    pub fn hand_over_to(&self, sock: OwnedFd) -> std::io::Result<()> {
         let outbox = crate::transfer::Outbox::start(sock)?;
         self.inner
             .outbox
             .set(outbox)
             .map_err(|_| std::io::Error::other("the connection transfer has begun already"))
+    }
+
+    /// Adopts the connections a predecessor sends over the Unix stream socket `sock`
+    /// ([`hand_over_to`](Shutdown::hand_over_to) on its side): a thread of its own receives
+    /// them, and each tracked TCP listener of this handle yields, from `accept`, those for
+    /// its own local address — adopted as Idle, then served like any other connection. Call
+    /// it before the accept loops start. A connection for an address no listener has is
+    /// closed.
+    pub fn adopt_from(&self, sock: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        self.inner.inbox.receive(sock)
     }
 
     /// The outbox, while it takes offers.
@@ -379,6 +412,16 @@ impl Shutdown {
             }
         }
         state.lc.counts()
+    }
+
+    /// How many connections this handle has tracked since it started, accepted and
+    /// adopted.
+    pub fn totals(&self) -> Totals {
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        Totals {
+            accepted: load(&self.inner.accepted),
+            adopted: load(&self.inner.adopted),
+        }
     }
 
     /// The drain report so far (`None` before shutdown began).

@@ -1,0 +1,191 @@
+//! The connection transfer between two servers in one process, each with its own shutdown
+//! handle, sharing one listening socket as a predecessor and its successor do: an idle
+//! keep-alive connection goes from one to the other over a Unix socket pair, a request
+//! sent while its socket is in flight is answered by the successor, and a connection whose
+//! next request was already read stays where it is.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use lameduck_tokio::{self as lameduck, Config, Shutdown};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A tracked listener on (a duplicate of) `listener`.
+fn track(shutdown: &Shutdown, listener: std::net::TcpListener) -> lameduck::Listener {
+    lameduck::Listener::from_tcp(
+        shutdown,
+        tokio::net::TcpListener::from_std(listener).unwrap(),
+    )
+}
+
+/// A server that says who it is: `{name} {path}`.
+fn serve(listener: lameduck::Listener, name: &'static str) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+            "{name} {}\n",
+            req.uri().path()
+        )))))
+    });
+    tokio::spawn(lameduck_hyper::serve(listener, service));
+}
+
+/// The old server, serving, and the new one's handle and listener on a duplicate of the
+/// listening socket — not yet serving, as a successor before its accept loop starts:
+/// `(old, new, new's listener, addr)`.
+fn pair() -> (Shutdown, Shutdown, lameduck::Listener, SocketAddr) {
+    let config = Config::default().with_deadline(Some(Duration::from_secs(10)));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (old, new) = (lameduck::shutdown(config), lameduck::shutdown(config));
+    let successor = track(&new, listener.try_clone().unwrap());
+    serve(track(&old, listener), "old");
+    (old, new, successor, addr)
+}
+
+async fn response(client: &mut TcpStream) -> String {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&text).ends_with('\n')
+        || !String::from_utf8_lossy(&text).contains("\r\n\r\n")
+    {
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .expect("no reset");
+        assert!(
+            n > 0,
+            "the connection ended: {:?}",
+            String::from_utf8_lossy(&text)
+        );
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(text).unwrap()
+}
+
+/// A response from the old server on a fresh keep-alive connection, then Idle.
+async fn idle_client(old: &Shutdown, addr: SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(response(&mut client).await.ends_with("old /one\n"));
+    common::until(old, "Idle", |c| c.idle == 1).await;
+    client
+}
+
+#[tokio::test]
+async fn a_request_sent_while_its_socket_is_in_flight_is_answered_by_the_successor() {
+    let (old, new, successor, addr) = pair();
+    let mut client = idle_client(&old, addr).await;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    assert_eq!(
+        (report.handed_over, report.finished, report.cut.total()),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    // The socket is in flight: sent, not yet received. The request waits in the kernel.
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The successor starts: it takes the socket, then its accept loop runs.
+    new.adopt_from(theirs).unwrap();
+    serve(successor, "new");
+    let text = response(&mut client).await;
+    assert!(text.ends_with("new /two\n"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert_eq!(new.totals().adopted, 1);
+    assert_eq!(new.totals().accepted, 0);
+    // And it goes on there.
+    client
+        .write_all(b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(response(&mut client).await.ends_with("new /three\n"));
+}
+
+#[tokio::test]
+async fn a_connection_whose_next_request_was_read_already_stays_and_is_answered_here() {
+    let (old, _new, _successor, addr) = pair();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    // Pipelined: the start of the next request comes with the first, and hyper reads both.
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    assert!(response(&mut client).await.ends_with("old /one\n"));
+    common::until(&old, "Idle", |c| c.idle == 1).await;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    client.write_all(b"st: x\r\n\r\n").await.unwrap();
+    let text = response(&mut client).await;
+    assert!(text.ends_with("old /two\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    assert_eq!((report.handed_over, report.finished), (0, 1), "{report:?}");
+    // Nothing was sent.
+    theirs.set_nonblocking(true).unwrap();
+    let mut fds = Vec::new();
+    let error = lameduck_os_recv(&theirs, &mut fds);
+    assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error}");
+}
+
+#[tokio::test]
+async fn without_a_successor_that_takes_connections_the_drain_is_as_before() {
+    let (old, _new, _successor, addr) = pair();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    // The successor is gone before the first offer: the send fails, the connection stays.
+    drop(theirs);
+    let mut client = idle_client(&old, addr).await;
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = response(&mut client).await;
+    assert!(text.ends_with("old /two\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    assert_eq!((report.handed_over, report.finished), (0, 1), "{report:?}");
+}
+
+/// One `recvmsg` on the socket: its error (nothing is expected to arrive).
+fn lameduck_os_recv(sock: &UnixStream, fds: &mut Vec<OwnedFd>) -> std::io::Error {
+    let mut payload = [0u8; 1];
+    match lameduck_os::transfer::recv(sock.as_fd(), &mut payload, fds) {
+        Ok(n) => panic!("received {n} bytes and {} descriptors", fds.len()),
+        Err(e) => e,
+    }
+}
