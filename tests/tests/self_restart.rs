@@ -998,3 +998,65 @@ http {{
     );
     assert!(adopted > 0, "no connection was handed over");
 }
+
+/// A successor that does not take the offer — as a version-1 binary does not: this wrapper
+/// closes the transfer socket's fd before it starts hello — gets version 1's drain: every
+/// keep-alive client is asked to reconnect, none fails. The next upgrade, between two
+/// version-2 processes, transfers again.
+#[test]
+fn a_successor_that_does_not_take_connections_gets_version_1s_drain() {
+    let _serial = serial();
+    let binary = deployable("version-1");
+    let mut hello = Hello::start(&binary, &[], &[]);
+    let first = hello.pid().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| keep_alive(hello.port, stop.clone()))
+        .collect();
+    // One listener (fd 3), the ready pipe (fd 4), the transfer socket (fd 5).
+    let script = format!(
+        "#!/bin/sh\nexec 5<&-\nexec {good} \"$@\"\n",
+        good = hello_binary().display()
+    );
+    deploy_bytes(&binary, script.as_bytes());
+    let second = upgrade(&mut hello);
+    hello.wait_line(&format!("hello {first}: drained: "));
+    deploy_bytes(&binary, &std::fs::read(hello_binary()).unwrap());
+    let third = upgrade(&mut hello);
+    hello.wait_line(&format!(
+        "transfer: successor {third} takes idle connections"
+    ));
+    hello.wait_line(&format!("hello {second}: drained: "));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<KeepAlive> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let log = hello.stop();
+    let drained = |pid: u32| {
+        log.iter()
+            .find(|l| l.contains(&format!("hello {pid}: drained: ")))
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        drained(first).contains("handed_over: 0,"),
+        "{}",
+        drained(first)
+    );
+    assert!(
+        !drained(second).contains("handed_over: 0,"),
+        "{}",
+        drained(second)
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains(&format!("successor {second} takes idle connections"))),
+        "{log:?}"
+    );
+    for s in &seen {
+        assert!(s.failed.is_empty(), "failed: {:?}", s.failed);
+        // Asked to leave by the first generation (once, or again if its next connection
+        // raced the first's stop), never by the second.
+        assert!(s.reconnections >= 1, "{s:?}");
+        let last = s.served_by.last().unwrap();
+        assert!(last.contains(&second) && last.contains(&third), "{s:?}");
+    }
+}

@@ -185,9 +185,7 @@ where
             // The handover's own variables, read by `lameduck-os`'s handover.
             handover::LAMEDUCK_HANDOVER
             | handover::LAMEDUCK_READY_FD
-            | handover::LAMEDUCK_DRAINING
-            | handover::LAMEDUCK_TRANSFER_FD
-            | handover::LAMEDUCK_TRANSFER_FROM => {}
+            | handover::LAMEDUCK_DRAINING => {}
             _ => {
                 return Err(error(format!(
                     "not a lameduck setting (known: {})",

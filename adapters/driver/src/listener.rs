@@ -169,9 +169,8 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     pub async fn accept(&mut self) -> Option<io::Result<Tracked<S>>> {
         loop {
             let Some(listener) = self.listener.as_ref() else {
-                if self.guard.is_none() {
-                    return None;
-                }
+                // Closed for good: nothing more, ever.
+                self.guard.as_ref()?;
                 if let Some(fd) = self.adopted_until_done().await {
                     return Some(self.adopted(fd));
                 }

@@ -37,6 +37,19 @@
 //! `NOTIFY_SOCKET` included, is inherited. Close-on-exec is cleared only in the child,
 //! between `fork` and `execve`.
 //!
+//! # Version 2: the connection transfer
+//!
+//! The parent also places the successor's end of a Unix socket pair right after the ready
+//! pipe (no variable: a version-1 successor refuses `LAMEDUCK_*` settings it does not
+//! know; see `lameduck_os::handover::take_transfer_fd`). A successor that takes it says
+//! `VERSION=2\n` before `READY=1\n` and adopts what arrives on it
+//! ([`Shutdown::adopt_from`]); the parent, once the successor has served through its
+//! [`PROBATION`] — still serving everything itself meanwhile — begins its drain with the
+//! transfer on ([`Shutdown::hand_over_to`]): idle keep-alive HTTP/1.1 connections go to the
+//! successor instead of being asked to close. A successor that dies within the probation
+//! takes nothing ([`UpgradeError::DiedOnProbation`]); one that does not speak version 2
+//! gets version 1's drain. Every outcome is in `docs/self-restart.md`.
+//!
 //! # systemd
 //!
 //! With `Type=notify-reload` (or `notify`) and `NotifyAccess=all`, the serving process sends

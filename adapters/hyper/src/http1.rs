@@ -26,6 +26,9 @@ use crate::service::TrackedService;
 type Conn<R, I, S> = UpgradeableConnection<HttpIo<R, I>, TrackedService<S>>;
 type Parts<R, I, S> = http1::Parts<HttpIo<R, I>, TrackedService<S>>;
 
+// `Serving` is hyper's connection, inline on purpose: boxing it would cost every
+// connection an allocation for what happens once, at a handover.
+#[allow(clippy::large_enum_variant)]
 enum Phase<R, I, S, B>
 where
     R: Runtime,

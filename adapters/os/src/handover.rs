@@ -26,13 +26,6 @@ pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
 pub const LAMEDUCK_READY_FD: &str = "LAMEDUCK_READY_FD";
 /// `LAMEDUCK_DRAINING`: the pids of older generations still draining.
 pub const LAMEDUCK_DRAINING: &str = "LAMEDUCK_DRAINING";
-/// `LAMEDUCK_TRANSFER_FD`: the successor's end of the connection-transfer socket (version
-/// 2's offer).
-pub const LAMEDUCK_TRANSFER_FD: &str = "LAMEDUCK_TRANSFER_FD";
-/// `LAMEDUCK_TRANSFER_FROM`: the pid of the parent that offered the transfer: a variable
-/// left over from an older generation (passed on by a version-1 parent, which does not
-/// know it) names another pid than the successor's parent, and is ignored.
-pub const LAMEDUCK_TRANSFER_FROM: &str = "LAMEDUCK_TRANSFER_FROM";
 /// The value of `LAMEDUCK_HANDOVER`: the base protocol (listeners, ready pipe, draining
 /// pids), which every version keeps — so a successor of the first version, which refuses
 /// any other value, still takes over from a newer parent. What a successor speaks beyond
@@ -41,7 +34,8 @@ pub const HANDOVER_VERSION: &str = "1";
 /// What the successor writes to the ready fd once it serves.
 pub const READY: &[u8] = b"READY=1\n";
 /// What a successor that accepts the connection transfer writes before [`READY`], in the
-/// same write: it serves connections the parent sends it over `LAMEDUCK_TRANSFER_FD`.
+/// same write: it serves connections the parent sends it over the transfer socket
+/// ([`take_transfer_fd`]).
 pub const VERSION_2: &[u8] = b"VERSION=2\n";
 
 /// Whether this process took its ready pipe already: the fd is owned once.
@@ -101,79 +95,86 @@ pub fn take_ready_fd() -> io::Result<Option<File>> {
 /// Whether this process took its transfer socket already.
 static TRANSFER_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The successor's end of the connection-transfer socket, if its parent offered one:
-/// `LAMEDUCK_TRANSFER_FD`, honoured when `LISTEN_PID` names this process and
-/// `LAMEDUCK_TRANSFER_FROM` names its parent (otherwise the variables are stale, and
-/// `Ok(None)`). Taken once per process. A malformed number, or an fd that is not an open
-/// Unix stream socket, is an `InvalidInput` error naming the variable.
+/// The successor's end of the connection-transfer socket, if its parent offered one
+/// (handover version 2): the fd right after the ready pipe (`LAMEDUCK_READY_FD + 1`), when
+/// `LISTEN_PID` names this process and that fd is a Unix stream socket whose peer is this
+/// process's parent (`SO_PEERCRED`). There is no variable for it: a version-1 successor
+/// refuses any `LAMEDUCK_*` setting it does not know, so the offer must be invisible to
+/// it — it leaves the socket unused. An fd there that is anything else (a version-1
+/// parent places nothing there; the number is then this process's own) is not touched:
+/// `Ok(None)`. Taken once per process.
 pub fn take_transfer_fd() -> io::Result<Option<std::os::unix::net::UnixStream>> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    let Some(fd) = std::env::var_os(LAMEDUCK_TRANSFER_FD) else {
+    let Some(ready) = std::env::var_os(LAMEDUCK_READY_FD) else {
         return Ok(None);
     };
-    let pid_in = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|pid| pid.parse::<u32>().ok())
-    };
-    // SAFETY: getppid(2) cannot fail and touches no memory.
-    let parent = unsafe { libc::getppid() } as u32;
-    if pid_in(LISTEN_PID) != Some(std::process::id())
-        || pid_in(LAMEDUCK_TRANSFER_FROM) != Some(parent)
-        || TRANSFER_TAKEN.swap(true, Ordering::AcqRel)
-    {
-        return Ok(None);
-    }
-    let text = fd.to_string_lossy();
-    let fd: RawFd = text
-        .parse()
+    let ours = std::env::var(LISTEN_PID)
         .ok()
-        .filter(|&fd: &RawFd| fd > 2 && text.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| {
-            invalid(format!(
-                "{LAMEDUCK_TRANSFER_FD}={text:?}: not an fd number above 2"
-            ))
-        })?;
-    // SAFETY: a zeroed `stat` is a valid value of the plain C struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fstat` writes only into the `stat` buffer we pass.
-    let is_socket =
-        unsafe { libc::fstat(fd, &mut stat) } == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK;
-    let mut domain: libc::c_int = 0;
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the int we pass, for each call.
-    let unix_stream = is_socket
-        && unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_DOMAIN,
-                (&mut domain as *mut libc::c_int).cast(),
-                &mut len,
-            ) == 0
-                && libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_TYPE,
-                    (&mut kind as *mut libc::c_int).cast(),
-                    &mut len,
-                ) == 0
-        }
-        && domain == libc::AF_UNIX
-        && kind == libc::SOCK_STREAM;
-    if !unix_stream {
-        return Err(invalid(format!(
-            "{LAMEDUCK_TRANSFER_FD}={fd}: not an open Unix stream socket"
-        )));
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    let Some(fd) = ready
+        .to_str()
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2)
+        .and_then(|fd| fd.checked_add(1))
+    else {
+        // Malformed: `take_ready_fd` says so, naming the variable.
+        return Ok(None);
+    };
+    if !ours || !is_parents_unix_stream(fd) || TRANSFER_TAKEN.swap(true, Ordering::AcqRel) {
+        return Ok(None);
     }
-    // SAFETY: the fd is an open Unix stream socket our parent placed here for us alone
-    // (LISTEN_PID names us, LAMEDUCK_TRANSFER_FROM our parent), taken once
-    // (TRANSFER_TAKEN); nothing else in this process knows its number.
+    // SAFETY: the fd is an open Unix stream socket whose peer is our parent, at the number
+    // the handover protocol reserves for it (after the ready pipe, with LISTEN_PID naming
+    // us), taken once (TRANSFER_TAKEN); nothing else in this process knows its number.
     let sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
     // SAFETY: F_SETFD on an fd we own; no memory involved.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(Some(sock))
+}
+
+/// Whether `fd` is an open Unix stream socket connected to this process's parent. Reads
+/// only: the fd may be anyone's.
+fn is_parents_unix_stream(fd: RawFd) -> bool {
+    let int_option = |name: libc::c_int| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the int we pass; a number that
+        // is no socket fails with ENOTSOCK or EBADF.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        } == 0;
+        ok.then_some(value)
+    };
+    if int_option(libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+        || int_option(libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+    {
+        return false;
+    }
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the `ucred` we pass.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    } == 0;
+    // SAFETY: getppid(2) cannot fail and touches no memory.
+    ok && cred.pid == unsafe { libc::getppid() }
 }
 
 /// Waits up to `timeout` for the successor to end, watching the parent's end of the
@@ -288,7 +289,8 @@ pub struct Spawn<'a> {
     /// The pids still draining, for `LAMEDUCK_DRAINING`.
     pub draining: &'a [u32],
     /// Offer the connection transfer (version 2): a Unix socket pair, the successor's end at
-    /// fd `4 + listeners`.
+    /// fd `4 + listeners`, right after the ready pipe (no variable names it; see
+    /// [`take_transfer_fd`]).
     pub transfer: bool,
 }
 
@@ -340,8 +342,6 @@ impl Spawn<'_> {
             LAMEDUCK_HANDOVER,
             LAMEDUCK_READY_FD,
             LAMEDUCK_DRAINING,
-            LAMEDUCK_TRANSFER_FD,
-            LAMEDUCK_TRANSFER_FROM,
         ];
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
@@ -367,14 +367,6 @@ impl Spawn<'_> {
             format!("{LAMEDUCK_DRAINING}={}", draining.join(",")),
         ] {
             envp.push(cstring(entry.as_bytes())?);
-        }
-        if transfer {
-            for entry in [
-                format!("{LAMEDUCK_TRANSFER_FD}={}", ready_fd + 1),
-                format!("{LAMEDUCK_TRANSFER_FROM}={}", std::process::id()),
-            ] {
-                envp.push(cstring(entry.as_bytes())?);
-            }
         }
         // LISTEN_PID is the child's own pid, known only after the fork: the child writes its
         // digits into this buffer (room for any pid, NUL-terminated) before `execve`.

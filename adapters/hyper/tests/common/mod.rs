@@ -6,6 +6,7 @@ use std::time::Duration;
 use lameduck_tokio::{self as lameduck, Config, Counts, Shutdown};
 
 /// A shutdown handle and a tracked TCP listener on a free loopback port.
+#[allow(dead_code)] // not every suite binds its listener this way (transfer.rs shares one)
 pub async fn listen(config: Config) -> (Shutdown, lameduck::Listener, SocketAddr) {
     let shutdown = lameduck::shutdown(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
