@@ -10,6 +10,10 @@ use super::mailbox::{Mailbox, Notice, SERVING_OVER, Shared, state_from_u8, state
 use super::notices::Notices;
 use super::{DrainHold, Shutdown};
 
+/// How often a handover is tried while the transfer socket's buffer is full, a
+/// millisecond apart.
+const SEND_ATTEMPTS: usize = 100;
+
 /// Which bytes read on a connection are a request's first, and so move it from New or Idle
 /// to Active ([`ConnHandle::set_request_start`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -296,20 +300,32 @@ impl ConnHandle {
         fd: OwnedFd,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let handle = self.clone();
-        // Only Idle, not closed by the lifecycle: anything else stays (and the core would
-        // refuse it anyway).
-        let answer = (self.state() == ConnState::Idle && !self.is_cut())
-            .then(|| self.shared.shutdown.outbox().and_then(|o| o.offer(fd)))
-            .flatten();
         async move {
-            let Some(answer) = answer else {
-                return false;
-            };
-            if !answer.wait().await {
+            // Only Idle, not closed by the lifecycle: anything else stays (and the core
+            // would refuse it anyway).
+            if handle.state() != ConnState::Idle || handle.is_cut() {
                 return false;
             }
-            handle.report_handed_over();
-            true
+            let shutdown = handle.shared.shutdown.clone();
+            // A full socket buffer (the successor is behind) is waited out for a while,
+            // then the connection stays.
+            for _ in 0..SEND_ATTEMPTS {
+                let attempt = match shutdown.outbox() {
+                    Some(outbox) => outbox.try_send(std::os::fd::AsFd::as_fd(&fd)),
+                    None => crate::transfer::Attempt::Closed,
+                };
+                match attempt {
+                    crate::transfer::Attempt::Sent => {
+                        handle.report_handed_over();
+                        return true;
+                    }
+                    crate::transfer::Attempt::Closed => return false,
+                    crate::transfer::Attempt::Busy => {
+                        shutdown.sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            false
         }
     }
 

@@ -319,12 +319,12 @@ impl Shutdown {
     /// From now on the connections asked to leave are offered, once idle, to the process
     /// on the other end of the Unix stream socket `sock` instead of being closed
     /// ([`ConnHandle::hand_over`]; `lameduck-hyper` offers its idle HTTP/1.1 connections),
-    /// sent with `SCM_RIGHTS` by a thread of its own. The other process takes them with
+    /// each sent with `SCM_RIGHTS` by its own task. The other process takes them with
     /// [`adopt_from`](Shutdown::adopt_from). [`Restarter`](crate::restart::Restarter) does
     /// both for an in-place upgrade (handover version 2); call this for a supervisor of
     /// your own. Once only: a second call is an error.
     pub fn hand_over_to(&self, sock: OwnedFd) -> std::io::Result<()> {
-        let outbox = crate::transfer::Outbox::start(sock)?;
+        let outbox = crate::transfer::Outbox::new(sock)?;
         self.inner
             .outbox
             .set(outbox)
