@@ -11,6 +11,6 @@ pub use crate::restart::{self, Restarter};
 pub use crate::signal::Signal;
 pub use crate::{
     Conn, ConnHandle, Decrypted, DrainHold, EndWhenAsked, Notice, NoticeWatch, Notices,
-    RequestStart, Runtime, Shutdown, Timers, Tracked, TrackedListener, accept,
+    RequestStart, Runtime, Shutdown, Timers, Totals, Tracked, TrackedListener, accept,
 };
 pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};

@@ -506,7 +506,6 @@ impl Inner {
         let mut reloading = vec![NotifyState::Reloading];
         reloading.extend(NotifyState::monotonic_usec_now().ok());
         notify(&reloading);
-        let started = Instant::now();
         let result = self.hand_over(false);
         let mut state = lock(&self.state);
         match result {
@@ -515,8 +514,7 @@ impl Inner {
                 drop(state);
                 *lock(&self.handed_at) = Some(Instant::now());
                 log(format_args!(
-                    "upgrade: successor {successor} serves after {:?}; draining",
-                    started.elapsed()
+                    "upgrade: handed over to {successor}; draining"
                 ));
                 self.shutdown.begin();
                 Ok(successor)
@@ -534,6 +532,7 @@ impl Inner {
     /// Starts the successor and waits until it serves; on failure it is killed and reaped.
     /// `replacing`: for a successor that failed after it served, while we drain.
     fn hand_over(self: &Arc<Self>, replacing: bool) -> Result<u32, UpgradeError> {
+        let started = Instant::now();
         let still_draining: Vec<u32> = self
             .draining
             .iter()
@@ -596,6 +595,10 @@ impl Inner {
             }
         };
         let successor = pid;
+        log(format_args!(
+            "upgrade: successor {successor} serves after {:?}",
+            started.elapsed()
+        ));
         // It serves: it is the main process from now on.
         if let Some(path) = &self.options.pid_file {
             if let Err(e) = write_pid_file(path, successor) {

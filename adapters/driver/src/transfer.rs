@@ -109,6 +109,14 @@ struct InboxState {
     sockets: VecDeque<(SocketAddr, OwnedFd)>,
 }
 
+/// Whether a listener bound to `listener` accepts connections whose local address is
+/// `local`: the same address, or the same port when the listener is bound to the
+/// unspecified address (`0.0.0.0:8080` accepts on `10.0.0.5:8080`; a dual-stack `[::]:8080`
+/// on `[::ffff:10.0.0.5]:8080` too).
+fn serves(listener: SocketAddr, local: SocketAddr) -> bool {
+    listener == local || (listener.ip().is_unspecified() && listener.port() == local.port())
+}
+
 impl Inbox {
     /// A listener on `addr` takes adopted sockets from now on.
     pub(crate) fn claim(&self, addr: SocketAddr) {
@@ -127,15 +135,19 @@ impl Inbox {
             state.claims[i].1 -= 1;
             if state.claims[i].1 == 0 {
                 state.claims.swap_remove(i);
-                state.sockets.retain(|(a, _)| *a != addr);
+                let InboxState { claims, sockets } = &mut *state;
+                sockets.retain(|(local, _)| claims.iter().any(|(l, _)| serves(*l, *local)));
             }
         }
     }
 
-    /// The next socket adopted for `addr`.
+    /// The next adopted socket a listener on `addr` serves.
     pub(crate) fn take(&self, addr: SocketAddr) -> Option<OwnedFd> {
         let mut state = lock(&self.state);
-        let i = state.sockets.iter().position(|(a, _)| *a == addr)?;
+        let i = state
+            .sockets
+            .iter()
+            .position(|(local, _)| serves(addr, *local))?;
         state.sockets.remove(i).map(|(_, fd)| fd)
     }
 
@@ -149,7 +161,7 @@ impl Inbox {
                 .ok()
                 .and_then(|a| a.as_socket());
             match addr {
-                Some(addr) if state.claims.iter().any(|(a, _)| *a == addr) => {
+                Some(addr) if state.claims.iter().any(|(l, _)| serves(*l, addr)) => {
                     state.sockets.push_back((addr, fd));
                 }
                 _ => unclaimed += 1,
@@ -193,5 +205,22 @@ impl Inbox {
                 inbox.arrived.notify(usize::MAX);
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_the_unspecified_address_serves_every_local_address_of_its_port() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(serves(at("127.0.0.1:8080"), at("127.0.0.1:8080")));
+        assert!(!serves(at("127.0.0.1:8080"), at("127.0.0.2:8080")));
+        assert!(!serves(at("127.0.0.1:8080"), at("127.0.0.1:8081")));
+        assert!(serves(at("0.0.0.0:8080"), at("10.0.0.5:8080")));
+        assert!(!serves(at("0.0.0.0:8080"), at("10.0.0.5:8081")));
+        assert!(serves(at("[::]:8080"), at("[::ffff:10.0.0.5]:8080")));
+        assert!(serves(at("[::]:8080"), at("[2001:db8::1]:8080")));
     }
 }
