@@ -64,60 +64,6 @@ where
     state: Arc<HttpState>,
 }
 
-/// Serves `io` with `service` over HTTP/1.1, upgrades on.
-pub(crate) fn serve<R, I, S, B>(
-    io: HttpIo<R, I>,
-    service: TrackedService<S>,
-    state: Arc<HttpState>,
-) -> Http1<R, I, S, B>
-where
-    R: Runtime,
-    I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Http1 {
-        phase: Phase::Serving(connection(io, service)),
-        state,
-    }
-}
-
-fn connection<R, I, S, B>(io: HttpIo<R, I>, service: TrackedService<S>) -> Conn<R, I, S>
-where
-    R: Runtime,
-    I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades()
-}
-
-/// Serves the parts here again: the connection stays, and leaves as it would without a
-/// successor (its next response says `Connection: close`).
-fn resume<R, I, S, B>(parts: Parts<R, I, S>, state: &HttpState) -> Conn<R, I, S>
-where
-    R: Runtime,
-    I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    state.stays();
-    let mut io = parts.io;
-    io.replay(parts.read_buf);
-    connection(io, parts.service)
-}
-
 impl<R, I, S, B> Http1<R, I, S, B>
 where
     R: Runtime,
@@ -128,11 +74,64 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    /// Serves `io` with `service` over HTTP/1.1, upgrades on.
+    pub(crate) fn serve(
+        io: HttpIo<R, I>,
+        service: TrackedService<S>,
+        state: Arc<HttpState>,
+    ) -> Self {
+        Http1 {
+            phase: Phase::Serving(Self::connection(io, service)),
+            state,
+        }
+    }
+
+    fn connection(io: HttpIo<R, I>, service: TrackedService<S>) -> Conn<R, I, S> {
+        http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+    }
+
+    /// Serves the parts here again: the connection stays, and leaves as it would without a
+    /// successor (its next response says `Connection: close`).
+    fn resume(parts: Parts<R, I, S>, state: &HttpState) -> Conn<R, I, S> {
+        state.stays();
+        let mut io = parts.io;
+        io.replay(parts.read_buf);
+        Self::connection(io, parts.service)
+    }
+
     /// hyper's graceful shutdown (never used for HTTP/1 by the driver; see `Drive`).
     pub(crate) fn graceful_shutdown(self: Pin<&mut Self>) {
         if let Phase::Serving(conn) = &mut self.get_mut().phase {
             Pin::new(conn).graceful_shutdown();
         }
+    }
+
+    /// Takes the connection apart and offers its socket; serves on here when it cannot.
+    #[cold]
+    #[inline(never)]
+    fn hand_over(&mut self) {
+        let Phase::Serving(conn) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        // `None` only after an upgrade, which an Idle connection has not had.
+        let Some(parts) = conn.into_parts() else {
+            return;
+        };
+        // Bytes of a next request already read (a pipelining client): served here.
+        let fd = if parts.read_buf.is_empty() {
+            parts.io.dup_socket()
+        } else {
+            None
+        };
+        self.phase = match fd {
+            Some(fd) => Phase::HandingOver {
+                sent: Box::pin(self.state.conn.hand_over(fd)),
+                parts: Box::new(parts),
+            },
+            None => Phase::Serving(Self::resume(parts, &self.state)),
+        };
     }
 }
 
@@ -178,47 +177,10 @@ where
                         parts.io.forget();
                         return Poll::Ready(());
                     }
-                    this.phase = Phase::Serving(resume(*parts, &this.state));
+                    this.phase = Phase::Serving(Self::resume(*parts, &this.state));
                 }
                 Phase::Done => return Poll::Ready(()),
             }
         }
-    }
-}
-
-impl<R, I, S, B> Http1<R, I, S, B>
-where
-    R: Runtime,
-    I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    /// Takes the connection apart and offers its socket; serves on here when it cannot.
-    #[cold]
-    #[inline(never)]
-    fn hand_over(&mut self) {
-        let Phase::Serving(conn) = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        // `None` only after an upgrade, which an Idle connection has not had.
-        let Some(parts) = conn.into_parts() else {
-            return;
-        };
-        // Bytes of a next request already read (a pipelining client): served here.
-        let fd = if parts.read_buf.is_empty() {
-            parts.io.dup_socket()
-        } else {
-            None
-        };
-        self.phase = match fd {
-            Some(fd) => Phase::HandingOver {
-                sent: Box::pin(self.state.conn.hand_over(fd)),
-                parts: Box::new(parts),
-            },
-            None => Phase::Serving(resume(parts, &self.state)),
-        };
     }
 }

@@ -518,7 +518,7 @@ where
             |c| c.graceful_shutdown(),
         ))))
     } else {
-        let connection = http1::serve(io, service, state.clone());
+        let connection = http1::Http1::serve(io, service, state.clone());
         Some(Started::Http1(drive(connection, &notices, state, |c| {
             c.graceful_shutdown()
         })))

@@ -332,45 +332,40 @@ impl ConnHandle {
     /// The socket went to the successor: the lifecycle counts it handed over (or, if it
     /// closed the connection meanwhile — its idle grace, the deadline — as closed).
     fn report_handed_over(&self) {
-        let mailbox: &Mailbox = &self.shared;
-        let Mailbox { shutdown, id, .. } = mailbox;
-        let now = shutdown.now();
-        let mut lifecycle = shutdown.lock();
-        sync(&mut *lifecycle.lc, *id, mailbox);
-        if lifecycle.lc.handed_over(*id, now).is_err() {
-            // Closed by the lifecycle while the socket was in flight: counted as closed.
-            let _ = lifecycle.lc.closed(*id, now);
-        }
-        if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
-            if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
-                *slot = None;
+        self.leave(|lc, id, now| {
+            if lc.handed_over(id, now).is_err() {
+                // Closed by the lifecycle while the socket was in flight: counted as closed.
+                let _ = lc.closed(id, now);
             }
-        }
-        mailbox.set_state(ConnState::Closed);
-        if shutdown.deliver(&mut lifecycle, now) {
-            drop(lifecycle);
-            shutdown.inner.changed.notify(usize::MAX);
-        }
+            true
+        });
     }
 
     /// Reports the connection Closed (lingering, or not), once: later calls change nothing
     /// (the lifecycle refuses a second close of the same id, and its slot is only freed by
     /// the first). Whether this call closed it.
     fn report_closed(&self, lingers: bool) -> bool {
+        self.leave(|lc, id, now| {
+            if lingers {
+                lc.closed_lingering(id, now)
+            } else {
+                lc.closed(id, now)
+            }
+            .is_ok()
+        })
+    }
+
+    /// The connection leaves the lifecycle by `f` (a close, a handover) under one lock hold:
+    /// the lifecycle counts it out of the state it knows (the current one), and it leaves
+    /// the table — closed now or before (a cut): the table's reference is what keeps the
+    /// handle and this connection alive for each other.
+    fn leave(&self, f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> bool) -> bool {
         let mailbox: &Mailbox = &self.shared;
         let Mailbox { shutdown, id, .. } = mailbox;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
-        // The lifecycle counts the connection out of the state it knows: the current one.
         sync(&mut *lifecycle.lc, *id, mailbox);
-        let closed = if lingers {
-            lifecycle.lc.closed_lingering(*id, now)
-        } else {
-            lifecycle.lc.closed(*id, now)
-        }
-        .is_ok();
-        // Out of the table, closed now or before (a cut): the table's reference is what
-        // keeps the handle and this connection alive for each other.
+        let result = f(&mut *lifecycle.lc, *id, now);
         if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
             if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
                 *slot = None;
@@ -381,7 +376,7 @@ impl ConnHandle {
             drop(lifecycle);
             shutdown.inner.changed.notify(usize::MAX);
         }
-        closed
+        result
     }
 }
 
