@@ -21,7 +21,10 @@
 //! `hello [ADDR] --self-restart --pid-file PATH [--upgrade-timeout DURATION]` restarts
 //! without a supervisor: SIGHUP starts the binary at hello's path as its successor, hands
 //! it the socket, and drains once the successor serves (a successor that fails or is not
-//! ready within the timeout, default 30s, is killed and hello serves on):
+//! ready within the timeout, default 30s, is killed and hello serves on); once the
+//! successor has served through its 250 ms probation, the idle keep-alive connections go
+//! to it, so keep-alive clients never reconnect (its drain line ends with `Totals {
+//! accepted, adopted }`):
 //!
 //! ```text
 //! target/release/examples/hello 127.0.0.1:8080 --self-restart --pid-file app.pid &
