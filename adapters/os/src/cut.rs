@@ -55,6 +55,8 @@ const EMPTY: i32 = -1;
 const CUTTING: i32 = -2;
 /// The socket was cut; sockets armed later are left alone (the connection is over).
 const CUT: i32 = -3;
+/// The socket went to another process ([`Cuttable::while_uncut`]): no cut may touch it.
+const LEFT: i32 = -4;
 
 /// A value shared by a connection's owner and the threads that may cut it, plus the socket
 /// they may cut. Dereferences to the value.
@@ -101,6 +103,39 @@ impl<T> Cuttable<T> {
                 Err(now) => current = now,
             }
         }
+    }
+
+    /// Runs `send` — the socket's handover to another process — while no cut can touch the
+    /// armed socket (a cut meanwhile finds nothing to do, as after a cut), then arms it
+    /// again, or, when `send` returned true, leaves it for good: the connection goes on in
+    /// the other process, and `shutdown(2)` acts on the connection, not on this process's
+    /// descriptor. `None`, without running `send`, once the socket was cut.
+    pub fn while_uncut(&self, send: impl FnOnce() -> bool) -> Option<bool> {
+        let mut current = self.socket.load(Ordering::Acquire);
+        let fd = loop {
+            match current {
+                CUT | LEFT => return None,
+                CUTTING => {
+                    yield_now();
+                    current = self.socket.load(Ordering::Acquire);
+                }
+                // Nothing armed: nothing can cut it.
+                EMPTY => return Some(send()),
+                fd => match self.socket.compare_exchange_weak(
+                    fd,
+                    CUTTING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(fd) => break fd,
+                    Err(now) => current = now,
+                },
+            }
+        };
+        let sent = send();
+        self.socket
+            .store(if sent { LEFT } else { fd }, Ordering::Release);
+        Some(sent)
     }
 
     /// Whether a socket is armed (and not cut).
@@ -312,5 +347,30 @@ mod tests {
         let armed: Armed<_, ()> = Armed::unarmed(server);
         assert!(!armed.is_armed());
         let _server: TcpStream = armed.into_inner();
+    }
+
+    /// A socket handed over is never cut afterwards (the connection lives on elsewhere); one
+    /// whose handover failed is armed again; one cut already is not handed over.
+    #[test]
+    fn a_socket_handed_over_is_left_alone_and_a_failed_handover_arms_it_again() {
+        let (client, server) = pair();
+        let cell = Arc::new(Cuttable::new(()));
+        let armed = Armed::new(server, cell.clone());
+        // A cut while the socket is in flight finds nothing to do.
+        assert_eq!(cell.while_uncut(|| !cell.cut()), Some(true));
+        assert!(!cell.cut() && !armed.is_armed(), "left for good");
+        client.set_nonblocking(true).unwrap();
+        let e = (&client).read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "not shut down");
+        drop(armed);
+
+        let (mut client, server) = pair();
+        let cell = Arc::new(Cuttable::new(()));
+        let armed = Armed::new(server, cell.clone());
+        assert_eq!(cell.while_uncut(|| false), Some(false));
+        assert!(armed.is_armed(), "armed again");
+        assert!(cell.cut());
+        assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
+        assert_eq!(cell.while_uncut(|| panic!("sent after a cut")), None);
     }
 }

@@ -310,10 +310,20 @@ impl ConnHandle {
             // A full socket buffer (the successor is behind) is waited out for a while,
             // then the connection stays.
             for _ in 0..SEND_ATTEMPTS {
-                let attempt = match shutdown.outbox() {
-                    Some(outbox) => outbox.try_send(std::os::fd::AsFd::as_fd(&fd)),
-                    None => crate::transfer::Attempt::Closed,
+                let Some(outbox) = shutdown.outbox() else {
+                    return false;
                 };
+                // No deadline's cut may reach the socket while it is in flight, nor after:
+                // shutdown(2) would end the connection in the successor too.
+                let mut attempt = crate::transfer::Attempt::Closed;
+                let sent = handle.shared.while_uncut(|| {
+                    attempt = outbox.try_send(std::os::fd::AsFd::as_fd(&fd));
+                    attempt == crate::transfer::Attempt::Sent
+                });
+                if sent.is_none() {
+                    // Cut by the deadline already: it is over here, and goes nowhere.
+                    return false;
+                }
                 match attempt {
                     crate::transfer::Attempt::Sent => {
                         handle.report_handed_over();
