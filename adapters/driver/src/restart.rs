@@ -512,7 +512,6 @@ impl Inner {
             Ok(successor) => {
                 *state = State::HandedOver(successor);
                 drop(state);
-                *lock(&self.handed_at) = Some(Instant::now());
                 log(format_args!(
                     "upgrade: handed over to {successor}; draining"
                 ));
@@ -599,7 +598,8 @@ impl Inner {
             "upgrade: successor {successor} serves after {:?}",
             started.elapsed()
         ));
-        // It serves: it is the main process from now on.
+        // It serves: it is the main process from now on (and its probation runs from now).
+        let ready_at = Instant::now();
         if let Some(path) = &self.options.pid_file {
             if let Err(e) = write_pid_file(path, successor) {
                 log(format_args!("upgrade: {e}"));
@@ -673,6 +673,9 @@ impl Inner {
                     )),
                 }
             });
+        if !replacing {
+            *lock(&self.handed_at) = Some(ready_at);
+        }
         Ok(successor)
     }
 }
