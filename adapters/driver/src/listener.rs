@@ -87,21 +87,15 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     }
 
     /// The next connection handed over for this listener, once one arrives (never, when
-    /// nothing is handed over to this process).
+    /// nothing is handed over to this process — at the cost of one atomic load an accept:
+    /// no lock, no allocation).
     async fn next_adopted(&self) -> OwnedFd {
-        let inbox = self.shutdown.inbox();
-        let Some(addr) = self.adopt.as_ref().map(|a| a.addr) else {
+        if !self.shutdown.inbox().in_use() {
             return future::pending().await;
-        };
-        loop {
-            let arrived = inbox.arrived.listen();
-            if let Some(fd) = inbox.take(addr) {
-                return fd;
-            }
-            if !inbox.active.load(std::sync::atomic::Ordering::Acquire) {
-                return future::pending().await;
-            }
-            arrived.await;
+        }
+        match self.adopted_until_done().await {
+            Some(fd) => fd,
+            None => future::pending().await,
         }
     }
 
@@ -181,10 +175,12 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
             let accept = future::poll_fn(|cx| poll_accept(listener, cx));
             let result = if self.draining_backlog {
                 // Handed over before the stop: served here, not left behind.
+                let inbox = self.shutdown.inbox();
                 if let Some(fd) = self
                     .adopt
                     .as_ref()
-                    .and_then(|a| self.shutdown.inbox().take(a.addr))
+                    .filter(|_| inbox.in_use())
+                    .and_then(|a| inbox.take(a.addr))
                 {
                     return Some(self.adopted(fd));
                 }

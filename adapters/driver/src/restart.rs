@@ -528,6 +528,19 @@ impl Inner {
         }
     }
 
+    /// Names `pid` the main process: in the PID file and to systemd (`MAINPID`, in one
+    /// message with `also`).
+    fn main_process(&self, pid: u32, also: &[NotifyState<'_>]) {
+        if let Some(path) = &self.options.pid_file {
+            if let Err(e) = write_pid_file(path, pid) {
+                log(format_args!("upgrade: {e}"));
+            }
+        }
+        let mut states = vec![NotifyState::MainPid(pid)];
+        states.extend_from_slice(also);
+        notify(&states);
+    }
+
     /// Starts the successor and waits until it serves; on failure it is killed and reaped.
     /// `replacing`: for a successor that failed after it served, while we drain.
     fn hand_over(self: &Arc<Self>, replacing: bool) -> Result<u32, UpgradeError> {
@@ -600,12 +613,7 @@ impl Inner {
         ));
         // It serves: it is the main process from now on (and its probation runs from now).
         let ready_at = Instant::now();
-        if let Some(path) = &self.options.pid_file {
-            if let Err(e) = write_pid_file(path, successor) {
-                log(format_args!("upgrade: {e}"));
-            }
-        }
-        notify(&[NotifyState::MainPid(successor), NotifyState::Ready]);
+        self.main_process(successor, &[NotifyState::Ready]);
         // Version 2: the successor takes our idle connections — but only once it has
         // served through its probation, while this process still serves everything it
         // has: a successor that dies right after it said it serves (a deploy that crashes
@@ -613,12 +621,7 @@ impl Inner {
         // on as if the upgrade had failed.
         if let (Some(sock), true) = (transfer, version_2) {
             if !handover::survives(&sock, PROBATION) {
-                if let Some(path) = &self.options.pid_file {
-                    if let Err(e) = write_pid_file(path, std::process::id()) {
-                        log(format_args!("upgrade: {e}"));
-                    }
-                }
-                notify(&[NotifyState::MainPid(std::process::id())]);
+                self.main_process(std::process::id(), &[]);
                 return fail(
                     child,
                     UpgradeError::DiedOnProbation {

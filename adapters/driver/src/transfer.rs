@@ -100,6 +100,8 @@ pub(crate) struct Inbox {
     /// A receiving thread runs (the predecessor may still hand over): listeners watch the
     /// inbox, and stay open for the lifecycle until it ends.
     pub(crate) active: AtomicBool,
+    /// A receiving thread was ever started: otherwise listeners need not look.
+    started: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,12 @@ fn serves(listener: SocketAddr, local: SocketAddr) -> bool {
 }
 
 impl Inbox {
+    /// Whether a predecessor ever handed connections to this process.
+    #[inline]
+    pub(crate) fn in_use(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
     /// A listener on `addr` takes adopted sockets from now on.
     pub(crate) fn claim(&self, addr: SocketAddr) {
         let mut state = lock(&self.state);
@@ -176,6 +184,7 @@ impl Inbox {
     /// when the parent closes its end.
     pub(crate) fn receive(self: &Arc<Self>, sock: UnixStream) -> io::Result<()> {
         self.active.store(true, Ordering::Release);
+        self.started.store(true, Ordering::Release);
         let inbox = self.clone();
         std::thread::Builder::new()
             .name("lameduck-adopt".into())
