@@ -8,10 +8,12 @@
 //! grpc_client stream URL listen|ignore      # SayHellos; prints each reply, then how it ended
 //! ```
 //!
-//! `load` prints `calls N failed M` and exits 1 if any call failed. A call that never left
-//! the client — refused by the server's GOAWAY, or queued for a connection that closed
+//! `load` prints `calls N failed M stuck S` and exits 1 if any call failed. A call that never
+//! left the client — refused by the server's GOAWAY, or queued for a connection that closed
 //! before sending it — is retried on the reconnected channel (at most 3 times), as gRPC's
-//! transparent retry does; every other error counts.
+//! transparent retry does; every other error counts, and so does a call still unanswered at
+//! its deadline ([`DEADLINE`]; `stuck` counts those). The tests' load client is gRPC's C core
+//! (`tests/clients/grpc_load.py`): this one hung a call once in CI, without a deadline then.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -57,6 +59,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// How long `load` waits for a call, as a production client's deadline: the server answers
+/// at once, and a restart delays a call by milliseconds.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn channel(url: &str) -> Result<Channel, Error> {
     Ok(Endpoint::from_shared(url.to_owned())?.connect().await?)
@@ -133,22 +139,34 @@ async fn load(url: &str, seconds: u64, channels: usize) -> Result<(), Error> {
     for _ in 0..channels {
         let mut client = GreeterClient::new(channel(url).await?);
         tasks.push(tokio::spawn(async move {
-            let (mut calls, mut failed) = (0u64, 0u64);
+            let (mut calls, mut failed, mut stuck) = (0u64, 0u64, 0u64);
             while Instant::now() < until {
                 calls += 1;
-                let request = || HelloRequest {
-                    name: "load".into(),
-                };
-                let mut result = client.say_hello(request()).await;
-                // At most a few times, so a server that refuses everything still fails.
-                for _ in 0..3 {
-                    match &result {
-                        Err(status) if never_sent(status) => {
-                            result = client.say_hello(request()).await;
+                let call = async {
+                    let request = || HelloRequest {
+                        name: "load".into(),
+                    };
+                    let mut result = client.say_hello(request()).await;
+                    // At most a few times, so a server that refuses everything still fails.
+                    for _ in 0..3 {
+                        match &result {
+                            Err(status) if never_sent(status) => {
+                                result = client.say_hello(request()).await;
+                            }
+                            _ => break,
                         }
-                        _ => break,
                     }
-                }
+                    result
+                };
+                let result = match tokio::time::timeout(DEADLINE, call).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        stuck += 1;
+                        Err(tonic::Status::deadline_exceeded(format!(
+                            "no answer within {DEADLINE:?}"
+                        )))
+                    }
+                };
                 if let Err(status) = result {
                     if failed < 3 {
                         eprintln!("grpc_client: call failed: {status:?}");
@@ -156,16 +174,17 @@ async fn load(url: &str, seconds: u64, channels: usize) -> Result<(), Error> {
                     failed += 1;
                 }
             }
-            (calls, failed)
+            (calls, failed, stuck)
         }));
     }
-    let (mut calls, mut failed) = (0, 0);
+    let (mut calls, mut failed, mut stuck) = (0, 0, 0);
     for task in tasks {
-        let (c, f) = task.await?;
+        let (c, f, s) = task.await?;
         calls += c;
         failed += f;
+        stuck += s;
     }
-    println!("calls {calls} failed {failed}");
+    println!("calls {calls} failed {failed} stuck {stuck}");
     if failed > 0 {
         return Err(format!("{failed} of {calls} calls failed").into());
     }

@@ -524,23 +524,48 @@ fn judge(name: &str, outcome: &Outcome, workers: &[(u32, i32)], log: &str) {
 }
 
 /// The grpc example in the seed experiment: tonic's own client (`grpc_client load`) makes
-/// unary calls over 4 persistent channels while start_server restarts the server every
-/// 0.2 s; no RPC is lost.
+/// unary calls, each with a 10 s deadline, over 4 persistent channels while start_server
+/// restarts the server every 0.2 s; no RPC is lost, none is stuck.
+///
+/// Before the deadline, one call hung here for more than a minute, once, in CI (stop 27),
+/// with no call failing meanwhile — longer than the 30 s after which every draining worker
+/// has cut what it still holds — and never in ~7,600 restarts since on this machine;
+/// reqwest#1323 describes hyper's HTTP/2 client hanging a request among GOAWAYs. A stuck call
+/// now fails the cell in 10 s, with start_server's log, rather than at the watchdog.
 #[test]
 fn grpc_unary_calls_over_persistent_channels_every_200ms_lose_nothing() {
+    grpc_cell(|url| {
+        let mut load = Command::new(example_binary("grpc_client"));
+        load.args(["load", url, &SECONDS.to_string(), "4"]);
+        load
+    });
+}
+
+/// The same with PyPI's `grpcio` (gRPC's C core, `tests/clients/grpc_load.py`). Ignored: it
+/// fails ~1 call in 150 restarts (12 in 1,774 here). h2 0.4.21, after its graceful GOAWAY, answers a
+/// WINDOW_UPDATE for a stream it ignored (opened after that GOAWAY, which RFC 9113 §6.8 says
+/// to ignore) with GOAWAY(PROTOCOL_ERROR), which ends the streams still being answered;
+/// gRPC's C core sends such a WINDOW_UPDATE right after a new stream's HEADERS.
+/// `cargo test -p lameduck-tests --test seed_experiment -- --ignored grpcio` shows it.
+#[test]
+#[ignore = "h2 ends a draining connection with PROTOCOL_ERROR on a WINDOW_UPDATE for an ignored stream"]
+fn grpcio_unary_calls_over_persistent_channels_every_200ms_lose_nothing() {
+    grpc_cell(|url| {
+        let mut load = Command::new("python3");
+        load.arg(lameduck_tests::root().join("tests/clients/grpc_load.py"))
+            .args([url, &SECONDS.to_string(), "4"]);
+        load
+    });
+}
+
+/// A gRPC load (`calls N failed M` on its output) against the grpc example under
+/// start_server, restarting every 0.2 s.
+fn grpc_cell(load: impl FnOnce(&str) -> Command) {
     let _serial = serial();
     let supervisor = Supervisor::start_with("grpc", "tokio", false, false, FIVE_PER_SECOND);
     let (outcome, workers, log) = measure(supervisor, |s| {
         let url = s.url("");
-        let output = output_within(
-            Command::new(example_binary("grpc_client")).args([
-                "load",
-                &url,
-                &SECONDS.to_string(),
-                "4",
-            ]),
-            Duration::from_secs(SECONDS + 60),
-        );
+        let output = output_within(&mut load(&url), Duration::from_secs(SECONDS + 60));
         let text = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);
         Outcome {
