@@ -12,8 +12,9 @@
 //! left the client — refused by the server's GOAWAY, or queued for a connection that closed
 //! before sending it — is retried on the reconnected channel (at most 3 times), as gRPC's
 //! transparent retry does; every other error counts, and so does a call still unanswered at
-//! its deadline ([`DEADLINE`]; `stuck` counts those). The tests' load client is gRPC's C core
-//! (`tests/clients/grpc_load.py`): this one hung a call once in CI, without a deadline then.
+//! its deadline ([`DEADLINE`]; `stuck` counts those: without a deadline, one call hung for
+//! over a minute once in CI). The seed experiment runs this load and the same with gRPC's C
+//! core (`tests/clients/grpc_load.py`).
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};

@@ -84,6 +84,11 @@
 //!   after a response that already promised keep-alive, into the client's next request. A
 //!   response already under way when the drain begins keeps its promise; the connection is
 //!   then Idle and its next request gets the `Connection: close`.
+//! - After its final GOAWAY, an HTTP/2 connection ignores the frames of the streams the
+//!   client opened too late (RFC 9113 §6.8), a WINDOW_UPDATE among them: h2 alone takes one
+//!   for a connection error and ends the streams it still answers — a call lost per ~150
+//!   restarts to gRPC's C core (`grpcio`), which sends one right after a new stream's
+//!   HEADERS. Each HTTP/2 connection reads through a guard that drops exactly those frames.
 //! - Idle keep-alive connections follow the lifecycle's idle policy: by default a request
 //!   that arrives within the grace is served with `Connection: close`.
 //! - Closing lingers (RFC 9112 §9.6): the write side is shut, then what the client still
@@ -100,6 +105,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod goaway;
 mod grpc;
 mod http1;
 mod io;
@@ -507,8 +513,10 @@ where
         if state.inflight() == 0 {
             let _ = state.conn.request_finished();
         }
+        // Under it, the frames h2 mistakes for a connection error after its GOAWAY are
+        // dropped (`goaway`).
         let connection = hyper::server::conn::http2::Builder::new(Spawn::<R>(PhantomData))
-            .serve_connection(io, service);
+            .serve_connection(goaway::GoAwayGuard::new(io), service);
         // Boxed: an HTTP/2 connection is ~2.7 KB, and inline it would size every
         // connection's task, HTTP/1 ones included (measured: 3.3 KB → 0.8 KB per task).
         Some(Started::Http2(Box::pin(drive(

@@ -23,6 +23,12 @@ use tokio::net::TcpStream;
 async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     match req.uri().path() {
         "/panic" => panic!("handler bug"),
+        "/echo" => {
+            // Answers once the request body has ended: the client decides when.
+            use http_body_util::BodyExt;
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            Ok(Response::new(Full::new(body)))
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Ok(Response::new(Full::new(Bytes::from("slow\n"))))
@@ -306,6 +312,107 @@ async fn http2_gets_goaway_and_its_streams_finish() {
         .unwrap();
     let report = shutdown.drained().await;
     assert_eq!((report.finished, report.cut.total()), (1, 0));
+}
+
+/// After its final GOAWAY, the server ignores the frames of the streams the client opened
+/// too late (RFC 9113 §6.8) — a WINDOW_UPDATE too, which gRPC's C core sends right after a
+/// new stream's HEADERS: the stream it still answers gets its answer. (h2 alone ends the
+/// connection with PROTOCOL_ERROR there: lameduck-hyper's `goaway` guard drops the frame.)
+#[tokio::test]
+async fn http2_ignores_a_window_update_for_a_stream_opened_after_its_goaway() {
+    let (shutdown, addr) = start(config()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    client.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    // Stream 1: POST /echo, its body still to come, so it stays open.
+    let post_echo = [&[0x83, 0x86, 0x04, 0x05][..], b"/echo", &[0x01, 0x01], b"x"].concat();
+    client
+        .write_all(&h2_frame(0x1, 0x4, 1, &post_echo))
+        .await
+        .unwrap();
+    until(&shutdown, "stream 1 is Active", |c| c.active == 1).await;
+    shutdown.begin();
+    // GOAWAY(max) and its PING; the ACK; then the final GOAWAY names stream 1.
+    loop {
+        let (kind, flags, _, payload) = read_h2_frame(&mut client).await;
+        match kind {
+            0x4 if flags & 1 == 0 => {
+                client.write_all(&h2_frame(0x4, 1, 0, &[])).await.unwrap();
+            }
+            0x6 if flags & 1 == 0 => {
+                client
+                    .write_all(&h2_frame(0x6, 1, 0, &payload))
+                    .await
+                    .unwrap();
+            }
+            0x7 if payload[..4] == [0, 0, 0, 1] => break,
+            _ => {}
+        }
+    }
+    // Too late: stream 3 (GET /), with a WINDOW_UPDATE; then stream 1's body ends.
+    let get = [&[0x82, 0x86, 0x84, 0x01, 0x01][..], b"x"].concat();
+    client
+        .write_all(&h2_frame(0x1, 0x5, 3, &get))
+        .await
+        .unwrap();
+    client
+        .write_all(&h2_frame(0x8, 0, 3, &1000u32.to_be_bytes()))
+        .await
+        .unwrap();
+    client
+        .write_all(&h2_frame(0x0, 0x1, 1, b"hi"))
+        .await
+        .unwrap();
+    // Stream 1's answer, and no connection error.
+    let mut answer = Vec::new();
+    loop {
+        let (kind, flags, stream, payload) = read_h2_frame(&mut client).await;
+        assert!(
+            kind != 0x7 || payload[4..8] == [0, 0, 0, 0],
+            "GOAWAY with error code {:?}",
+            &payload[4..8]
+        );
+        if kind == 0x0 && stream == 1 {
+            answer.extend_from_slice(&payload);
+            if flags & 1 != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(answer, b"hi");
+    let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+        .await
+        .expect("the drain ends");
+    assert_eq!((report.finished, report.cut.total()), (1, 0));
+}
+
+/// An HTTP/2 frame: type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The next HTTP/2 frame from `client` (within 5 s): type, flags, stream, payload.
+async fn read_h2_frame(client: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    let read = async {
+        let mut header = [0u8; 9];
+        client.read_exact(&mut header).await.expect("a frame");
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        client.read_exact(&mut payload).await.expect("its payload");
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+        (header[3], header[4], stream, payload)
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the server sends a frame")
 }
 
 /// An HTTP/2 connection made in the lame-duck window serves its first request, then gets
