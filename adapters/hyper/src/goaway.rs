@@ -538,6 +538,31 @@ mod tests {
         }
     }
 
+    /// Whatever a client sends — garbage, lengths up to 16 MB, cut anywhere — nothing
+    /// panics, and before the shutdown (or with a PING ACK that is not its) every byte goes
+    /// on unchanged; the server side's bytes are only looked at.
+    #[test]
+    fn any_bytes_pass_unchanged_until_the_shutdown_and_nothing_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..500 {
+            let len = (next() % 300) as usize;
+            let input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let split = 1 + (next() % 40) as usize;
+            assert_eq!(filtered(&input, split, None), input);
+            let _ = filtered(&input, split, Some(SHUTDOWN_PING));
+            let mut outgoing = Outgoing::default();
+            for chunk in input.chunks(split) {
+                outgoing.observe(chunk);
+            }
+        }
+    }
+
     #[test]
     fn a_header_cut_by_the_end_goes_on_as_it_is() {
         let (before, _) = client(&SHUTDOWN_PING);
