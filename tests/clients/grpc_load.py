@@ -30,22 +30,24 @@ DEADLINE_S = 10.0
 def stubs():
     """The generated `helloworld_pb2` and `helloworld_pb2_grpc` modules."""
     proto_dir = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "proto")
-    out = tempfile.mkdtemp(prefix="lameduck-grpc-stubs-")
-    code = protoc.main(
-        [
-            "protoc",
-            f"-I{proto_dir}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            os.path.join(proto_dir, "helloworld.proto"),
-        ]
-    )
-    if code != 0:
-        sys.exit(f"grpc_load: protoc failed ({code})")
-    sys.path.insert(0, out)
-    import helloworld_pb2
-    import helloworld_pb2_grpc
+    # Imported, the modules need their files no more: nothing is left behind.
+    with tempfile.TemporaryDirectory(prefix="lameduck-grpc-stubs-") as out:
+        code = protoc.main(
+            [
+                "protoc",
+                f"-I{proto_dir}",
+                f"--python_out={out}",
+                f"--grpc_python_out={out}",
+                os.path.join(proto_dir, "helloworld.proto"),
+            ]
+        )
+        if code != 0:
+            sys.exit(f"grpc_load: protoc failed ({code})")
+        sys.path.insert(0, out)
+        import helloworld_pb2
+        import helloworld_pb2_grpc
 
+        sys.path.remove(out)
     return helloworld_pb2, helloworld_pb2_grpc
 
 
