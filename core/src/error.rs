@@ -17,6 +17,10 @@ pub enum Event {
     CatchUp(ConnState),
     /// [`Lifecycle::handed_over`](crate::Lifecycle::handed_over).
     HandedOver,
+    /// [`Lifecycle::transfer_started`](crate::Lifecycle::transfer_started).
+    TransferStarted,
+    /// [`Lifecycle::taken_back`](crate::Lifecycle::taken_back).
+    TakenBack,
 }
 
 impl fmt::Display for Event {
@@ -26,6 +30,8 @@ impl fmt::Display for Event {
             Event::RequestFinished => "request finished",
             Event::Upgraded => "upgraded",
             Event::HandedOver => "handed over",
+            Event::TransferStarted => "transfer started",
+            Event::TakenBack => "taken back",
             Event::CatchUp(ConnState::New) => "catch up to new",
             Event::CatchUp(ConnState::Active) => "catch up to active",
             Event::CatchUp(ConnState::Idle) => "catch up to idle",

@@ -247,14 +247,14 @@ impl Lifecycle {
         Ok(id)
     }
 
-    /// The connection left by handover: its socket went to another process (a successor)
-    /// between two requests, and it goes on there. Legal only from Idle — no byte of a next
-    /// request read (the driver reports the first byte as
-    /// [`request_started`](Lifecycle::request_started)), so nothing of it is left here but
-    /// its socket — and not once its [`Close`](Action::Close) was issued (it is counted as
-    /// closed then). Idle → gone, its id dead; counted in the report's `handed_over`. The
-    /// driver must then neither read from the socket nor shut it down (`shutdown(2)` acts on
-    /// the connection, not the descriptor): closing its own descriptor is all.
+    /// The connection's socket is offered to a successor (the first half of a handover):
+    /// Idle, with no byte of a next request read, and not once its
+    /// [`Close`](Action::Close) was issued. It stays Idle and counted, but until the
+    /// successor answers it is **in transfer**: no timer, ask or close reaches it — not even
+    /// the deadline's cut, as `shutdown(2)` would end the connection in the successor too —
+    /// and a request on it is refused (the driver must not read a socket in flight). It ends
+    /// with [`handed_over`](Lifecycle::handed_over) (the successor holds it) or
+    /// [`taken_back`](Lifecycle::taken_back) (it does not: served here again).
     ///
     /// ```
     /// use lameduck_core::{Config, ConnState, Instant, Lifecycle};
@@ -262,25 +262,42 @@ impl Lifecycle {
     /// let mut lc = Lifecycle::new(Config::default());
     /// let id = lc.accept(Instant::ZERO)?;
     /// lc.request_started(id, Instant::ZERO)?;
-    /// assert!(lc.handed_over(id, Instant::ZERO).is_err()); // Active: never
+    /// assert!(lc.transfer_started(id, Instant::ZERO).is_err()); // Active: never
     /// lc.request_finished(id, Instant::ZERO)?;
     /// lc.begin_shutdown(Instant::ZERO)?;
-    /// lc.handed_over(id, Instant::ZERO)?; // Idle: it goes on elsewhere
+    /// lc.transfer_started(id, Instant::ZERO)?; // Idle: offered
+    /// assert!(lc.request_started(id, Instant::ZERO).is_err()); // not read while in flight
+    /// lc.handed_over(id, Instant::ZERO)?; // the successor holds it: it goes on there
     /// assert_eq!(lc.state(id)?, ConnState::Closed);
     /// assert_eq!(lc.report().unwrap().handed_over, 1);
     /// # Ok::<(), lameduck_core::Error>(())
     /// ```
-    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
-        let index = self.expect(id, Event::HandedOver, |s| s == ConnState::Idle)?;
-        if self.slab.slots[index].has(flag::CLOSE_SENT) {
+    pub fn transfer_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.expect(id, Event::TransferStarted, |s| s == ConnState::Idle)?;
+        if self.slab.slots[index].has(flag::CLOSE_SENT | flag::IN_TRANSFER) {
             return Err(Error::InvalidTransition {
                 id,
                 from: ConnState::Idle,
-                event: Event::HandedOver,
+                event: Event::TransferStarted,
             });
         }
         self.tick(now);
         self.unqueue(index);
+        // An idle close decided but not issued is superseded: the connection leaves anyway.
+        let slot = &mut self.slab.slots[index];
+        slot.flags = (slot.flags & !(flag::CLOSE_DUE | flag::REASON_MASK)) | flag::IN_TRANSFER;
+        Ok(())
+    }
+
+    /// The successor acknowledged that it holds the connection's socket (the second half
+    /// of a handover): in transfer → gone, its id dead; counted in the report's
+    /// `handed_over`. The driver must then neither read from the socket nor shut it down
+    /// (`shutdown(2)` acts on the connection, not the descriptor): closing its own
+    /// descriptor is all. Refused for a connection not in transfer: a socket merely sent
+    /// may still be lost on the way (a successor that dies or runs out of descriptors).
+    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.in_transfer(id, Event::HandedOver)?;
+        self.tick(now);
         self.counts.dec(ConnState::Idle);
         if let Some(report) = self.report.as_mut() {
             report.handed_over += 1;
@@ -291,11 +308,74 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// The successor does not hold the connection (it lost the socket, died, or did not
+    /// answer in time): in transfer → Idle, served here again from `now`. What the shutdown
+    /// owes it applies at once — its ask, the idle policy from now (under
+    /// `CloseImmediately`, a close), or past the deadline, the cut. Counted in the report's
+    /// `taken_back` (and then by how it ends).
+    ///
+    /// ```
+    /// use lameduck_core::{Action, Config, Instant, Lifecycle};
+    ///
+    /// let mut lc = Lifecycle::new(Config::default());
+    /// let id = lc.accept(Instant::ZERO)?;
+    /// lc.catch_up(id, lameduck_core::ConnState::Idle)?;
+    /// lc.begin_shutdown(Instant::ZERO)?;
+    /// while lc.poll_action().is_some() {}
+    /// lc.transfer_started(id, Instant::ZERO)?;
+    /// lc.taken_back(id, Instant::ZERO)?; // the successor never answered
+    /// lc.request_started(id, Instant::ZERO)?; // its next request, served here
+    /// assert_eq!(lc.report().unwrap().taken_back, 1);
+    /// # Ok::<(), lameduck_core::Error>(())
+    /// ```
+    pub fn taken_back(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let index = self.in_transfer(id, Event::TakenBack)?;
+        self.tick(now);
+        let slot = &mut self.slab.slots[index];
+        slot.flags &= !flag::IN_TRANSFER;
+        slot.since = self.now;
+        if let Some(report) = self.report.as_mut() {
+            report.taken_back += 1;
+        }
+        if self.slab.slots[index].has(flag::ASK_DUE) {
+            if self.phase() == Phase::Draining
+                && self.config.idle_policy == IdlePolicy::CloseImmediately
+            {
+                self.mark_close(index, CloseReason::Idle);
+            } else {
+                self.enqueue(index);
+            }
+        }
+        self.notice(id);
+        Ok(())
+    }
+
+    /// The slot of `id` if it is in transfer; `event` is refused otherwise.
+    fn in_transfer(&self, id: ConnId, event: Event) -> Result<usize, Error> {
+        let index = self.slab.live(id)?;
+        let slot = &self.slab.slots[index];
+        if !slot.has(flag::IN_TRANSFER) {
+            return Err(Error::InvalidTransition {
+                id,
+                from: slot.state(),
+                event,
+            });
+        }
+        Ok(index)
+    }
+
     /// The first byte of a request arrived: New or Idle → Active.
     pub fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         let index = self.expect(id, Event::RequestStarted, |s| {
             matches!(s, ConnState::New | ConnState::Idle)
         })?;
+        if self.slab.slots[index].has(flag::IN_TRANSFER) {
+            return Err(Error::InvalidTransition {
+                id,
+                from: ConnState::Idle,
+                event: Event::RequestStarted,
+            });
+        }
         self.tick(now);
         self.unqueue(index);
         self.set_state(index, ConnState::Active);
@@ -378,11 +458,12 @@ impl Lifecycle {
         if known == reported {
             return Ok(());
         }
-        let allowed = matches!(
-            (known, reported),
-            (ConnState::New | ConnState::Idle, ConnState::Active)
-                | (ConnState::Active | ConnState::New, ConnState::Idle)
-        );
+        let allowed = !self.slab.slots[index].has(flag::IN_TRANSFER)
+            && matches!(
+                (known, reported),
+                (ConnState::New | ConnState::Idle, ConnState::Active)
+                    | (ConnState::Active | ConnState::New, ConnState::Idle)
+            );
         if !allowed {
             return Err(Error::InvalidTransition {
                 id,
@@ -761,7 +842,8 @@ impl Lifecycle {
     fn ask_due(&mut self, index: usize) {
         let slot = &mut self.slab.slots[index];
         slot.flags |= flag::ASK_DUE;
-        if slot.state() != ConnState::Idle {
+        // In transfer: its ask waits for `taken_back`.
+        if slot.state() != ConnState::Idle || slot.has(flag::IN_TRANSFER) {
             return;
         }
         self.unqueue(index);
@@ -927,7 +1009,9 @@ impl Lifecycle {
         let phase = self.phase();
         let deadline_passed = self.deadline_passed();
         let slot = &mut self.slab.slots[index];
-        if slot.has(flag::CLOSE_SENT) {
+        // In transfer: nothing reaches it until the successor answers (`taken_back` asks
+        // again for attention).
+        if slot.has(flag::CLOSE_SENT | flag::IN_TRANSFER) {
             return None;
         }
         if slot.has(flag::CLOSE_DUE) || deadline_passed {

@@ -67,8 +67,12 @@ pub trait Machine: core::fmt::Debug {
     fn closed(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::adopt`].
     fn adopt(&mut self, now: Instant) -> Result<ConnId, Error>;
+    /// [`Lifecycle::transfer_started`].
+    fn transfer_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::handed_over`].
     fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
+    /// [`Lifecycle::taken_back`].
+    fn taken_back(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::closed_lingering`].
     fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error>;
     /// [`Lifecycle::linger_ended`].
@@ -143,8 +147,14 @@ impl Machine for Lifecycle {
     fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
         Lifecycle::adopt(self, now)
     }
+    fn transfer_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Lifecycle::transfer_started(self, id, now)
+    }
     fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::handed_over(self, id, now)
+    }
+    fn taken_back(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Lifecycle::taken_back(self, id, now)
     }
     fn closed_lingering(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Lifecycle::closed_lingering(self, id, now)

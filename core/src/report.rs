@@ -34,6 +34,10 @@ pub struct DrainReport {
     /// Idle connections handed over to another process
     /// ([`handed_over`](crate::Lifecycle::handed_over)): they go on there.
     pub handed_over: usize,
+    /// Idle connections offered to a successor that did not take them
+    /// ([`taken_back`](crate::Lifecycle::taken_back)) and were served here again. Not an
+    /// outcome of its own: each is then counted again by how it ended.
+    pub taken_back: usize,
     /// Idle connections the lifecycle closed (idle policy).
     pub closed_idle: usize,
     /// New connections the lifecycle closed because they stayed silent past `stale_new`.

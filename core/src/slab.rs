@@ -31,6 +31,9 @@ pub(crate) mod flag {
     /// Its moment in the spread window has come (or it was accepted after the shutdown
     /// began): the asks its state calls for may be issued.
     pub const ASK_DUE: u16 = 1 << 8;
+    /// Idle, its socket offered to a successor that has not yet said whether it holds it:
+    /// no timer, no ask and no close reaches it until it is handed over or taken back.
+    pub const IN_TRANSFER: u16 = 1 << 9;
 }
 
 /// A slot's occupant, one byte.

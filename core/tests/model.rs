@@ -31,6 +31,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ListenerClose),
         2 => any::<u8>().prop_map(Op::HandOver),
         1 => Just(Op::Adopt),
+        2 => any::<u8>().prop_map(Op::Acknowledged),
+        2 => any::<u8>().prop_map(Op::TakeBack),
     ]
 }
 

@@ -59,8 +59,11 @@ fn the_transition_table() {
         (Event::RequestStarted, &[New, Idle][..], Active),
         (Event::RequestFinished, &[Active][..], Idle),
         (Event::Upgraded, &[Active][..], Upgraded),
-        // Its socket went to a successor: gone from here.
-        (Event::HandedOver, &[Idle][..], Closed),
+        // Its socket is offered to a successor: still Idle here, in transfer.
+        (Event::TransferStarted, &[Idle][..], Idle),
+        // Only a connection in transfer is held by a successor or taken back.
+        (Event::HandedOver, &[][..], Closed),
+        (Event::TakenBack, &[][..], Idle),
     ];
     for (event, legal_from, to) in table {
         for from in LIVE {
@@ -73,6 +76,8 @@ fn the_transition_table() {
                 Event::Upgraded => lc.upgraded(id, ms(5)),
                 Event::CatchUp(to) => lc.catch_up(id, to),
                 Event::HandedOver => lc.handed_over(id, ms(5)),
+                Event::TransferStarted => lc.transfer_started(id, ms(5)),
+                Event::TakenBack => lc.taken_back(id, ms(5)),
             };
             if legal_from.contains(&from) {
                 assert_eq!(result, Ok(()), "{event} from {from}");
@@ -757,6 +762,7 @@ fn adopted_connections_are_idle_and_handed_over_ones_are_counted() {
     let told = conn_in(&mut lc, ConnState::Idle);
     lc.begin_shutdown(ms(10)).unwrap();
     drain_actions(&mut lc);
+    lc.transfer_started(idle, ms(11)).unwrap();
     lc.handed_over(idle, ms(11)).unwrap();
     // The grace (50 ms) runs out for the two left: each is told to close.
     lc.handle_timeout(ms(60));
@@ -770,11 +776,11 @@ fn adopted_connections_are_idle_and_handed_over_ones_are_counted() {
         "{closes:?}"
     );
     assert_eq!(
-        lc.handed_over(told, ms(60)),
+        lc.transfer_started(told, ms(60)),
         Err(Error::InvalidTransition {
             id: told,
             from: ConnState::Idle,
-            event: Event::HandedOver
+            event: Event::TransferStarted
         })
     );
     lc.closed(told, ms(60)).unwrap();
@@ -816,4 +822,59 @@ fn spread_asks_of_connections_closed_behind_the_front_ask_for_no_wake_up() {
     lc.handle_timeout(at(first));
     assert!(drain_actions(&mut lc).contains(&Action::FinishThenClose(first)));
     assert_eq!(lc.poll_timeout(), Some(at(fourth)));
+}
+
+/// A connection in transfer waits for the successor's answer: no idle close, no cut at the
+/// deadline, no request read. Taken back, it is served here again — its grace from then,
+/// and past the deadline, cut at once; held, it is counted handed over.
+#[test]
+fn a_connection_in_transfer_is_untouched_until_the_successor_answers() {
+    let config = config().with_deadline(Some(Duration::from_millis(100)));
+    let mut lc = Lifecycle::new(config);
+    let held = conn_in(&mut lc, ConnState::Idle);
+    let back = conn_in(&mut lc, ConnState::Idle);
+    let late = conn_in(&mut lc, ConnState::Idle);
+    lc.begin_shutdown(ms(10)).unwrap();
+    drain_actions(&mut lc);
+    for id in [held, back, late] {
+        lc.transfer_started(id, ms(11)).unwrap();
+    }
+    assert_eq!(
+        lc.request_started(back, ms(12)),
+        Err(Error::InvalidTransition {
+            id: back,
+            from: ConnState::Idle,
+            event: Event::RequestStarted
+        }),
+        "a socket in flight is not read"
+    );
+    // Past the idle grace (50 ms): nothing is closed while in transfer.
+    lc.handle_timeout(ms(70));
+    assert_eq!(drain_actions(&mut lc), vec![]);
+    lc.handed_over(held, ms(71)).unwrap();
+    lc.taken_back(back, ms(72)).unwrap();
+    // Its grace runs from the take-back: not closed at 100 ms - 1, closed at 72 + 50.
+    lc.handle_timeout(ms(99));
+    assert_eq!(drain_actions(&mut lc), vec![]);
+    // The deadline: `back` is cut, `late` (still in transfer) is not.
+    lc.handle_timeout(ms(110));
+    assert_eq!(
+        drain_actions(&mut lc),
+        vec![Action::Close(back, CloseReason::Deadline)]
+    );
+    lc.closed(back, ms(110)).unwrap();
+    // Taken back past the deadline: cut at once.
+    lc.taken_back(late, ms(120)).unwrap();
+    assert_eq!(
+        drain_actions(&mut lc),
+        vec![Action::Close(late, CloseReason::Deadline)]
+    );
+    lc.closed(late, ms(120)).unwrap();
+    assert_eq!(lc.phase(), Phase::Drained);
+    let report = lc.report().unwrap();
+    assert_eq!(
+        (report.handed_over, report.taken_back, report.cut.idle),
+        (1, 2, 2)
+    );
+    assert_eq!(report.total(), report.accounted());
 }

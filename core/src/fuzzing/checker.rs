@@ -24,6 +24,9 @@ struct Conn {
     /// `began + spread_offset`), or it was accepted during the shutdown: from then on its
     /// asks may go out, and its idle grace runs.
     asked_at: Option<Instant>,
+    /// Offered to a successor that has not answered (`transfer_started`): nothing may reach
+    /// it, and nothing is owed to it, until `handed_over` or `taken_back`.
+    in_transfer: bool,
 }
 
 /// The reference model: the plain rules of the protocol, written without the lifecycle's
@@ -53,6 +56,8 @@ struct Model {
     last_ask_at: Option<Instant>,
     /// Connections handed over since the shutdown began (the report's count).
     handed_over: usize,
+    /// Connections taken back since the shutdown began (the report's count).
+    taken_back: usize,
 }
 
 impl Model {
@@ -190,6 +195,7 @@ impl Checked {
                 accepted_during: 0,
                 last_ask_at: None,
                 handed_over: 0,
+                taken_back: 0,
             },
         }
     }
@@ -254,6 +260,7 @@ impl Checked {
                         told_close: false,
                         timers_seen: false,
                         asked_at: during.then_some(now),
+                        in_transfer: false,
                     },
                 );
                 if during {
@@ -265,13 +272,40 @@ impl Checked {
         result
     }
 
-    /// [`Lifecycle::handed_over`], checked: only an Idle connection whose Close was not
-    /// issued leaves by handover; it is counted as handed over.
-    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
-        let result = self.lc.handed_over(id, now);
-        let known = self.model.conns.get(&id).map(|c| (c.state, c.told_close));
+    /// [`Lifecycle::transfer_started`], checked: only an Idle connection whose Close was
+    /// not issued, and not already in transfer, is offered to a successor.
+    pub fn transfer_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.transfer_started(id, now);
+        let known = self
+            .model
+            .conns
+            .get(&id)
+            .map(|c| (c.state, c.told_close || c.in_transfer));
         match (known, result) {
             (Some((ConnState::Idle, false)), Ok(())) => {
+                self.model.tick(now);
+                if let Some(c) = self.model.conns.get_mut(&id) {
+                    c.in_transfer = true;
+                }
+            }
+            (Some((s, refused)), Err(Error::InvalidTransition { id: eid, from, .. }))
+                if (s != ConnState::Idle || refused) && eid == id && from == s => {}
+            (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
+            (s, r) => violation!(
+                "lifecycle: {id:?} (state, closed or in transfer) {s:?} answered {r:?} to transfer_started"
+            ),
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::handed_over`], checked: only a connection in transfer leaves by
+    /// handover (the successor said it holds it); it is counted as handed over.
+    pub fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.handed_over(id, now);
+        let known = self.model.conns.get(&id).map(|c| (c.state, c.in_transfer));
+        match (known, result) {
+            (Some((_, true)), Ok(())) => {
                 self.model.tick(now);
                 self.model.conns.remove(&id);
                 // The report counts what left after the shutdown began.
@@ -281,16 +315,49 @@ impl Checked {
                 self.model.update_drained();
             }
             (
-                Some((s, told_close)),
+                Some((s, false)),
                 Err(Error::InvalidTransition {
                     id: eid,
                     from,
                     event: Event::HandedOver,
                 }),
-            ) if (s != ConnState::Idle || told_close) && eid == id && from == s => {}
+            ) if eid == id && from == s => {}
             (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
             (s, r) => {
-                violation!("{id:?} (state, told to close) {s:?} answered {r:?} to handed_over")
+                violation!("lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to handed_over")
+            }
+        }
+        self.check_state();
+        result
+    }
+
+    /// [`Lifecycle::taken_back`], checked: a connection in transfer is Idle and served here
+    /// again, its idle grace from now; what the shutdown owes it is owed at once.
+    pub fn taken_back(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        let result = self.lc.taken_back(id, now);
+        let known = self.model.conns.get(&id).map(|c| (c.state, c.in_transfer));
+        match (known, result) {
+            (Some((_, true)), Ok(())) => {
+                self.model.tick(now);
+                let (now, began) = (self.model.now, self.model.shutdown_at.is_some());
+                if let Some(c) = self.model.conns.get_mut(&id) {
+                    c.in_transfer = false;
+                    c.since = now;
+                    c.timers_seen = false;
+                }
+                self.model.taken_back += usize::from(began);
+            }
+            (
+                Some((s, false)),
+                Err(Error::InvalidTransition {
+                    id: eid,
+                    from,
+                    event: Event::TakenBack,
+                }),
+            ) if eid == id && from == s => {}
+            (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
+            (s, r) => {
+                violation!("lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to taken_back")
             }
         }
         self.check_state();
@@ -300,6 +367,13 @@ impl Checked {
     /// [`Lifecycle::request_started`], checked.
     pub fn request_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         let result = self.lc.request_started(id, now);
+        if self.model.conns.get(&id).is_some_and(|c| c.in_transfer) {
+            if !matches!(result, Err(Error::InvalidTransition { id: eid, from: ConnState::Idle, event: Event::RequestStarted }) if eid == id)
+            {
+                violation!("lifecycle: {id:?} is in transfer, yet request_started answered {result:?}");
+            }
+            return result;
+        }
         self.transition(
             id,
             now,
@@ -324,9 +398,11 @@ impl Checked {
     pub fn catch_up(&mut self, id: ConnId, reported: ConnState) -> Result<(), Error> {
         let result = self.lc.catch_up(id, reported);
         let known = self.model.conns.get(&id).map(|c| c.state);
+        let in_transfer = self.model.conns.get(&id).is_some_and(|c| c.in_transfer);
         let serving = self.model.shutdown_at.is_none();
         let legal = |from: ConnState| {
-            matches!(
+            !in_transfer
+                && matches!(
                 (from, reported),
                 (ConnState::New | ConnState::Idle, ConnState::Active)
                     | (ConnState::Active | ConnState::New, ConnState::Idle)
@@ -550,6 +626,7 @@ impl Checked {
                 let began = m.shutdown_at.is_some();
                 let deadline_hit = m.deadline_hit;
                 let conn = Self::live_conn(m, id, "FinishThenClose");
+                Self::check_not_in_transfer(conn, id, "FinishThenClose");
                 if !began || conn.told_finish || conn.told_close {
                     violation!("FinishThenClose({id:?}) before shutdown, twice, or after Close");
                 }
@@ -564,6 +641,7 @@ impl Checked {
                 let began = m.shutdown_at.is_some();
                 let deadline_hit = m.deadline_hit;
                 let conn = Self::live_conn(m, id, "AskToLeave");
+                Self::check_not_in_transfer(conn, id, "AskToLeave");
                 if !began || conn.told_go_away || conn.told_close {
                     violation!("AskToLeave({id:?}) before shutdown, twice, or after Close");
                 }
@@ -582,6 +660,7 @@ impl Checked {
                 let asked = m.conns.get(&id).is_some_and(|c| c.asked_at.is_some());
                 let (deadline_hit, draining) = (m.deadline_hit, m.draining_at.is_some());
                 let conn = Self::live_conn(m, id, "Close");
+                Self::check_not_in_transfer(conn, id, "Close");
                 if conn.told_close {
                     violation!("Close({id:?}) issued twice");
                 }
@@ -644,7 +723,7 @@ impl Checked {
             }
         }
         for (id, c) in &m.conns {
-            if m.shutdown_at.is_none() || c.told_close {
+            if m.shutdown_at.is_none() || c.told_close || c.in_transfer {
                 continue;
             }
             if c.asked_at.is_none() && !m.deadline_hit {
@@ -724,6 +803,13 @@ impl Checked {
         }
         if deadline_hit {
             violation!("{what}({id:?}) after the deadline");
+        }
+    }
+
+    /// Nothing reaches a connection in transfer: its socket may be the successor's already.
+    fn check_not_in_transfer(conn: &Conn, id: ConnId, what: &str) {
+        if conn.in_transfer {
+            violation!("lifecycle: {what}({id:?}) issued while its socket is in transfer");
         }
     }
 
@@ -835,6 +921,13 @@ impl Checked {
                 m.handed_over
             );
         }
+        if r.taken_back != m.taken_back {
+            violation!(
+                "report counts {} taken back, the model {}",
+                r.taken_back,
+                m.taken_back
+            );
+        }
         if r.last_ask_at != m.last_ask_at {
             violation!(
                 "report says the last ask went out at {:?}, the model {:?}",
@@ -894,8 +987,14 @@ impl crate::Machine for Checked {
     fn adopt(&mut self, now: Instant) -> Result<ConnId, Error> {
         Checked::adopt(self, now)
     }
+    fn transfer_started(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::transfer_started(self, id, now)
+    }
     fn handed_over(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
         Checked::handed_over(self, id, now)
+    }
+    fn taken_back(&mut self, id: ConnId, now: Instant) -> Result<(), Error> {
+        Checked::taken_back(self, id, now)
     }
     fn linger_ended(&mut self, now: Instant) -> Result<(), Error> {
         Checked::linger_ended(self, now)

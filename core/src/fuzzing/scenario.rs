@@ -69,11 +69,17 @@ pub enum Op {
     /// The driver closes a listener (one of its own, or — with none open — a bogus close
     /// the lifecycle must refuse): `listener_closed`.
     ListenerClose,
-    /// The driver hands a connection's socket to a successor (`handed_over`): refused
-    /// unless it is Idle and was not told to close.
+    /// The driver offers a connection's socket to a successor (`transfer_started`):
+    /// refused unless it is Idle, not told to close and not in transfer already.
     HandOver(u8),
     /// The driver adopts a connection a predecessor handed over (`adopt`): Idle.
     Adopt,
+    /// The successor acknowledged a connection in transfer (`handed_over`): refused for
+    /// one that is not in transfer.
+    Acknowledged(u8),
+    /// The successor did not take a connection in transfer — it lost the socket, died, or
+    /// fell silent (`taken_back`): refused for one that is not in transfer.
+    TakeBack(u8),
 }
 
 /// A [`Config`] in milliseconds, small enough for the timers to matter in short runs.
@@ -208,7 +214,17 @@ impl Driver {
             }
             Op::HandOver(i) => {
                 if let Some(id) = self.pick(i) {
+                    let _ = self.lc.transfer_started(id, now);
+                }
+            }
+            Op::Acknowledged(i) => {
+                if let Some(id) = self.pick(i) {
                     let _ = self.lc.handed_over(id, now);
+                }
+            }
+            Op::TakeBack(i) => {
+                if let Some(id) = self.pick(i) {
+                    let _ = self.lc.taken_back(id, now);
                 }
             }
             Op::RequestStarted(i) => {
@@ -305,6 +321,16 @@ impl Driver {
     fn finish(&mut self, cooperative: bool) -> DrainReport {
         if self.lc.lifecycle().phase() == Phase::Serving {
             let _ = self.lc.begin_shutdown(self.clock);
+        }
+        // Every transfer ends, within the driver's bound on the successor's answer: held
+        // with cooperative peers, taken back otherwise (refused, and checked, for the
+        // connections not in transfer).
+        for (id, _) in self.lc.live() {
+            let _ = if cooperative {
+                self.lc.handed_over(id, self.clock)
+            } else {
+                self.lc.taken_back(id, self.clock)
+            };
         }
         // Each round either moves a connection forward (cooperative clients) or fires at
         // least one timer; there are at most four timers per connection (its moment in the
