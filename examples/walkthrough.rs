@@ -58,6 +58,8 @@ impl Server {
             Event::Upgraded => self.lc.upgraded(id, now)?,
             Event::CatchUp(to) => self.lc.catch_up(id, to)?,
             Event::HandedOver => self.lc.handed_over(id, now)?,
+            Event::TransferStarted => self.lc.transfer_started(id, now)?,
+            Event::TakenBack => self.lc.taken_back(id, now)?,
         }
         let state = self.lc.state(id)?;
         self.say(format_args!("{event:<16} {}  ({state})", self.name(id)));

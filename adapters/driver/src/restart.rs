@@ -69,7 +69,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lameduck_os::handover::{self, Child, ReadyOutcome, Spawn, alive, wait_ready, write_pid_file};
+use lameduck_os::handover::{
+    self, Child, ReadyOutcome, Spawn, TransferVersion, alive, wait_ready, write_pid_file,
+};
 use lameduck_os::log;
 use lameduck_os::signal::Signal;
 use lameduck_os::systemd::{NotifyState, notify};
@@ -383,7 +385,9 @@ impl Restarter {
             // One write: the version first, so the parent reads both or neither.
             let mut message = Vec::new();
             if self.inner.takes_connections {
+                // Both: a version-2 parent reads only the first, and sends as version 2.
                 message.extend_from_slice(handover::VERSION_2);
+                message.extend_from_slice(handover::VERSION_3);
             }
             message.extend_from_slice(handover::READY);
             // EPIPE: the parent died (SIGKILL mid-handover, say). We serve alone now.
@@ -583,8 +587,8 @@ impl Inner {
                 e => Err(e),
             }
         };
-        let version_2 = match outcome {
-            ReadyOutcome::Ready { version_2 } if replacing || self.shutdown.is_ready() => version_2,
+        let transfer_version = match outcome {
+            ReadyOutcome::Ready { transfer } if replacing || self.shutdown.is_ready() => transfer,
             // A SIGTERM during the upgrade: stopping wins over upgrading.
             ReadyOutcome::Ready { .. } => return fail(child, UpgradeError::ShuttingDown),
             ReadyOutcome::Ended => {
@@ -619,7 +623,7 @@ impl Inner {
         // has: a successor that dies right after it said it serves (a deploy that crashes
         // on its first request) then takes no connection with it, and this process serves
         // on as if the upgrade had failed.
-        if let (Some(sock), true) = (transfer, version_2) {
+        if let (Some(sock), true) = (transfer, transfer_version != TransferVersion::None) {
             if !handover::survives(&sock, PROBATION) {
                 self.main_process(std::process::id(), &[]);
                 return fail(
@@ -633,7 +637,7 @@ impl Inner {
             // A SIGTERM during the probation: this process drains as a final stop would,
             // and the transfer socket closes unused (the successor serves on alone).
             if self.shutdown.is_ready() {
-                match self.shutdown.hand_over_to(sock) {
+                match self.shutdown.hand_over_to_version(sock, transfer_version) {
                     Ok(()) => log(format_args!(
                         "transfer: successor {successor} takes idle connections"
                     )),

@@ -37,6 +37,11 @@ pub const READY: &[u8] = b"READY=1\n";
 /// same write: it serves connections the parent sends it over the transfer socket
 /// ([`take_transfer_fd`]).
 pub const VERSION_2: &[u8] = b"VERSION=2\n";
+/// What a successor that acknowledges each connection it holds (the transfer's version 3,
+/// [`transfer`](crate::transfer)'s records) writes after [`VERSION_2`] and before
+/// [`READY`], in the same write: a version-2 parent reads only `VERSION=2` and sends as
+/// version 2 does; a version-3 parent says so in the transfer's first record.
+pub const VERSION_3: &[u8] = b"VERSION=3\n";
 
 /// Whether this process took its ready pipe already: the fd is owned once.
 static READY_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -471,13 +476,38 @@ impl Spawn<'_> {
 pub enum ReadyOutcome {
     /// It wrote `READY=1`: it serves.
     Ready {
-        /// It announced [`VERSION_2`] first: it takes the connection transfer.
-        version_2: bool,
+        /// The connection transfer it announced before.
+        transfer: TransferVersion,
     },
     /// The pipe closed (it exited or crashed) or carried something else.
     Ended,
     /// Nothing within the timeout.
     Timeout,
+}
+
+/// The connection transfer a successor takes, by what it announced before `READY=1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransferVersion {
+    /// Nothing (a version-1 successor): its predecessor drains as version 1 does.
+    None,
+    /// [`VERSION_2`]: it takes sockets, and acknowledges nothing.
+    Unacknowledged,
+    /// [`VERSION_3`]: it acknowledges each socket it holds, and grants credit.
+    Acknowledged,
+}
+
+impl TransferVersion {
+    /// What the bytes a successor wrote before `READY=1` announce.
+    pub fn announced(before: &[u8]) -> TransferVersion {
+        let says = |v: &[u8]| before.windows(v.len()).any(|w| w == v);
+        if says(VERSION_3) {
+            TransferVersion::Acknowledged
+        } else if says(VERSION_2) {
+            TransferVersion::Unacknowledged
+        } else {
+            TransferVersion::None
+        }
+    }
 }
 
 /// Waits up to `timeout` for `READY=1` on the ready pipe's read end.
@@ -515,9 +545,8 @@ pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
             n => {
                 got.extend_from_slice(&buf[..n as usize]);
                 if let Some(at) = got.windows(READY.len()).position(|w| w == READY) {
-                    let before = &got[..at];
-                    let version_2 = before.windows(VERSION_2.len()).any(|w| w == VERSION_2);
-                    return ReadyOutcome::Ready { version_2 };
+                    let transfer = TransferVersion::announced(&got[..at]);
+                    return ReadyOutcome::Ready { transfer };
                 }
                 if got.len() > 4096 {
                     return ReadyOutcome::Ended;

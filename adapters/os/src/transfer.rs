@@ -186,16 +186,14 @@ pub fn recv(sock: BorrowedFd<'_>, payload: &mut [u8], fds: &mut Vec<OwnedFd>) ->
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 && msg.msg_flags & libc::MSG_TRUNC == 0 {
+        drop(arrived);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "a message brought more descriptors than fit ({} arrived, closed)",
-                arrived.len()
-            ),
+            Truncated::Descriptors { len: received },
         ));
     }
-    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("a message longer than its {}-byte buffer", payload.len()),
@@ -204,6 +202,212 @@ pub fn recv(sock: BorrowedFd<'_>, payload: &mut [u8], fds: &mut Vec<OwnedFd>) ->
     fds.append(&mut arrived);
     Ok(received)
 }
+
+/// One message received by [`recv_lossy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes of payload (0: the peer has closed).
+    pub len: usize,
+    /// The message carried descriptors that did not all arrive (`MSG_CTRUNC`: this process
+    /// had no room for them, or the control buffer was too small); those that did arrive
+    /// were closed. The sender still holds its own.
+    pub descriptors_lost: bool,
+}
+
+/// Like [`recv`], but a message whose descriptors did not fit is not an error: it is
+/// received (its payload read, the descriptors that arrived closed) and reported in
+/// [`Received::descriptors_lost`], so that the receiver can tell its sender which message
+/// it could not take. A payload longer than `payload` is still an error.
+pub fn recv_lossy(
+    sock: BorrowedFd<'_>,
+    payload: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Received> {
+    let before = fds.len();
+    match recv(sock, payload, fds) {
+        Ok(len) => Ok(Received {
+            len,
+            descriptors_lost: false,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData && fds.len() == before => {
+            match e.get_ref().and_then(|inner| inner.downcast_ref::<Truncated>()) {
+                Some(Truncated::Descriptors { len }) => Ok(Received {
+                    len: *len,
+                    descriptors_lost: true,
+                }),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What [`recv`] found truncated (the error's inner value, for [`recv_lossy`]).
+#[derive(Debug)]
+enum Truncated {
+    Descriptors { len: usize },
+}
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Truncated::Descriptors { .. } => f.write_str(
+                "a message brought more descriptors than fit (those that arrived were closed)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Truncated {}
+
+/// Waits up to `timeout` until `fd` is readable (or hung up, or broken): true when it is.
+/// `EINTR` counts as not yet.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: one valid `pollfd`, and the count says one.
+    let n = unsafe { libc::poll(&mut poll, 1, ms) };
+    if n == -1 {
+        let error = io::Error::last_os_error();
+        return if error.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(error)
+        };
+    }
+    Ok(n > 0)
+}
+
+/// How many more descriptors this process may open now: its soft `RLIMIT_NOFILE` less
+/// those open (counted in `/proc/self/fd`). `None` where either cannot be read.
+pub fn free_descriptors() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the one we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    // The listing's own descriptor is counted too, and closed again right after.
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some((limit.rlim_cur as u64).saturating_sub(open))
+}
+
+/// The records of the acknowledged transfer (handover version 3): nine bytes each, a tag
+/// and a little-endian `u64`, on the same Unix stream socket as the descriptors. A
+/// [`Record::Connection`] is the one record that carries a descriptor, one message each;
+/// any other records may share a write.
+///
+/// | from | record | meaning |
+/// |---|---|---|
+/// | old | `Hello(3)` | first, before anything else: this process speaks version 3 |
+/// | old | `Connection(n)` | with one socket: the `n`-th offered (from 0, in order) |
+/// | new | `Credit(total)` | it may be sent `total` sockets in all (grows, never shrinks) |
+/// | new | `Held(n)` | it holds socket `n`, and will not read it before `Commit(n)` |
+/// | new | `Lost(n)` | socket `n` did not arrive (no room for it): the old one keeps it |
+/// | old | `Commit(n)` | socket `n` is the new one's: it serves it, the old one closes its own |
+/// | old | `Abort(n)` | the old one took socket `n` back: the new one closes its copy, unread |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The protocol's version, first from the old process.
+    Hello(u64),
+    /// A socket offered, with its sequence number; carries the descriptor.
+    Connection(u64),
+    /// The cumulative number of sockets the new process can take.
+    Credit(u64),
+    /// The new process holds this socket, unread.
+    Held(u64),
+    /// This socket did not arrive.
+    Lost(u64),
+    /// This socket is the new process's now.
+    Commit(u64),
+    /// The old process took this socket back.
+    Abort(u64),
+}
+
+impl Record {
+    /// The encoded size of every record.
+    pub const LEN: usize = 9;
+
+    /// The record's nine bytes.
+    pub fn encode(self) -> [u8; Record::LEN] {
+        let (tag, value) = match self {
+            Record::Hello(v) => (b'v', v),
+            Record::Connection(v) => (b'c', v),
+            Record::Credit(v) => (b'g', v),
+            Record::Held(v) => (b'h', v),
+            Record::Lost(v) => (b'l', v),
+            Record::Commit(v) => (b'k', v),
+            Record::Abort(v) => (b'a', v),
+        };
+        let mut bytes = [0u8; Record::LEN];
+        bytes[0] = tag;
+        bytes[1..].copy_from_slice(&value.to_le_bytes());
+        bytes
+    }
+
+    /// The record in `bytes`, or `None` for an unknown tag.
+    pub fn decode(bytes: &[u8; Record::LEN]) -> Option<Record> {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&bytes[1..]);
+        let value = u64::from_le_bytes(value);
+        Some(match bytes[0] {
+            b'v' => Record::Hello(value),
+            b'c' => Record::Connection(value),
+            b'g' => Record::Credit(value),
+            b'h' => Record::Held(value),
+            b'l' => Record::Lost(value),
+            b'k' => Record::Commit(value),
+            b'a' => Record::Abort(value),
+            _ => return None,
+        })
+    }
+}
+
+/// Writes `records` (none of them a [`Record::Connection`]) without blocking, as one write
+/// when they fit in [`RECORDS_PER_WRITE`]: returns how many went out — whole records only
+/// (a write of at most a few kilobytes to a Unix stream socket is all or nothing), 0 when
+/// the socket's buffer is full.
+pub fn send_records(sock: BorrowedFd<'_>, records: &[Record]) -> io::Result<usize> {
+    let batch = &records[..records.len().min(RECORDS_PER_WRITE)];
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut bytes = [0u8; RECORDS_PER_WRITE * Record::LEN];
+    for (i, record) in batch.iter().enumerate() {
+        bytes[i * Record::LEN..(i + 1) * Record::LEN].copy_from_slice(&record.encode());
+    }
+    let len = batch.len() * Record::LEN;
+    loop {
+        // SAFETY: `bytes[..len]` is initialised and outlives the call, which only reads it.
+        let sent = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                len,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if sent >= 0 {
+            // Whole records: the kernel queues a write this small as one piece.
+            return Ok(sent as usize / Record::LEN);
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(error),
+        }
+    }
+}
+
+/// The most records [`send_records`] writes at once (a little over 2 KiB).
+pub const RECORDS_PER_WRITE: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -291,10 +291,12 @@ impl ConnHandle {
     /// Offers the connection to the successor: `fd` is a duplicate of its socket. Call it
     /// only while the connection is Idle with no byte of a next request read (the protocol
     /// layer knows: hyper's read buffer is empty), and stop reading from the socket before.
-    /// Resolves to true when the socket was sent — the lifecycle then counts the connection
-    /// handed over; drop the stream without `shutdown(2)` or a lingering close (closing the
-    /// own descriptor does not touch the connection) — or false when it was not (no
-    /// successor takes connections, or the send failed): serve on as before.
+    /// Resolves to true when the connection is the successor's — the lifecycle then counts
+    /// it handed over; drop the stream without `shutdown(2)` or a lingering close (closing
+    /// the own descriptor does not touch the connection) — or false when it is not (no
+    /// successor takes connections, it had no room, it lost the socket or did not answer
+    /// within [`ANSWER_TIMEOUT`](crate::transfer::ANSWER_TIMEOUT)): serve on as before;
+    /// whatever the client sent meanwhile is still in the socket, unread.
     pub fn hand_over(
         &self,
         fd: OwnedFd,
@@ -307,48 +309,138 @@ impl ConnHandle {
                 return false;
             }
             let shutdown = handle.shared.shutdown.clone();
-            // A full socket buffer (the successor is behind) is waited out for a while,
-            // then the connection stays.
-            for _ in 0..SEND_ATTEMPTS {
-                let Some(outbox) = shutdown.outbox() else {
-                    return false;
-                };
-                // No deadline's cut may reach the socket while it is in flight, nor after:
-                // shutdown(2) would end the connection in the successor too.
-                let mut attempt = crate::transfer::Attempt::Closed;
-                let sent = handle.shared.while_uncut(|| {
-                    attempt = outbox.try_send(std::os::fd::AsFd::as_fd(&fd));
-                    attempt == crate::transfer::Attempt::Sent
-                });
-                if sent.is_none() {
-                    // Cut by the deadline already: it is over here, and goes nowhere.
-                    return false;
+            let Some(acks) = shutdown.outbox().map(|o| o.acks().cloned()) else {
+                return false;
+            };
+            match acks {
+                Some(acks) => handle.transfer_acknowledged(&fd, &acks).await,
+                None => handle.transfer_unacknowledged(&fd).await,
+            }
+        }
+    }
+
+    /// Version 3: credit, the send, the successor's answer, each bounded by
+    /// [`ANSWER_TIMEOUT`](crate::transfer::ANSWER_TIMEOUT).
+    async fn transfer_acknowledged(&self, fd: &OwnedFd, acks: &crate::transfer::Acks) -> bool {
+        use crate::transfer::{ANSWER_TIMEOUT, Answer, Attempt};
+        let shutdown = &self.shared.shutdown;
+        let until = std::time::Instant::now() + ANSWER_TIMEOUT;
+        if !wait_for(shutdown, &acks.changed, until, || acks.has_credit()).await {
+            // The successor has no room: served here, as without a successor.
+            return false;
+        }
+        if !self.report_transfer(|lc, id, now| lc.transfer_started(id, now)) {
+            return false;
+        }
+        let n = loop {
+            let Some(outbox) = shutdown.outbox() else {
+                self.report_transfer(|lc, id, now| lc.taken_back(id, now));
+                return false;
+            };
+            match outbox.try_send(std::os::fd::AsFd::as_fd(fd)) {
+                Attempt::Sent(n) => break n,
+                Attempt::Busy if std::time::Instant::now() < until => {
+                    shutdown.sleep(std::time::Duration::from_millis(1)).await;
                 }
-                match attempt {
-                    crate::transfer::Attempt::Sent => {
-                        handle.report_handed_over();
-                        return true;
-                    }
-                    crate::transfer::Attempt::Closed => return false,
-                    crate::transfer::Attempt::Busy => {
-                        shutdown.sleep(std::time::Duration::from_millis(1)).await;
-                    }
+                Attempt::Busy | Attempt::Closed => {
+                    self.report_transfer(|lc, id, now| lc.taken_back(id, now));
+                    return false;
                 }
             }
+        };
+        let answered_by = std::time::Instant::now() + ANSWER_TIMEOUT;
+        wait_for(shutdown, &acks.changed, answered_by, || {
+            acks.answer_is_settled(n)
+        })
+        .await;
+        let answer = match acks.answer(n) {
+            Answer::Waiting => acks.take_back(n),
+            settled => settled,
+        };
+        if answer == Answer::Held {
+            // The successor's now: no cut may reach the socket (`shutdown(2)` would end it
+            // there too). Nothing issued one: the lifecycle leaves a connection in transfer
+            // alone.
+            let _ = self.shared.while_uncut(|| true);
+            self.leave(|lc, id, now| {
+                let _ = lc.handed_over(id, now);
+                true
+            });
+            true
+        } else {
+            self.report_transfer(|lc, id, now| lc.taken_back(id, now));
             false
         }
     }
 
-    /// The socket went to the successor: the lifecycle counts it handed over (or, if it
-    /// closed the connection meanwhile — its idle grace, the deadline — as closed).
+    /// Version 2: the connection leaves once its socket is sent.
+    async fn transfer_unacknowledged(&self, fd: &OwnedFd) -> bool {
+        use crate::transfer::Attempt;
+        let shutdown = &self.shared.shutdown;
+        // A full socket buffer (the successor is behind) is waited out for a while,
+        // then the connection stays.
+        for _ in 0..SEND_ATTEMPTS {
+            let Some(outbox) = shutdown.outbox() else {
+                return false;
+            };
+            // No deadline's cut may reach the socket while it is in flight, nor after:
+            // shutdown(2) would end the connection in the successor too.
+            let mut attempt = Attempt::Closed;
+            let sent = self.shared.while_uncut(|| {
+                attempt = outbox.try_send(std::os::fd::AsFd::as_fd(fd));
+                matches!(attempt, Attempt::Sent(_))
+            });
+            if sent.is_none() {
+                // Cut by the deadline already: it is over here, and goes nowhere.
+                return false;
+            }
+            match attempt {
+                Attempt::Sent(_) => {
+                    self.report_handed_over();
+                    return true;
+                }
+                Attempt::Closed => return false,
+                Attempt::Busy => {
+                    shutdown.sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        }
+        false
+    }
+
+    /// The socket went to a version-2 successor: the lifecycle counts it handed over (or,
+    /// if it closed the connection meanwhile — its idle grace, the deadline — as closed).
     fn report_handed_over(&self) {
         self.leave(|lc, id, now| {
-            if lc.handed_over(id, now).is_err() {
+            let left = lc
+                .transfer_started(id, now)
+                .and_then(|()| lc.handed_over(id, now));
+            if left.is_err() {
                 // Closed by the lifecycle while the socket was in flight: counted as closed.
                 let _ = lc.closed(id, now);
             }
             true
         });
+    }
+
+    /// Reports a move of the transfer (`transfer_started`, `taken_back`) to the lifecycle,
+    /// then delivers what it issued (a take-back past the deadline is cut at once): whether
+    /// the lifecycle took it.
+    fn report_transfer(
+        &self,
+        f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> Result<(), Error>,
+    ) -> bool {
+        let mailbox: &Mailbox = &self.shared;
+        let Mailbox { shutdown, id, .. } = mailbox;
+        let now = shutdown.now();
+        let mut lifecycle = shutdown.lock();
+        sync(&mut *lifecycle.lc, *id, mailbox);
+        let result = f(&mut *lifecycle.lc, *id, now);
+        if shutdown.deliver(&mut lifecycle, now) {
+            drop(lifecycle);
+            shutdown.inner.changed.notify(usize::MAX);
+        }
+        result.is_ok()
     }
 
     /// Reports the connection Closed (lingering, or not), once: later calls change nothing
@@ -393,5 +485,37 @@ impl ConnHandle {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.handle.report_closed(false);
+    }
+}
+
+/// Waits until `ready()` holds (checked at each `changed` notification) or `until` passes;
+/// whether it holds.
+async fn wait_for(
+    shutdown: &Shutdown,
+    changed: &event_listener::Event,
+    until: std::time::Instant,
+    ready: impl Fn() -> bool,
+) -> bool {
+    loop {
+        if ready() {
+            return true;
+        }
+        let listener = changed.listen();
+        if ready() {
+            return true;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        futures_lite::future::or(
+            async {
+                listener.await;
+            },
+            async {
+                shutdown.sleep(left).await;
+            },
+        )
+        .await;
     }
 }

@@ -321,10 +321,37 @@ impl Shutdown {
     /// ([`ConnHandle::hand_over`]; `lameduck-hyper` offers its idle HTTP/1.1 connections),
     /// each sent with `SCM_RIGHTS` by its own task. The other process takes them with
     /// [`adopt_from`](Shutdown::adopt_from). [`Restarter`](crate::restart::Restarter) does
-    /// both for an in-place upgrade (handover version 2); call this for a supervisor of
-    /// your own. Once only: a second call is an error.
+    /// both for an in-place upgrade; call this for a supervisor of your own. Once only: a
+    /// second call is an error.
+    ///
+    /// The transfer is acknowledged (handover version 3): a connection leaves only once
+    /// the other process says it holds the socket, within the credit it grants, and comes
+    /// back to be served here when it does not (see [`transfer`](crate::transfer)). For a
+    /// version-2 successor, which acknowledges nothing, use
+    /// [`hand_over_to_version`](Shutdown::hand_over_to_version).
     pub fn hand_over_to(&self, sock: OwnedFd) -> std::io::Result<()> {
-        let outbox = crate::transfer::Outbox::new(sock)?;
+        self.hand_over_to_version(sock, lameduck_os::handover::TransferVersion::Acknowledged)
+    }
+
+    /// [`hand_over_to`](Shutdown::hand_over_to) a successor that announced `version`
+    /// (`None` is refused: such a successor takes no connections).
+    pub fn hand_over_to_version(
+        &self,
+        sock: OwnedFd,
+        version: lameduck_os::handover::TransferVersion,
+    ) -> std::io::Result<()> {
+        use lameduck_os::handover::TransferVersion;
+        let acknowledged = match version {
+            TransferVersion::Acknowledged => true,
+            TransferVersion::Unacknowledged => false,
+            TransferVersion::None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the successor takes no connections (it announced no transfer version)",
+                ));
+            }
+        };
+        let outbox = crate::transfer::Outbox::new(sock, acknowledged)?;
         self.inner
             .outbox
             .set(outbox)
