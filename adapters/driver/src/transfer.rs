@@ -131,14 +131,24 @@ impl Outbox {
         let open = Arc::new(AtomicBool::new(true));
         let acks = if acknowledged {
             let acks = Arc::new(Acks::default());
-            // The first record says which version this process speaks.
-            if transfer::send_records(sock.as_fd(), &[Record::Hello(3)])? != 1 {
-                return Err(io::Error::other("the transfer socket is full before it began"));
+            // The first record says which version this process speaks. A successor gone
+            // already takes nothing: every connection stays, as without one.
+            match transfer::send_records(sock.as_fd(), &[Record::Hello(3)]) {
+                Ok(1) => {
+                    let (thread_sock, thread_acks, thread_open) =
+                        (sock.clone(), acks.clone(), open.clone());
+                    std::thread::Builder::new()
+                        .name("lameduck-answers".into())
+                        .spawn(move || read_answers(&thread_sock, &thread_acks, &thread_open))?;
+                }
+                outcome => {
+                    log(format_args!(
+                        "transfer: the successor cannot be told ({outcome:?}); serving every connection here"
+                    ));
+                    open.store(false, Ordering::Release);
+                    acks.end();
+                }
             }
-            let (thread_sock, thread_acks, thread_open) = (sock.clone(), acks.clone(), open.clone());
-            std::thread::Builder::new()
-                .name("lameduck-answers".into())
-                .spawn(move || read_answers(&thread_sock, &thread_acks, &thread_open))?;
             Some(acks)
         } else {
             None

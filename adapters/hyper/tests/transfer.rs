@@ -12,6 +12,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use lameduck_os::handover::TransferVersion;
+use lameduck_os::transfer::Record;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -85,12 +88,14 @@ async fn idle_client(old: &Shutdown, addr: SocketAddr) -> TcpStream {
     client
 }
 
+/// A version-2 predecessor (the socket leaves once sent) and this successor.
 #[tokio::test]
 async fn a_request_sent_while_its_socket_is_in_flight_is_answered_by_the_successor() {
     let (old, new, successor, addr) = pair();
     let mut client = idle_client(&old, addr).await;
     let (ours, theirs) = UnixStream::pair().unwrap();
-    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.hand_over_to_version(OwnedFd::from(ours), TransferVersion::Unacknowledged)
+        .unwrap();
     old.begin();
     let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
         .await
@@ -122,6 +127,85 @@ async fn a_request_sent_while_its_socket_is_in_flight_is_answered_by_the_success
         .await
         .unwrap();
     assert!(response(&mut client).await.ends_with("new /three\n"));
+}
+
+/// Version 3: the successor holds the socket before it leaves here; a request the client
+/// sends at once, racing the transfer, is answered (by whichever process held it then),
+/// and the connection goes on in the successor.
+#[tokio::test]
+async fn an_acknowledged_transfer_answers_a_racing_request_and_the_connection_goes_on_there() {
+    let (old, new, successor, addr) = pair();
+    let mut client = idle_client(&old, addr).await;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    new.adopt_from(theirs).unwrap();
+    serve(successor, "new");
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = response(&mut client).await;
+    assert!(text.ends_with(" /two\n"), "{text}");
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    if text.ends_with("new /two\n") {
+        assert_eq!((report.handed_over, report.cut.total()), (1, 0), "{report:?}");
+        client
+            .write_all(b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(response(&mut client).await.ends_with("new /three\n"));
+    } else {
+        // Read here before the offer: answered with `Connection: close`.
+        assert_eq!((report.handed_over, report.finished), (0, 1), "{report:?}");
+    }
+}
+
+/// Version 3: a successor that never answers (stopped, hung) gets nothing: after the
+/// answer timeout the connection is taken back, and the request the client sent while its
+/// socket was in flight is answered here.
+#[tokio::test]
+async fn a_socket_the_successor_never_answers_for_is_taken_back_and_its_request_answered_here() {
+    let (old, _new, _successor, addr) = pair();
+    let mut client = idle_client(&old, addr).await;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    // Credit for one socket, and then silence: nothing reads `theirs` any more.
+    lameduck_os::transfer::send_records(theirs.as_fd(), &[Record::Credit(1)]).unwrap();
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    // It receives the hello and the socket, then answers nothing.
+    let theirs = tokio::task::spawn_blocking(move || {
+        let mut fds = Vec::new();
+        for expected in [Record::Hello(3), Record::Connection(0)] {
+            let mut record = [0u8; Record::LEN];
+            lameduck_os::transfer::recv(theirs.as_fd(), &mut record, &mut fds).unwrap();
+            assert_eq!(Record::decode(&record), Some(expected));
+        }
+        (theirs, fds)
+    })
+    .await
+    .unwrap();
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = response(&mut client).await;
+    assert!(text.ends_with("old /two\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    assert_eq!(
+        (report.handed_over, report.taken_back, report.finished),
+        (0, 1, 1),
+        "{report:?}"
+    );
+    drop(theirs);
 }
 
 #[tokio::test]
@@ -181,9 +265,12 @@ async fn without_a_successor_that_takes_connections_the_drain_is_as_before() {
     assert_eq!((report.handed_over, report.finished), (0, 1), "{report:?}");
 }
 
-/// One `recvmsg` on the socket: its error (nothing is expected to arrive).
+/// `recvmsg` on the socket past the hello record: its error (nothing else is expected to
+/// arrive).
 fn lameduck_os_recv(sock: &UnixStream, fds: &mut Vec<OwnedFd>) -> std::io::Error {
-    let mut payload = [0u8; 1];
+    let mut payload = [0u8; Record::LEN];
+    let n = lameduck_os::transfer::recv(sock.as_fd(), &mut payload, fds).unwrap();
+    assert_eq!(Record::decode(&payload), Some(Record::Hello(3)), "{n} bytes");
     match lameduck_os::transfer::recv(sock.as_fd(), &mut payload, fds) {
         Ok(n) => panic!("received {n} bytes and {} descriptors", fds.len()),
         Err(e) => e,
