@@ -261,7 +261,14 @@ impl Harness {
         let Some(i) = self.pick(i) else { return };
         if self.successor.is_none() {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            self.shutdown.hand_over_to(ours.into()).unwrap();
+            // Version 2 (a socket leaves once sent): the version-3 acknowledgements are not
+            // in this target's language yet.
+            self.shutdown
+                .hand_over_to_version(
+                    ours.into(),
+                    lameduck_os::handover::TransferVersion::Unacknowledged,
+                )
+                .unwrap();
             theirs.set_nonblocking(true).unwrap();
             self.successor = Some(theirs);
         }

@@ -304,7 +304,11 @@ impl Acks {
 fn read_answers(sock: &UnixStream, acks: &Acks, open: &AtomicBool) {
     loop {
         let flushed = flush(sock, acks);
-        let wait = if flushed { Duration::from_secs(1) } else { Duration::from_millis(1) };
+        let wait = if flushed {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(1)
+        };
         match transfer::wait_readable(sock.as_fd(), wait) {
             Ok(false) => continue,
             Ok(true) => {}
@@ -386,7 +390,9 @@ fn read_records(sock: &UnixStream, mut each: impl FnMut(Record)) -> bool {
             }
         }
         let Some(record) = Record::decode(&bytes) else {
-            log(format_args!("transfer: an unknown record {bytes:?}; the transfer ends"));
+            log(format_args!(
+                "transfer: an unknown record {bytes:?}; the transfer ends"
+            ));
             return false;
         };
         each(record);
@@ -616,10 +622,16 @@ impl Receiver {
             }
             let Some(record) = Record::decode(&bytes).filter(|_| received.len == Record::LEN)
             else {
-                log(format_args!("transfer: an unknown record {bytes:?}; no more connections taken"));
+                log(format_args!(
+                    "transfer: an unknown record {bytes:?}; no more connections taken"
+                ));
                 return false;
             };
-            self.on_record(record, fds.pop().filter(|_| !received.descriptors_lost), committed);
+            self.on_record(
+                record,
+                fds.pop().filter(|_| !received.descriptors_lost),
+                committed,
+            );
         }
     }
 
@@ -645,7 +657,11 @@ impl Receiver {
     /// Grants credit from the descriptors free now, less [`RESERVE`]: counted at most every
     /// 100 ms (a count reads `/proc/self/fd`), unless `now`.
     fn grant(&mut self, now: bool) {
-        if !now && self.counted_at.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+        if !now
+            && self
+                .counted_at
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
             return;
         }
         self.counted_at = Some(Instant::now());

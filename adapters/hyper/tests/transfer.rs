@@ -151,7 +151,11 @@ async fn an_acknowledged_transfer_answers_a_racing_request_and_the_connection_go
         .await
         .expect("drained");
     if text.ends_with("new /two\n") {
-        assert_eq!((report.handed_over, report.cut.total()), (1, 0), "{report:?}");
+        assert_eq!(
+            (report.handed_over, report.cut.total()),
+            (1, 0),
+            "{report:?}"
+        );
         client
             .write_all(b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -270,7 +274,11 @@ async fn without_a_successor_that_takes_connections_the_drain_is_as_before() {
 fn lameduck_os_recv(sock: &UnixStream, fds: &mut Vec<OwnedFd>) -> std::io::Error {
     let mut payload = [0u8; Record::LEN];
     let n = lameduck_os::transfer::recv(sock.as_fd(), &mut payload, fds).unwrap();
-    assert_eq!(Record::decode(&payload), Some(Record::Hello(3)), "{n} bytes");
+    assert_eq!(
+        Record::decode(&payload),
+        Some(Record::Hello(3)),
+        "{n} bytes"
+    );
     match lameduck_os::transfer::recv(sock.as_fd(), &mut payload, fds) {
         Ok(n) => panic!("received {n} bytes and {} descriptors", fds.len()),
         Err(e) => e,

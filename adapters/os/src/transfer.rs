@@ -230,7 +230,10 @@ pub fn recv_lossy(
             descriptors_lost: false,
         }),
         Err(e) if e.kind() == io::ErrorKind::InvalidData && fds.len() == before => {
-            match e.get_ref().and_then(|inner| inner.downcast_ref::<Truncated>()) {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<Truncated>())
+            {
                 Some(Truncated::Descriptors { len }) => Ok(Received {
                     len: *len,
                     descriptors_lost: true,

@@ -324,7 +324,9 @@ impl Checked {
             ) if eid == id && from == s => {}
             (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
             (s, r) => {
-                violation!("lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to handed_over")
+                violation!(
+                    "lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to handed_over"
+                )
             }
         }
         self.check_state();
@@ -357,7 +359,9 @@ impl Checked {
             ) if eid == id && from == s => {}
             (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
             (s, r) => {
-                violation!("lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to taken_back")
+                violation!(
+                    "lifecycle: {id:?} (state, in transfer) {s:?} answered {r:?} to taken_back"
+                )
             }
         }
         self.check_state();
@@ -370,7 +374,9 @@ impl Checked {
         if self.model.conns.get(&id).is_some_and(|c| c.in_transfer) {
             if !matches!(result, Err(Error::InvalidTransition { id: eid, from: ConnState::Idle, event: Event::RequestStarted }) if eid == id)
             {
-                violation!("lifecycle: {id:?} is in transfer, yet request_started answered {result:?}");
+                violation!(
+                    "lifecycle: {id:?} is in transfer, yet request_started answered {result:?}"
+                );
             }
             return result;
         }
@@ -403,10 +409,10 @@ impl Checked {
         let legal = |from: ConnState| {
             !in_transfer
                 && matches!(
-                (from, reported),
-                (ConnState::New | ConnState::Idle, ConnState::Active)
-                    | (ConnState::Active | ConnState::New, ConnState::Idle)
-            )
+                    (from, reported),
+                    (ConnState::New | ConnState::Idle, ConnState::Active)
+                        | (ConnState::Active | ConnState::New, ConnState::Idle)
+                )
         };
         match (known, result) {
             (None, Err(Error::Closed(_) | Error::UnknownConnection(_))) => {}
