@@ -39,7 +39,7 @@ pub mod runtime;
 mod signals;
 mod stream;
 mod sync;
-mod transfer;
+pub mod transfer;
 
 pub use any::{Listener, PlainStream, Stream, TcpListener, UnixListener};
 pub use handle::{

@@ -298,7 +298,7 @@ pub fn free_descriptors() -> Option<u64> {
     }
     // The listing's own descriptor is counted too, and closed again right after.
     let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-    Some((limit.rlim_cur as u64).saturating_sub(open))
+    Some(limit.rlim_cur.saturating_sub(open))
 }
 
 /// The records of the acknowledged transfer (handover version 3): nine bytes each, a tag
