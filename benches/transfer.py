@@ -5,8 +5,10 @@ close) against version 2 (idle connections handed to the successor), the same se
     cargo build --release --example hello
     BASELINE=/path/to/hello-v1 python3 benches/transfer.py
 
-BASELINE is hello built from a commit before the connection transfer (a738254); without it,
-only version 2 is measured. For each binary, in the same run:
+BASELINE is hello built from another commit, named by BASELINE_LABEL: before the connection
+transfer (a738254, version 1, the default label) or before its acknowledgements (1b0fdb7,
+`BASELINE_LABEL="version 2 (transfer, unacknowledged)"`); without it, only this tree's hello
+(LABEL, version 3 by default) is measured. For each binary, in the same run:
 
 1. Keep-alive load, restarts: wrk -t2 -c32 for SECS s steady, then SECS s with a SIGHUP every
    0.5 s (`--latency`: its p99). Reconnections: every generation's drain line says how many
@@ -180,9 +182,10 @@ def idle_handover(binary):
 
 
 def main():
-    binaries = [("version 2 (transfer)", HELLO)]
+    binaries = [(os.environ.get("LABEL", "version 3 (acknowledged transfer)"), HELLO)]
     if os.environ.get("BASELINE"):
-        binaries.insert(0, ("version 1 (asks to close)", os.environ["BASELINE"]))
+        label = os.environ.get("BASELINE_LABEL", "version 1 (asks to close)")
+        binaries.insert(0, (label, os.environ["BASELINE"]))
     rows = []
     for name, binary in binaries:
         steady, upgrading, reconnections, restarts = keep_alive_load(binary)

@@ -3,7 +3,7 @@
 //! `Listener` and `Stream`, so that a server on one runtime imports everything from one
 //! module.
 
-pub use crate::env::{ConfigFromEnv, EnvError};
+pub use crate::env::{ConfigFromEnv, EnvError, EnvReason};
 pub use crate::inherit::{self, InheritError};
 #[cfg(feature = "metrics")]
 pub use crate::metrics;

@@ -76,7 +76,43 @@ pub struct EnvError {
     /// Its value, as set (lossily decoded if it was not UTF-8).
     pub value: String,
     /// What is wrong with it.
-    pub reason: String,
+    pub reason: EnvReason,
+}
+
+/// Why a `LAMEDUCK_*` variable could not be used: a program can match on it; its message
+/// (`Display`) says it to a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvReason {
+    /// Empty where a duration belongs.
+    EmptyDuration,
+    /// Not a duration; humantime's word on why.
+    NotADuration(String),
+    /// `LAMEDUCK_HANDSHAKE_TIMEOUT` of zero: no handshake completes in no time.
+    ZeroHandshakeTimeout,
+    /// A `LAMEDUCK_` name that is no setting of this version (a typo, or a newer setting).
+    UnknownVariable,
+}
+
+impl fmt::Display for EnvReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvReason::EmptyDuration => {
+                f.write_str("empty; expected a duration such as 500ms, 2s or 1m")
+            }
+            EnvReason::NotADuration(why) => {
+                write!(f, "not a duration ({why}); expected e.g. 500ms, 2s or 1m")
+            }
+            EnvReason::ZeroHandshakeTimeout => {
+                f.write_str("zero; no client completes a handshake in no time")
+            }
+            EnvReason::UnknownVariable => write!(
+                f,
+                "not a lameduck setting (known: {})",
+                VARIABLES.join(", ")
+            ),
+        }
+    }
 }
 
 impl fmt::Display for EnvError {
@@ -148,7 +184,7 @@ where
         if !name.starts_with(PREFIX) {
             continue;
         }
-        let error = |reason: String| EnvError {
+        let error = |reason: EnvReason| EnvError {
             variable: name.to_owned(),
             value: value.to_owned(),
             reason,
@@ -168,9 +204,7 @@ where
             HANDSHAKE_TIMEOUT => {
                 let timeout = duration(trimmed).map_err(error)?;
                 if timeout.is_zero() {
-                    return Err(error(
-                        "zero; no client completes a handshake in no time".to_owned(),
-                    ));
+                    return Err(error(EnvReason::ZeroHandshakeTimeout));
                 }
                 config.handshake_timeout = timeout;
             }
@@ -187,10 +221,7 @@ where
             | handover::LAMEDUCK_READY_FD
             | handover::LAMEDUCK_DRAINING => {}
             _ => {
-                return Err(error(format!(
-                    "not a lameduck setting (known: {})",
-                    VARIABLES.join(", ")
-                )));
+                return Err(error(EnvReason::UnknownVariable));
             }
         }
     }
@@ -198,12 +229,11 @@ where
 }
 
 /// A humantime duration; the reason, when it is not one.
-fn duration(value: &str) -> Result<Duration, String> {
+fn duration(value: &str) -> Result<Duration, EnvReason> {
     if value.is_empty() {
-        return Err("empty; expected a duration such as 500ms, 2s or 1m".to_owned());
+        return Err(EnvReason::EmptyDuration);
     }
-    humantime::parse_duration(value)
-        .map_err(|e| format!("not a duration ({e}); expected e.g. 500ms, 2s or 1m"))
+    humantime::parse_duration(value).map_err(|e| EnvReason::NotADuration(e.to_string()))
 }
 
 #[cfg(test)]

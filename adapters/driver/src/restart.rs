@@ -69,6 +69,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use lameduck_os::handover::Ended;
 use lameduck_os::handover::{
     self, Child, ReadyOutcome, Spawn, TransferVersion, alive, wait_ready, write_pid_file,
 };
@@ -161,8 +162,8 @@ pub enum UpgradeError {
     Exited {
         /// Its pid.
         successor: u32,
-        /// How it ended (`exit status 1`, `signal 11`).
-        status: String,
+        /// How it ended (prints as `exit status 1`, `signal 11`).
+        status: Ended,
     },
     /// The successor said it serves and takes connections (handover version 2), then ended
     /// within its [`PROBATION`], before any connection went to it.
@@ -170,7 +171,7 @@ pub enum UpgradeError {
         /// Its pid.
         successor: u32,
         /// How it ended.
-        status: String,
+        status: Ended,
     },
     /// The successor did not say it serves within the upgrade timeout; it was killed.
     Timeout {
@@ -212,6 +213,16 @@ impl fmt::Display for UpgradeError {
 }
 
 impl std::error::Error for UpgradeError {}
+
+/// How a started successor failed, before its end is known.
+enum Failure {
+    /// It ended before it said it serves.
+    Exited,
+    /// It ended within its probation.
+    DiedOnProbation,
+    /// Anything else: killed for it.
+    Other(UpgradeError),
+}
 
 /// Where the upgrade stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -574,39 +585,37 @@ impl Inner {
         let pid = child.pid();
         log(format_args!("upgrade: started successor {pid}"));
         let outcome = wait_ready(&ready, self.options.upgrade_timeout);
-        let fail = |child: Child, e: UpgradeError| {
+        // Killed (if it still runs) and reaped; the error says how it ended where that
+        // is the news.
+        let fail = |child: Child, failure: Failure| {
             child.kill();
             let status = child.reap();
-            match e {
-                UpgradeError::Exited { successor, .. } => {
-                    Err(UpgradeError::Exited { successor, status })
-                }
-                UpgradeError::DiedOnProbation { successor, .. } => {
-                    Err(UpgradeError::DiedOnProbation { successor, status })
-                }
-                e => Err(e),
-            }
+            Err(match failure {
+                Failure::Exited => UpgradeError::Exited {
+                    successor: pid,
+                    status,
+                },
+                Failure::DiedOnProbation => UpgradeError::DiedOnProbation {
+                    successor: pid,
+                    status,
+                },
+                Failure::Other(e) => e,
+            })
         };
         let transfer_version = match outcome {
             ReadyOutcome::Ready { transfer } if replacing || self.shutdown.is_ready() => transfer,
             // A SIGTERM during the upgrade: stopping wins over upgrading.
-            ReadyOutcome::Ready { .. } => return fail(child, UpgradeError::ShuttingDown),
-            ReadyOutcome::Ended => {
-                return fail(
-                    child,
-                    UpgradeError::Exited {
-                        successor: pid,
-                        status: String::new(),
-                    },
-                );
+            ReadyOutcome::Ready { .. } => {
+                return fail(child, Failure::Other(UpgradeError::ShuttingDown));
             }
+            ReadyOutcome::Ended => return fail(child, Failure::Exited),
             ReadyOutcome::Timeout => {
                 return fail(
                     child,
-                    UpgradeError::Timeout {
+                    Failure::Other(UpgradeError::Timeout {
                         successor: pid,
                         after: self.options.upgrade_timeout,
-                    },
+                    }),
                 );
             }
         };
@@ -626,13 +635,7 @@ impl Inner {
         if let (Some(sock), true) = (transfer, transfer_version != TransferVersion::None) {
             if !handover::survives(&sock, PROBATION) {
                 self.main_process(std::process::id(), &[]);
-                return fail(
-                    child,
-                    UpgradeError::DiedOnProbation {
-                        successor: pid,
-                        status: String::new(),
-                    },
-                );
+                return fail(child, Failure::DiedOnProbation);
             }
             // A SIGTERM during the probation: this process drains as a final stop would,
             // and the transfer socket closes unused (the successor serves on alone).
@@ -658,7 +661,7 @@ impl Inner {
             .spawn(move || {
                 let status = child.reap();
                 log(format_args!("successor {successor} ended ({status})"));
-                if replacing || status == "exit status 0" {
+                if replacing || status.is_success() {
                     return;
                 }
                 *lock(&this.replacing) = true;

@@ -31,6 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
@@ -91,7 +92,7 @@ pub(crate) struct Outbox {
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
     state: Mutex<AckState>,
-    /// Wakes the tasks waiting for credit or for an answer.
+    /// Wakes the tasks waiting for credit (and all of them when the transfer ends).
     pub(crate) changed: Event,
 }
 
@@ -116,6 +117,8 @@ struct AckState {
     credit: u64,
     /// Sockets sent and not yet settled, by number.
     pending: HashMap<u64, Pending>,
+    /// The task waiting for each socket's answer: woken alone, not with every other.
+    wakers: HashMap<u64, Waker>,
     /// Records to write (`Commit`, `Abort`).
     outgoing: Vec<Record>,
     /// The transfer ended (the successor hung up, or a write failed).
@@ -211,10 +214,33 @@ impl Outbox {
     }
 }
 
+/// Wakes the task waiting for socket `n`'s answer (waking only schedules it).
+fn wake(state: &mut AckState, n: u64) {
+    if let Some(waker) = state.wakers.remove(&n) {
+        waker.wake();
+    }
+}
+
 impl Acks {
+    /// Ready once socket `n` is answered (held, with its `Commit` written; or lost); until
+    /// then this task alone is woken when it is.
+    pub(crate) fn poll_settled(&self, n: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if matches!(
+            state.pending.get(&n),
+            Some(Pending::Waiting | Pending::Committing)
+        ) {
+            state.wakers.insert(n, cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
     /// The answer about socket `n` so far; a settled one is forgotten.
     pub(crate) fn answer(&self, n: u64) -> Answer {
         let mut state = lock(&self.state);
+        state.wakers.remove(&n);
         match state.pending.get(&n).copied() {
             Some(Pending::Waiting | Pending::Committing) => Answer::Waiting,
             Some(Pending::Held) => {
@@ -228,20 +254,12 @@ impl Acks {
         }
     }
 
-    /// Whether socket `n` is answered (held, with its `Commit` written; or lost).
-    pub(crate) fn answer_is_settled(&self, n: u64) -> bool {
-        let state = lock(&self.state);
-        !matches!(
-            state.pending.get(&n),
-            Some(Pending::Waiting | Pending::Committing)
-        )
-    }
-
     /// No answer in time: socket `n` is taken back — a `Commit` not yet written becomes an
     /// `Abort`, and a `Held` that comes later is answered `Abort` — unless the `Commit` is
     /// written already: then it is the successor's.
     pub(crate) fn take_back(&self, n: u64) -> Answer {
         let mut state = lock(&self.state);
+        state.wakers.remove(&n);
         match state.pending.remove(&n) {
             Some(Pending::Held) => Answer::Held,
             Some(Pending::Committing) => {
@@ -279,6 +297,7 @@ impl Acks {
             Record::Lost(n) => {
                 if let Some(pending @ Pending::Waiting) = state.pending.get_mut(&n) {
                     *pending = Pending::Lost;
+                    wake(&mut state, n);
                 }
             }
             _ => {}
@@ -295,6 +314,9 @@ impl Acks {
             if matches!(*pending, Pending::Waiting | Pending::Committing) {
                 *pending = Pending::Lost;
             }
+        }
+        for (_, waker) in state.wakers.drain() {
+            waker.wake();
         }
     }
 }
@@ -314,10 +336,18 @@ fn read_answers(sock: &UnixStream, acks: &Acks, open: &AtomicBool) {
             Ok(true) => {}
             Err(_) => break,
         }
-        if !read_records(sock, |record| acks.on_record(record)) {
+        let mut credit = false;
+        let alive = read_records(sock, |record| {
+            credit |= matches!(record, Record::Credit(_));
+            acks.on_record(record);
+        });
+        if credit {
+            // Tasks waiting for credit: all of them may go now.
+            acks.changed.notify(usize::MAX);
+        }
+        if !alive {
             break;
         }
-        acks.changed.notify(usize::MAX);
     }
     open.store(false, Ordering::Release);
     acks.end();
@@ -328,7 +358,6 @@ fn read_answers(sock: &UnixStream, acks: &Acks, open: &AtomicBool) {
 /// A `Commit` is settled as `Held` only once written: until then the socket stays here.
 fn flush(sock: &UnixStream, acks: &Acks) -> bool {
     let mut state = lock(&acks.state);
-    let mut settled = false;
     let mut all = true;
     while !state.outgoing.is_empty() {
         match transfer::send_records(sock.as_fd(), &state.outgoing) {
@@ -342,7 +371,7 @@ fn flush(sock: &UnixStream, acks: &Acks) -> bool {
                     if let Record::Commit(k) = record {
                         if let Some(pending) = state.pending.get_mut(&k) {
                             *pending = Pending::Held;
-                            settled = true;
+                            wake(&mut state, k);
                         }
                     }
                 }
@@ -350,10 +379,6 @@ fn flush(sock: &UnixStream, acks: &Acks) -> bool {
             // The reader sees the hang-up and ends the transfer.
             Err(_) => break,
         }
-    }
-    drop(state);
-    if settled {
-        acks.changed.notify(usize::MAX);
     }
     all
 }

@@ -276,9 +276,46 @@ impl Child {
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
 
-    /// Waits for it to end (blocking) and says how it ended: `exit status 0`, `signal 9`.
-    pub fn reap(self) -> String {
+    /// Waits for it to end (blocking) and says how it ended.
+    pub fn reap(self) -> Ended {
         reap(self.pid)
+    }
+}
+
+/// How a child process ended, as `waitpid(2)` told. Prints as `exit status 0`, `signal 9`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ended {
+    /// It exited with this status.
+    Exited(i32),
+    /// This signal ended it.
+    Signaled(i32),
+    /// `waitpid` reported a status that is neither (the raw value).
+    Other(i32),
+    /// It could not be waited for: `waitpid` failed with this `errno`.
+    NotWaited(i32),
+}
+
+impl Ended {
+    /// A clean end: exit status 0.
+    pub fn is_success(self) -> bool {
+        self == Ended::Exited(0)
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Exited(code) => write!(f, "exit status {code}"),
+            Ended::Signaled(signal) => write!(f, "signal {signal}"),
+            Ended::Other(status) => write!(f, "status {status}"),
+            Ended::NotWaited(errno) => {
+                write!(
+                    f,
+                    "not waited for: {}",
+                    io::Error::from_raw_os_error(*errno)
+                )
+            }
+        }
     }
 }
 
@@ -557,7 +594,7 @@ pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
 }
 
 /// Waits for child `pid` and says how it ended.
-fn reap(pid: libc::pid_t) -> String {
+fn reap(pid: libc::pid_t) -> Ended {
     let mut status = 0;
     loop {
         // SAFETY: writes the status into `status`; `pid` is our child.
@@ -566,15 +603,15 @@ fn reap(pid: libc::pid_t) -> String {
             continue;
         }
         if r == -1 {
-            return format!("not waited for: {}", io::Error::last_os_error());
+            return Ended::NotWaited(io::Error::last_os_error().raw_os_error().unwrap_or(0));
         }
         break;
     }
     if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
+        Ended::Exited(libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
-        format!("signal {}", libc::WTERMSIG(status))
+        Ended::Signaled(libc::WTERMSIG(status))
     } else {
-        format!("status {status}")
+        Ended::Other(status)
     }
 }

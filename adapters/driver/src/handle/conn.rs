@@ -348,10 +348,11 @@ impl ConnHandle {
                 }
             }
         };
-        let answered_by = std::time::Instant::now() + ANSWER_TIMEOUT;
-        wait_for(shutdown, &acks.changed, answered_by, || {
-            acks.answer_is_settled(n)
-        })
+        // Its answer, or the timeout: whichever comes first.
+        futures_lite::future::or(
+            std::future::poll_fn(|cx| acks.poll_settled(n, cx)),
+            shutdown.sleep(ANSWER_TIMEOUT),
+        )
         .await;
         let answer = match acks.answer(n) {
             Answer::Waiting => acks.take_back(n),
