@@ -35,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
-use lameduck_os::transfer::Record;
+use lameduck_os::transfer::{Incoming, Record, RecordReader};
 use lameduck_os::{log, transfer};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -324,6 +324,7 @@ impl Acks {
 /// The answer thread of the old process (version 3): reads the successor's records, queues
 /// and writes `Commit`/`Abort`, until the successor hangs up.
 fn read_answers(sock: &UnixStream, acks: &Acks, open: &AtomicBool) {
+    let mut reader = RecordReader::default();
     loop {
         let flushed = flush(sock, acks);
         let wait = if flushed {
@@ -337,7 +338,7 @@ fn read_answers(sock: &UnixStream, acks: &Acks, open: &AtomicBool) {
             Err(_) => break,
         }
         let mut credit = false;
-        let alive = read_records(sock, |record| {
+        let alive = read_records(sock, &mut reader, |record| {
             credit |= matches!(record, Record::Credit(_));
             acks.on_record(record);
         });
@@ -383,44 +384,34 @@ fn flush(sock: &UnixStream, acks: &Acks) -> bool {
     all
 }
 
-/// Reads the records that are there (non-blocking; the successor sends no descriptor)
-/// until none is left; false when the peer hung up or the socket broke.
-fn read_records(sock: &UnixStream, mut each: impl FnMut(Record)) -> bool {
+/// Reads the records that are there (non-blocking; the successor sends no descriptor),
+/// in bulk, until none is left; false when the peer hung up or the socket broke.
+fn read_records(
+    sock: &UnixStream,
+    reader: &mut RecordReader,
+    mut each: impl FnMut(Record),
+) -> bool {
+    let mut incoming = Vec::new();
     loop {
-        let mut bytes = [0u8; Record::LEN];
-        let mut fds = Vec::new();
-        let received = match transfer::recv_lossy(sock.as_fd(), &mut bytes, &mut fds) {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        let open = match reader.read_once(sock.as_fd(), &mut incoming) {
+            Ok(open) => open,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 log(format_args!("transfer: {e}; the transfer ends"));
-                return false;
+                false
             }
         };
-        if received.len == 0 {
+        let read_any = !incoming.is_empty();
+        for Incoming { record, .. } in incoming.drain(..) {
+            each(record);
+        }
+        if !open {
             return false;
         }
-        let mut len = received.len;
-        // A record is written whole; a short read (never seen) is completed.
-        while len < Record::LEN {
-            match transfer::recv(sock.as_fd(), &mut bytes[len..], &mut fds) {
-                Ok(0) => return false,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = transfer::wait_readable(sock.as_fd(), Duration::from_millis(10));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
+        if !read_any {
+            return true;
         }
-        let Some(record) = Record::decode(&bytes) else {
-            log(format_args!(
-                "transfer: an unknown record {bytes:?}; the transfer ends"
-            ));
-            return false;
-        };
-        each(record);
     }
 }
 
@@ -557,10 +548,23 @@ enum Speaks {
     Acknowledged,
 }
 
+/// Version 2: one socket per message, with a one-byte payload; each is served at once.
+fn read_unacknowledged(sock: &UnixStream, committed: &mut Vec<OwnedFd>) -> io::Result<bool> {
+    let mut payload = [0u8; 1];
+    let received = transfer::recv_lossy(sock.as_fd(), &mut payload, committed)?;
+    if received.descriptors_lost {
+        log(format_args!(
+            "transfer: a connection did not fit (no descriptor free); its client reconnects"
+        ));
+    }
+    Ok(received.len > 0)
+}
+
 /// The successor's receiving thread.
 #[derive(Debug, Default)]
 struct Receiver {
     speaks: Speaks,
+    reader: RecordReader,
     /// Sockets held, unread, until their `Commit` (or `Abort`).
     held: HashMap<u64, OwnedFd>,
     /// Records to write: `Credit`, `Held`, `Lost`.
@@ -609,55 +613,59 @@ impl Receiver {
     /// Reads what is there; committed sockets go to `committed`. False at the end.
     fn read(&mut self, sock: &UnixStream, committed: &mut Vec<OwnedFd>) -> bool {
         loop {
-            let mut bytes = [0u8; Record::LEN];
-            let mut fds = Vec::new();
-            let received = match transfer::recv_lossy(sock.as_fd(), &mut bytes, &mut fds) {
-                Ok(received) if received.len == 0 => return false,
-                Ok(received) => received,
+            let outcome = match self.speaks {
+                Speaks::Unknown => self.read_first(sock, committed),
+                Speaks::Unacknowledged => read_unacknowledged(sock, committed),
+                Speaks::Acknowledged => self.read_acknowledged(sock, committed),
+            };
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => return false,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log(format_args!("transfer: {e}; no more connections taken"));
                     return false;
                 }
-            };
-            if self.speaks == Speaks::Unknown {
-                self.speaks = match Record::decode(&bytes) {
-                    Some(Record::Hello(3)) if received.len == Record::LEN => {
-                        self.speaks = Speaks::Acknowledged;
-                        continue;
-                    }
-                    _ if bytes[0] == b'c' && received.len == 1 => Speaks::Unacknowledged,
-                    _ => {
-                        log(format_args!(
-                            "transfer: the predecessor speaks no version this process knows; no connections taken"
-                        ));
-                        return false;
-                    }
-                };
             }
-            if self.speaks == Speaks::Unacknowledged {
-                if received.descriptors_lost {
-                    log(format_args!(
-                        "transfer: a connection did not fit (no descriptor free); its client reconnects"
-                    ));
-                }
-                committed.append(&mut fds);
-                continue;
-            }
-            let Some(record) = Record::decode(&bytes).filter(|_| received.len == Record::LEN)
-            else {
-                log(format_args!(
-                    "transfer: an unknown record {bytes:?}; no more connections taken"
-                ));
-                return false;
-            };
-            self.on_record(
-                record,
-                fds.pop().filter(|_| !received.descriptors_lost),
-                committed,
-            );
         }
+    }
+
+    /// The predecessor's first message says which version it speaks: `Hello(3)` alone, or
+    /// (version 2) a socket with a one-byte payload.
+    fn read_first(&mut self, sock: &UnixStream, committed: &mut Vec<OwnedFd>) -> io::Result<bool> {
+        let mut bytes = [0u8; Record::LEN];
+        let mut fds = Vec::new();
+        let received = transfer::recv_lossy(sock.as_fd(), &mut bytes, &mut fds)?;
+        self.speaks = match Record::decode(&bytes) {
+            _ if received.len == 0 => return Ok(false),
+            Some(Record::Hello(3)) if received.len == Record::LEN => Speaks::Acknowledged,
+            _ if bytes[0] == b'c' && received.len == 1 => {
+                committed.append(&mut fds);
+                Speaks::Unacknowledged
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the predecessor speaks no transfer version this process knows",
+                ));
+            }
+        };
+        Ok(true)
+    }
+
+    /// Version 3: records in bulk.
+    fn read_acknowledged(
+        &mut self,
+        sock: &UnixStream,
+        committed: &mut Vec<OwnedFd>,
+    ) -> io::Result<bool> {
+        let mut incoming = Vec::new();
+        let open = self.reader.read_once(sock.as_fd(), &mut incoming)?;
+        for Incoming { record, fd, lost } in incoming {
+            self.on_record(record, fd.filter(|_| !lost), committed);
+        }
+        Ok(open)
     }
 
     /// One record of a version-3 predecessor.
@@ -679,14 +687,16 @@ impl Receiver {
         }
     }
 
-    /// Grants credit from the descriptors free now, less [`RESERVE`]: counted at most every
-    /// 100 ms (a count reads `/proc/self/fd`), unless `now`.
+    /// Grants credit from the descriptors free now, less [`RESERVE`]. A count reads
+    /// `/proc/self/fd` (a descriptor of its own for a moment), so it is made at the start
+    /// (`now`), then only while little credit is left (fewer than [`RESERVE`] sockets) and
+    /// at most every 100 ms.
     fn grant(&mut self, now: bool) {
-        if !now
-            && self
-                .counted_at
-                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
-        {
+        let left = self.granted.saturating_sub(self.received);
+        let recent = self
+            .counted_at
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if !now && (left >= RESERVE || recent) {
             return;
         }
         self.counted_at = Some(Instant::now());

@@ -212,6 +212,66 @@ async fn a_socket_the_successor_never_answers_for_is_taken_back_and_its_request_
     drop(theirs);
 }
 
+/// Version 3's credit: a successor with no room (no `Credit` yet) is sent nothing; once it
+/// grants one socket, the connection goes, is held, committed, and served there.
+#[tokio::test]
+async fn nothing_is_sent_before_the_successor_grants_credit() {
+    let (old, _new, _successor, addr) = pair();
+    let mut client = idle_client(&old, addr).await;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    old.hand_over_to(OwnedFd::from(ours)).unwrap();
+    old.begin();
+    let successor = tokio::task::spawn_blocking(move || {
+        let read = |fds: &mut Vec<OwnedFd>| {
+            let mut record = [0u8; Record::LEN];
+            lameduck_os::transfer::recv(theirs.as_fd(), &mut record, fds).unwrap();
+            Record::decode(&record).unwrap()
+        };
+        let mut fds = Vec::new();
+        assert_eq!(read(&mut fds), Record::Hello(3));
+        // No credit: nothing comes.
+        theirs
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut record = [0u8; Record::LEN];
+        let early = lameduck_os::transfer::recv(theirs.as_fd(), &mut record, &mut fds);
+        assert!(early.is_err(), "sent without credit: {early:?}");
+        theirs.set_read_timeout(None).unwrap();
+        lameduck_os::transfer::send_records(theirs.as_fd(), &[Record::Credit(1)]).unwrap();
+        assert_eq!(read(&mut fds), Record::Connection(0));
+        assert_eq!(fds.len(), 1);
+        lameduck_os::transfer::send_records(theirs.as_fd(), &[Record::Held(0)]).unwrap();
+        assert_eq!(read(&mut fds), Record::Commit(0));
+        // Served here: the client's next request, answered by this "successor".
+        let mut adopted = std::net::TcpStream::from(fds.pop().unwrap());
+        adopted.set_nonblocking(false).unwrap();
+        let mut request = [0u8; 256];
+        let n = std::io::Read::read(&mut adopted, &mut request).unwrap();
+        assert!(request[..n].starts_with(b"GET /two"));
+        std::io::Write::write_all(
+            &mut adopted,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nnew /two\n",
+        )
+        .unwrap();
+        adopted
+    });
+    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained");
+    assert_eq!(
+        (report.handed_over, report.taken_back, report.finished),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = response(&mut client).await;
+    assert!(text.ends_with("new /two\n"), "{text}");
+    drop(successor.await.unwrap());
+}
+
 #[tokio::test]
 async fn a_connection_whose_next_request_was_read_already_stays_and_is_answered_here() {
     let (old, _new, _successor, addr) = pair();

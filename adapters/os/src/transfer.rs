@@ -412,6 +412,88 @@ pub fn send_records(sock: BorrowedFd<'_>, records: &[Record]) -> io::Result<usiz
 /// The most records [`send_records`] writes at once (a little over 2 KiB).
 pub const RECORDS_PER_WRITE: usize = 256;
 
+/// One record read by a [`RecordReader`], with what its message carried.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The record.
+    pub record: Record,
+    /// The descriptor that came with it (a [`Record::Connection`]'s socket).
+    pub fd: Option<OwnedFd>,
+    /// It came with a descriptor that did not arrive (no room for it: `MSG_CTRUNC`).
+    pub lost: bool,
+}
+
+/// Reads [`Record`]s in bulk — a few kilobytes per `recvmsg`, not one record each — and
+/// gives each descriptor to the record it came with. That rests on how Linux reads a Unix
+/// stream socket: one read takes bytes across messages, but it ends with the first message
+/// that carries descriptors, and those descriptors arrive with the read that takes its
+/// first byte. A record is written whole, each `Connection` in a message of its own, so the
+/// descriptors of a read belong to the last record that begins in it.
+#[derive(Debug, Default)]
+pub struct RecordReader {
+    /// The bytes of a record begun in an earlier read (fewer than [`Record::LEN`]).
+    partial: Vec<u8>,
+    /// What came with that record's first bytes.
+    partial_fd: Option<OwnedFd>,
+    partial_lost: bool,
+}
+
+impl RecordReader {
+    /// One `recvmsg` from `sock`: appends the records it completes to `out`. `Ok(false)`
+    /// when the peer has closed; a `WouldBlock` error when nothing is there (non-blocking);
+    /// `InvalidData` for bytes that are no record.
+    pub fn read_once(&mut self, sock: BorrowedFd<'_>, out: &mut Vec<Incoming>) -> io::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        let mut fds = Vec::new();
+        let got = recv_lossy(sock, &mut chunk, &mut fds)?;
+        if got.len == 0 {
+            return Ok(false);
+        }
+        let start = self.partial.len();
+        let mut bytes = std::mem::take(&mut self.partial);
+        bytes.extend_from_slice(&chunk[..got.len]);
+        // The record that owns this read's descriptor: the last one that begins in it.
+        let last = (bytes.len() - 1) / Record::LEN * Record::LEN;
+        let owner = (last >= start).then_some(last);
+        let mut fd = fds.pop();
+        let lost = got.descriptors_lost;
+        if owner.is_none() && (fd.is_some() || lost) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a descriptor with no record of its own",
+            ));
+        }
+        let mut at = 0;
+        while at + Record::LEN <= bytes.len() {
+            let mut one = [0u8; Record::LEN];
+            one.copy_from_slice(&bytes[at..at + Record::LEN]);
+            let record = Record::decode(&one).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("no record: {one:?}"))
+            })?;
+            let (fd, lost) = if Some(at) == owner {
+                (fd.take(), lost)
+            } else if at == 0 && start > 0 {
+                (
+                    self.partial_fd.take(),
+                    std::mem::take(&mut self.partial_lost),
+                )
+            } else {
+                (None, false)
+            };
+            out.push(Incoming { record, fd, lost });
+            at += Record::LEN;
+        }
+        if at < bytes.len() {
+            if Some(at) == owner {
+                self.partial_fd = fd.take();
+                self.partial_lost = lost;
+            }
+            self.partial = bytes[at..].to_vec();
+        }
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +552,61 @@ mod tests {
         let too_many = vec![served.as_fd(); MAX_FDS + 1];
         let error = send(old.as_fd(), b"x", &too_many).unwrap_err();
         assert!(error.to_string().contains("at most 253"), "{error}");
+    }
+
+    /// Records read in bulk: a thousand records, one socket every tenth, each written as
+    /// the protocol writes them; every record arrives once, in order, each socket with its
+    /// own record and still its client's connection.
+    #[test]
+    fn records_read_in_bulk_keep_each_descriptor_with_its_record() {
+        let (old, new) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..100).map(|_| tcp_pair(&listener)).collect();
+        let mut records = Vec::new();
+        for i in 0..1000u64 {
+            if i % 10 == 0 {
+                let (_, served) = &pairs[(i / 10) as usize];
+                send(
+                    old.as_fd(),
+                    &Record::Connection(i).encode(),
+                    &[served.as_fd()],
+                )
+                .unwrap();
+            } else {
+                records.push(Record::Commit(i));
+                if i % 10 == 9 {
+                    // Runs of records in one write, between the sockets.
+                    assert_eq!(send_records(old.as_fd(), &records).unwrap(), records.len());
+                    records.clear();
+                }
+            }
+        }
+        drop(old);
+        let mut reader = RecordReader::default();
+        let mut got = Vec::new();
+        while reader.read_once(new.as_fd(), &mut got).unwrap() {}
+        assert_eq!(got.len(), 1000);
+        for (i, incoming) in got.into_iter().enumerate() {
+            let i = i as u64;
+            if i % 10 == 0 {
+                assert_eq!(incoming.record, Record::Connection(i));
+                let mut adopted = TcpStream::from(incoming.fd.expect("its socket"));
+                adopted.write_all(format!("{i}\n").as_bytes()).unwrap();
+            } else {
+                assert_eq!(incoming.record, Record::Commit(i));
+                assert!(incoming.fd.is_none(), "record {i} got a descriptor");
+            }
+            assert!(!incoming.lost);
+        }
+        for (i, (client, _)) in pairs.iter().enumerate() {
+            let mut line = [0u8; 8];
+            let n = (&*client).read(&mut line).unwrap();
+            assert_eq!(
+                &line[..n],
+                format!("{}\n", i * 10).as_bytes(),
+                "connection {i}"
+            );
+        }
     }
 
     /// A payload longer than the receiver's buffer is an error, and the descriptor that came
