@@ -163,7 +163,9 @@ impl Supervisor {
     /// Perl handler the child inherited, then lost with it: the worker would run forever,
     /// and start_server wait for it. (A TERM between `exec` and the handler ends the worker
     /// by the default action; lameduck's own handler install is probed by `lameduck-driver`'s
-    /// `signal_race` test.)
+    /// `signal_race` test.) start_server's bug, with a reproduction:
+    /// docs/upstream/start-server-term-before-exec.md; this wait can go once that
+    /// reproduction no longer hangs.
     fn wait_restarts_over(&self, hups: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let newest = loop {

@@ -130,7 +130,9 @@ where
                 // response to an HTTP/1.0 keep-alive client, even after `close` — then
                 // closes anyway, into the client's next request (Go 1.19's bug, ~640
                 // failed requests per restart under `ab -k`). Answering as HTTP/1.0
-                // makes hyper drop keep-alive instead.
+                // makes hyper drop keep-alive instead. hyper's bug, with a reproduction:
+                // docs/upstream/hyper-http10-keep-alive-after-close.md; remove this once
+                // hyper keeps the service's `close` (the reproduction then exits 0).
                 *response.version_mut() = Version::HTTP_10;
             }
         }

@@ -14,7 +14,10 @@
 //! worker (Server::Starter does exactly that when it is stopped during a restart) can fall in
 //! that gap: a worker that never drains, and a supervisor waiting for it forever. The
 //! `signal_race` test aims signals at the install and loses a few in every 600 through the
-//! registry, none through this module.
+//! registry, none through this module. The registry's bug, with that reproduction
+//! (`LAMEDUCK_SIGNAL_RACE_VIA=registry cargo test -p lameduck-os --test signal_race`):
+//! `docs/upstream/signal-hook-registry-install-race.md`. This module's own install can give
+//! way to the registry's once it publishes its table before `sigaction`.
 //!
 //! Here the socket is published first and the handler installed second, so a signal is
 //! either handled by the disposition it found (the default: the process ends, as it would

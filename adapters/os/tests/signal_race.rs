@@ -7,7 +7,11 @@
 //! the delays sweeping across the time `subscribe` takes. `signal-hook-registry`, on which
 //! `tokio::signal` and `async-signal` sit, loses a signal sent in the gap between its
 //! `sigaction` and publishing its table; with it in place of `subscribe`, this test reports
-//! lost signals.
+//! lost signals — the reproduction in docs/upstream/signal-hook-registry-install-race.md:
+//!
+//! ```sh
+//! LAMEDUCK_SIGNAL_RACE_VIA=registry cargo test -p lameduck-os --test signal_race
+//! ```
 
 use std::io::Read;
 use std::process::Command;
@@ -18,6 +22,8 @@ use std::time::{Duration, Instant};
 use lameduck_os::signal::{Signal, subscribe};
 
 const CHILD: &str = "LAMEDUCK_SIGNAL_RACE_CHILD";
+/// `registry`: install through `signal_hook_registry::register` instead of `subscribe`.
+const VIA: &str = "LAMEDUCK_SIGNAL_RACE_VIA";
 const TRIALS: u32 = 600;
 
 /// Exit codes of a child that was not killed.
@@ -32,12 +38,39 @@ fn main() {
     }
 }
 
-/// Child: prints how long one `subscribe` takes in a fresh process, in ns.
+/// SIGTERM's handler installed, and the socket it writes each arrival's number to: through
+/// `subscribe`, or (`LAMEDUCK_SIGNAL_RACE_VIA=registry`) through `signal-hook-registry`.
+fn install() -> (
+    std::os::unix::net::UnixStream,
+    Box<dyn std::any::Any + Send>,
+) {
+    if std::env::var_os(VIA).is_some_and(|v| v == "registry") {
+        use std::os::fd::AsRawFd;
+        let (socket, writer) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let fd = writer.as_raw_fd();
+        // SAFETY: the action only calls write(2), which is async-signal-safe, on `writer`,
+        // which is returned with the registration and outlives it.
+        let id = unsafe {
+            signal_hook_registry::register(libc::SIGTERM, move || {
+                let byte = libc::SIGTERM as u8;
+                // SAFETY: writes one byte from a local to a socket that is open.
+                libc::write(fd, (&byte as *const u8).cast(), 1);
+            })
+        }
+        .expect("register");
+        (socket, Box::new((writer, id)))
+    } else {
+        let (socket, subscription) = subscribe(&[Signal::TERM]).expect("subscribe");
+        (socket, Box::new(subscription))
+    }
+}
+
+/// Child: prints how long one install takes in a fresh process, in ns.
 fn measure() {
     let started = Instant::now();
-    let subscribed = subscribe(&[Signal::TERM]).expect("subscribe");
+    let installed = install();
     println!("{}", started.elapsed().as_nanos());
-    drop(subscribed);
+    drop(installed);
 }
 
 /// Child: a second thread subscribes while this one sends SIGTERM; `offset` is how long
@@ -65,7 +98,7 @@ fn trial(offset: i64) {
             if offset < 0 {
                 wait(offset);
             }
-            subscribe(&[Signal::TERM]).expect("subscribe")
+            install()
         }
     });
     while !ready.load(Ordering::SeqCst) {
@@ -140,7 +173,7 @@ fn sweep() {
         }
     }
     println!(
-        "signal_race: subscribe takes up to {took} ns, the handler takes over about {instant} ns \
+        "signal_race: the install takes up to {took} ns, the handler takes over about {instant} ns \
          in; {TRIALS} trials: {killed} ended by the default action, {delivered} delivered, {} lost",
         lost.len()
     );
