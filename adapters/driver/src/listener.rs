@@ -29,15 +29,40 @@ pub type PollAccept<L, S> = fn(&L, &mut Context<'_>) -> Poll<io::Result<S>>;
 /// which the listener is closed.
 #[derive(Debug)]
 pub struct TrackedListener<L, S> {
-    listener: Option<L>,
-    guard: Option<ListenerGuard>,
+    phase: Phase<L>,
     poll_accept: PollAccept<L, S>,
     shutdown: Shutdown,
     backoff: Backoff,
-    draining_backlog: bool,
     /// Connections a predecessor handed over for this listener's address, and how they
     /// become streams of the runtime (TCP listeners only).
     adopt: Option<Adopt<S>>,
+}
+
+/// Where a tracked listener is. The guard, while there is one, counts the listener open
+/// for the lifecycle.
+#[derive(Debug)]
+enum Phase<L> {
+    /// Accepting (and adopting what a predecessor hands over) until asked to stop.
+    Serving { listener: L, guard: ListenerGuard },
+    /// Asked to stop: takes what the kernel's backlog already holds, never waiting.
+    DrainingBacklog { listener: L, guard: ListenerGuard },
+    /// The socket is closed; the predecessor may still hand connections over, and the
+    /// lifecycle counts the listener open until it is done.
+    Adopting { _guard: ListenerGuard },
+    /// Done: nothing more, ever.
+    Closed,
+}
+
+/// What one turn of the accept loop came to.
+enum Step<S> {
+    /// A connection (or the listener's error), for the caller.
+    Yield(io::Result<Tracked<S>>),
+    /// Nothing for the caller yet: turn again.
+    Again,
+    /// Close the listener; `None` for the caller.
+    Close,
+    /// Close the listener; this error, once, for the caller.
+    Fail(io::Error),
 }
 
 /// How a listener adopts handed-over connections.
@@ -58,12 +83,13 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     /// Tracks `listener`, which accepts with `poll_accept`.
     pub fn new(shutdown: &Shutdown, listener: L, poll_accept: PollAccept<L, S>) -> Self {
         TrackedListener {
-            listener: Some(listener),
-            guard: Some(shutdown.register_listener()),
+            phase: Phase::Serving {
+                listener,
+                guard: shutdown.register_listener(),
+            },
             poll_accept,
             shutdown: shutdown.clone(),
             backoff: Backoff::default(),
-            draining_backlog: false,
             adopt: None,
         }
     }
@@ -75,8 +101,7 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
         L: std::os::fd::AsFd,
     {
         let addr = self
-            .listener
-            .as_ref()
+            .get_ref()
             .and_then(|l| socket2::SockRef::from(l).local_addr().ok())
             .and_then(|a| a.as_socket());
         if let Some(addr) = addr {
@@ -132,7 +157,12 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
 
     /// The listener, until it is closed.
     pub fn get_ref(&self) -> Option<&L> {
-        self.listener.as_ref()
+        match &self.phase {
+            Phase::Serving { listener, .. } | Phase::DrainingBacklog { listener, .. } => {
+                Some(listener)
+            }
+            Phase::Adopting { .. } | Phase::Closed => None,
+        }
     }
 
     /// The listening socket, to hand to a successor
@@ -142,8 +172,7 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     where
         L: std::os::fd::AsFd,
     {
-        self.listener
-            .as_ref()
+        self.get_ref()
             .map(|l| l.as_fd())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the listener is closed"))
     }
@@ -162,93 +191,132 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     /// accepting is served there, not dropped.
     pub async fn accept(&mut self) -> Option<io::Result<Tracked<S>>> {
         loop {
-            let Some(listener) = self.listener.as_ref() else {
-                // Closed for good: nothing more, ever.
-                self.guard.as_ref()?;
-                if let Some(fd) = self.adopted_until_done().await {
-                    return Some(self.adopted(fd));
-                }
-                self.close();
-                return None;
-            };
-            let poll_accept = self.poll_accept;
-            let accept = future::poll_fn(|cx| poll_accept(listener, cx));
-            let result = if self.draining_backlog {
-                // Handed over before the stop: served here, not left behind.
-                let inbox = self.shutdown.inbox();
-                if let Some(fd) = self
-                    .adopt
-                    .as_ref()
-                    .filter(|_| inbox.in_use())
-                    .and_then(|a| inbox.take(a.addr))
-                {
-                    return Some(self.adopted(fd));
-                }
-                // Only what is already there: never wait.
-                match future::poll_once(accept).await {
-                    Some(result) => result,
-                    None => {
-                        // The backlog is empty: the socket closes (adoptions may follow).
-                        self.listener = None;
-                        continue;
-                    }
-                }
-            } else {
-                let stop = self.shutdown.stop_accepting();
-                let next = future::or(
-                    future::or(async { Next::Accepted(accept.await) }, async {
-                        Next::Adopted(self.next_adopted().await)
-                    }),
-                    async {
-                        stop.await;
-                        Next::Stop
-                    },
-                )
-                .await;
-                match next {
-                    Next::Accepted(result) => result,
-                    Next::Adopted(fd) => return Some(self.adopted(fd)),
-                    Next::Stop => {
-                        self.draining_backlog = true;
-                        continue;
-                    }
-                }
-            };
-            match result {
-                Ok(io) => {
-                    self.backoff.reset();
-                    return Some(match self.shutdown.accept() {
-                        Ok(conn) => Ok(Tracked::with_socket(io, conn)),
-                        Err(e) => Err(io::Error::other(e)),
-                    });
-                }
-                Err(e) => match AcceptError::classify(&e) {
-                    AcceptError::Skip => {}
-                    AcceptError::Backoff if self.draining_backlog => {
-                        // Out of fds with the backlog half drained: what is left would wait
-                        // for fds we cannot promise. Close; the supervisor's next worker
-                        // (sharing the socket) or the client's retry takes it.
-                        self.close();
-                        return None;
-                    }
-                    AcceptError::Backoff => {
-                        let delay = self.backoff.next_delay();
-                        let sleep = self.shutdown.sleep(delay);
-                        future::or(sleep, self.shutdown.stop_accepting()).await;
-                        // Shutdown began during (or before) the backoff: go straight to the
-                        // backlog drain. Looping back to the racing accept would spin —
-                        // accept fails at once while out of fds, so the stop branch never
-                        // wins, the task never yields, and the drain never ends.
-                        if self.shutdown.is_stopping_accepts() {
-                            self.draining_backlog = true;
-                        }
-                    }
-                    AcceptError::Fatal => {
-                        self.close();
-                        return Some(Err(e));
-                    }
+            let step = match &self.phase {
+                Phase::Serving { .. } => self.serve_one().await,
+                Phase::DrainingBacklog { .. } => self.drain_one().await,
+                Phase::Adopting { .. } => match self.adopted_until_done().await {
+                    Some(fd) => Step::Yield(self.adopted(fd)),
+                    None => Step::Close,
                 },
+                Phase::Closed => return None,
+            };
+            match step {
+                Step::Yield(result) => return Some(result),
+                Step::Again => {}
+                Step::Close => {
+                    self.close();
+                    return None;
+                }
+                Step::Fail(e) => {
+                    self.close();
+                    return Some(Err(e));
+                }
             }
+        }
+    }
+
+    /// Serving: the next accept, adoption or the ask to stop, whichever comes first.
+    async fn serve_one(&mut self) -> Step<S> {
+        let Phase::Serving { listener, .. } = &self.phase else {
+            return Step::Again;
+        };
+        let poll_accept = self.poll_accept;
+        let accept = future::poll_fn(|cx| poll_accept(listener, cx));
+        let stop = self.shutdown.stop_accepting();
+        let next = future::or(
+            future::or(async { Next::Accepted(accept.await) }, async {
+                Next::Adopted(self.next_adopted().await)
+            }),
+            async {
+                stop.await;
+                Next::Stop
+            },
+        )
+        .await;
+        match next {
+            Next::Accepted(result) => self.on_accepted(result).await,
+            Next::Adopted(fd) => Step::Yield(self.adopted(fd)),
+            Next::Stop => {
+                self.drain_backlog();
+                Step::Again
+            }
+        }
+    }
+
+    /// Draining the backlog: what is already there, then the socket closes (adoptions may
+    /// follow).
+    async fn drain_one(&mut self) -> Step<S> {
+        // Handed over before the stop: served here, not left behind.
+        let inbox = self.shutdown.inbox();
+        if let Some(fd) = self
+            .adopt
+            .as_ref()
+            .filter(|_| inbox.in_use())
+            .and_then(|a| inbox.take(a.addr))
+        {
+            return Step::Yield(self.adopted(fd));
+        }
+        let Phase::DrainingBacklog { listener, .. } = &self.phase else {
+            return Step::Again;
+        };
+        let poll_accept = self.poll_accept;
+        // Only what is already there: never wait.
+        match future::poll_once(future::poll_fn(|cx| poll_accept(listener, cx))).await {
+            Some(result) => self.on_accepted(result).await,
+            None => {
+                if let Phase::DrainingBacklog { guard, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Closed)
+                {
+                    self.phase = Phase::Adopting { _guard: guard };
+                }
+                Step::Again
+            }
+        }
+    }
+
+    /// Serving → draining the backlog.
+    fn drain_backlog(&mut self) {
+        if let Phase::Serving { listener, guard } =
+            std::mem::replace(&mut self.phase, Phase::Closed)
+        {
+            self.phase = Phase::DrainingBacklog { listener, guard };
+        }
+    }
+
+    /// What an accept returned: a tracked connection, or what its error calls for.
+    async fn on_accepted(&mut self, result: io::Result<S>) -> Step<S> {
+        let e = match result {
+            Ok(io) => {
+                self.backoff.reset();
+                return Step::Yield(match self.shutdown.accept() {
+                    Ok(conn) => Ok(Tracked::with_socket(io, conn)),
+                    Err(e) => Err(io::Error::other(e)),
+                });
+            }
+            Err(e) => e,
+        };
+        match AcceptError::classify(&e) {
+            AcceptError::Skip => Step::Again,
+            // Out of fds with the backlog half drained: what is left would wait for fds we
+            // cannot promise. Close; the supervisor's next worker (sharing the socket) or
+            // the client's retry takes it.
+            AcceptError::Backoff if matches!(self.phase, Phase::DrainingBacklog { .. }) => {
+                Step::Close
+            }
+            AcceptError::Backoff => {
+                let delay = self.backoff.next_delay();
+                let sleep = self.shutdown.sleep(delay);
+                future::or(sleep, self.shutdown.stop_accepting()).await;
+                // Shutdown began during (or before) the backoff: go straight to the
+                // backlog drain. Looping back to the racing accept would spin — accept
+                // fails at once while out of fds, so the stop branch never wins, the task
+                // never yields, and the drain never ends.
+                if self.shutdown.is_stopping_accepts() {
+                    self.drain_backlog();
+                }
+                Step::Again
+            }
+            AcceptError::Fatal => Step::Fail(e),
         }
     }
 
@@ -257,8 +325,7 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
         if let Some(adopt) = self.adopt.take() {
             self.shutdown.inbox().unclaim(adopt.addr);
         }
-        self.listener = None;
-        self.guard = None;
+        self.phase = Phase::Closed;
     }
 }
 

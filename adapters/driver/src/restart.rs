@@ -220,6 +220,8 @@ enum Failure {
     Exited,
     /// It ended within its probation.
     DiedOnProbation,
+    /// It did not say it serves within the upgrade timeout.
+    TimedOut(Duration),
     /// Anything else: killed for it.
     Other(UpgradeError),
 }
@@ -307,24 +309,11 @@ impl Restarter {
         listeners: &[(BorrowedFd<'_>, &str)],
         options: Options,
     ) -> io::Result<Restarter> {
-        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-        let mut dups = Vec::with_capacity(listeners.len());
-        for (fd, name) in listeners {
-            if name.is_empty()
-                || name.len() > 255
-                || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-            {
-                return Err(invalid(format!(
-                    "listener name {name:?}: expected 1 to 255 printable ASCII characters, no `:`"
-                )));
-            }
-            // `try_clone_to_owned` duplicates with close-on-exec set.
-            dups.push((fd.try_clone_to_owned()?, (*name).to_owned()));
-        }
+        let listeners = named_duplicates(listeners)?;
         let ready = handover::take_ready_fd()?;
         let draining = handover::draining_from_env()?;
-        // Version 2: receive the connections the parent will hand over, from now on (the
-        // listeners claim them by address; the accept loop starts after this).
+        // Receive the connections the parent will hand over, from now on (the listeners
+        // claim them by address; the accept loop starts after this).
         let takes_connections = match handover::take_transfer_fd()? {
             Some(sock) if ready.is_some() => {
                 shutdown.adopt_from(sock)?;
@@ -337,7 +326,7 @@ impl Restarter {
             // The path, not `/proc/self/exe`: a deploy that replaced the file is picked up.
             exe: std::env::current_exe()?,
             args: std::env::args_os().skip(1).collect(),
-            listeners: dups,
+            listeners,
             options,
             state: Mutex::new(State::Serving),
             settled: std::sync::Condvar::new(),
@@ -350,40 +339,8 @@ impl Restarter {
         // Both on the runtime: the signal task, and the watcher that tells systemd a final
         // stop began. Only an upgrade's own wait (at most the upgrade timeout) and the reaping
         // of a successor run on threads — see `upgrade_on_a_thread` and `hand_over`.
-        if let Some(signal) = inner.options.signal {
-            let weak = Arc::downgrade(&inner);
-            (shutdown.timers().watch_signals)(
-                &[signal],
-                Box::new(move |_| match weak.upgrade() {
-                    Some(inner) => {
-                        upgrade_on_a_thread(inner);
-                        true
-                    }
-                    // The restarter is gone: so is the upgrade on this signal.
-                    None => false,
-                }),
-            )?;
-        }
-        // STOPPING=1 when a shutdown that is not a handover begins.
-        let watcher = inner.clone();
-        let stopping = async move {
-            watcher.shutdown.begun().await;
-            if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
-                let mut states = vec![NotifyState::Stopping];
-                // The longest the drain may take (lame duck, deadline, the last lingering
-                // close), from the configuration that owns the timeline.
-                if let Some(total) = watcher.shutdown.config().longest_drain() {
-                    let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
-                    states.push(NotifyState::ExtendTimeoutUsec(usec));
-                }
-                notify(&states);
-            }
-        };
-        if !(shutdown.timers().spawn)(Box::pin(stopping)) {
-            return Err(io::Error::other(
-                "no runtime on this thread to spawn the restarter's tasks on",
-            ));
-        }
+        inner.upgrade_on_signal()?;
+        inner.tell_systemd_when_stopping()?;
         Ok(Restarter { inner })
     }
 
@@ -496,6 +453,50 @@ fn upgrade_on_a_thread(inner: Arc<Inner>) {
 }
 
 impl Inner {
+    /// Upgrades on [`Options::signal`], while the restarter lives.
+    fn upgrade_on_signal(self: &Arc<Self>) -> io::Result<()> {
+        let Some(signal) = self.options.signal else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(self);
+        (self.shutdown.timers().watch_signals)(
+            &[signal],
+            Box::new(move |_| match weak.upgrade() {
+                Some(inner) => {
+                    upgrade_on_a_thread(inner);
+                    true
+                }
+                // The restarter is gone: so is the upgrade on this signal.
+                None => false,
+            }),
+        )
+    }
+
+    /// `STOPPING=1` (with `EXTEND_TIMEOUT_USEC`) when a shutdown that is not a handover
+    /// begins.
+    fn tell_systemd_when_stopping(self: &Arc<Self>) -> io::Result<()> {
+        let watcher = self.clone();
+        let stopping = async move {
+            watcher.shutdown.begun().await;
+            if !matches!(*lock(&watcher.state), State::HandedOver(_)) {
+                let mut states = vec![NotifyState::Stopping];
+                // The longest the drain may take (lame duck, deadline, the last lingering
+                // close), from the configuration that owns the timeline.
+                if let Some(total) = watcher.shutdown.config().longest_drain() {
+                    let usec = u32::try_from(total.as_micros()).unwrap_or(u32::MAX);
+                    states.push(NotifyState::ExtendTimeoutUsec(usec));
+                }
+                notify(&states);
+            }
+        };
+        if !(self.shutdown.timers().spawn)(Box::pin(stopping)) {
+            return Err(io::Error::other(
+                "no runtime on this thread to spawn the restarter's tasks on",
+            ));
+        }
+        Ok(())
+    }
+
     fn upgrade(self: &Arc<Self>) -> Result<u32, UpgradeError> {
         {
             let mut state = lock(&self.state);
@@ -557,9 +558,42 @@ impl Inner {
     }
 
     /// Starts the successor and waits until it serves; on failure it is killed and reaped.
-    /// `replacing`: for a successor that failed after it served, while we drain.
+    /// `replacing`: for a successor that failed after it served, while we drain. The steps:
+    /// spawn, await its readiness, its probation and the transfer, then reap it.
     fn hand_over(self: &Arc<Self>, replacing: bool) -> Result<u32, UpgradeError> {
         let started = Instant::now();
+        let handover::Started {
+            child,
+            ready,
+            transfer,
+        } = self.spawn(replacing)?;
+        let successor = child.pid();
+        log(format_args!("upgrade: started successor {successor}"));
+        let version = match self.await_ready(&ready, replacing) {
+            Ok(version) => version,
+            Err(failure) => return fail(child, failure),
+        };
+        log(format_args!(
+            "upgrade: successor {successor} serves after {:?}",
+            started.elapsed()
+        ));
+        // It serves: it is the main process from now on (and its probation runs from now).
+        let ready_at = Instant::now();
+        self.main_process(successor, &[NotifyState::Ready]);
+        if let Some(sock) = transfer.filter(|_| version != TransferVersion::None) {
+            if let Err(failure) = self.probation_then_transfer(sock, version, successor) {
+                return fail(child, failure);
+            }
+        }
+        self.reap_on_a_thread(child, replacing);
+        if !replacing {
+            *lock(&self.handed_at) = Some(ready_at);
+        }
+        Ok(successor)
+    }
+
+    /// Forks and execs the successor.
+    fn spawn(&self, replacing: bool) -> Result<handover::Started, UpgradeError> {
         let still_draining: Vec<u32> = self
             .draining
             .iter()
@@ -567,11 +601,7 @@ impl Inner {
             .filter(|&p| alive(p))
             .chain([std::process::id()])
             .collect();
-        let handover::Started {
-            child,
-            ready,
-            transfer,
-        } = Spawn {
+        Spawn {
             exe: &self.exe,
             args: &self.args,
             listeners: &self.listeners,
@@ -581,111 +611,126 @@ impl Inner {
             transfer: !replacing,
         }
         .start()
-        .map_err(UpgradeError::Spawn)?;
-        let pid = child.pid();
-        log(format_args!("upgrade: started successor {pid}"));
-        let outcome = wait_ready(&ready, self.options.upgrade_timeout);
-        // Killed (if it still runs) and reaped; the error says how it ended where that
-        // is the news.
-        let fail = |child: Child, failure: Failure| {
-            child.kill();
-            let status = child.reap();
-            Err(match failure {
-                Failure::Exited => UpgradeError::Exited {
-                    successor: pid,
-                    status,
-                },
-                Failure::DiedOnProbation => UpgradeError::DiedOnProbation {
-                    successor: pid,
-                    status,
-                },
-                Failure::Other(e) => e,
-            })
-        };
-        let transfer_version = match outcome {
-            ReadyOutcome::Ready { transfer } if replacing || self.shutdown.is_ready() => transfer,
+        .map_err(UpgradeError::Spawn)
+    }
+
+    /// Waits for the successor's `READY=1` (at most the upgrade timeout): the transfer it
+    /// announced, or why it failed.
+    fn await_ready(&self, ready: &OwnedFd, replacing: bool) -> Result<TransferVersion, Failure> {
+        match wait_ready(ready, self.options.upgrade_timeout) {
+            ReadyOutcome::Ready { transfer } if replacing || self.shutdown.is_ready() => {
+                Ok(transfer)
+            }
             // A SIGTERM during the upgrade: stopping wins over upgrading.
-            ReadyOutcome::Ready { .. } => {
-                return fail(child, Failure::Other(UpgradeError::ShuttingDown));
-            }
-            ReadyOutcome::Ended => return fail(child, Failure::Exited),
-            ReadyOutcome::Timeout => {
-                return fail(
-                    child,
-                    Failure::Other(UpgradeError::Timeout {
-                        successor: pid,
-                        after: self.options.upgrade_timeout,
-                    }),
-                );
-            }
-        };
-        let successor = pid;
-        log(format_args!(
-            "upgrade: successor {successor} serves after {:?}",
-            started.elapsed()
-        ));
-        // It serves: it is the main process from now on (and its probation runs from now).
-        let ready_at = Instant::now();
-        self.main_process(successor, &[NotifyState::Ready]);
-        // Version 2: the successor takes our idle connections — but only once it has
-        // served through its probation, while this process still serves everything it
-        // has: a successor that dies right after it said it serves (a deploy that crashes
-        // on its first request) then takes no connection with it, and this process serves
-        // on as if the upgrade had failed.
-        if let (Some(sock), true) = (transfer, transfer_version != TransferVersion::None) {
-            if !handover::survives(&sock, PROBATION) {
-                self.main_process(std::process::id(), &[]);
-                return fail(child, Failure::DiedOnProbation);
-            }
-            // A SIGTERM during the probation: this process drains as a final stop would,
-            // and the transfer socket closes unused (the successor serves on alone).
-            if self.shutdown.is_ready() {
-                match self.shutdown.hand_over_to_version(sock, transfer_version) {
-                    Ok(()) => log(format_args!(
-                        "transfer: successor {successor} takes idle connections"
-                    )),
-                    Err(e) => log(format_args!("transfer: none: {e}")),
-                }
+            ReadyOutcome::Ready { .. } => Err(Failure::Other(UpgradeError::ShuttingDown)),
+            ReadyOutcome::Ended => Err(Failure::Exited),
+            ReadyOutcome::Timeout => Err(Failure::TimedOut(self.options.upgrade_timeout)),
+        }
+    }
+
+    /// The successor takes our idle connections — but only once it has served through its
+    /// probation, while this process still serves everything it has: a successor that dies
+    /// right after it said it serves (a deploy that crashes on its first request) then
+    /// takes no connection with it, and this process serves on as if the upgrade had failed.
+    fn probation_then_transfer(
+        &self,
+        sock: OwnedFd,
+        version: TransferVersion,
+        successor: u32,
+    ) -> Result<(), Failure> {
+        if !handover::survives(&sock, PROBATION) {
+            self.main_process(std::process::id(), &[]);
+            return Err(Failure::DiedOnProbation);
+        }
+        // A SIGTERM during the probation: this process drains as a final stop would, and
+        // the transfer socket closes unused (the successor serves on alone).
+        if self.shutdown.is_ready() {
+            match self.shutdown.hand_over_to_version(sock, version) {
+                Ok(()) => log(format_args!(
+                    "transfer: successor {successor} takes idle connections"
+                )),
+                Err(e) => log(format_args!("transfer: none: {e}")),
             }
         }
-        // Reaps the successor should it end while we still drain: no zombie. A thread,
-        // blocked in waitpid(2) for as long as the successor lives: no runtime offers a way to
-        // await a child's end through the seam (a pidfd would need registering an fd that is
-        // no socket), and polling with WNOHANG would wake the process for nothing. One that fails
-        // (not a clean exit: a crash, a kill) while we are still here is replaced, once:
-        // we hold the listeners, and the connections waiting in their backlog are not lost
-        // as long as someone accepts before the last holder exits.
+        Ok(())
+    }
+
+    /// Reaps the successor should it end while we still drain: no zombie. A thread,
+    /// blocked in waitpid(2) for as long as the successor lives: no runtime offers a way to
+    /// await a child's end through the seam (a pidfd would need registering an fd that is
+    /// no socket), and polling with WNOHANG would wake the process for nothing. One that
+    /// fails (not a clean exit: a crash, a kill) while we are still here is replaced, once:
+    /// we hold the listeners, and the connections waiting in their backlog are not lost as
+    /// long as someone accepts before the last holder exits.
+    fn reap_on_a_thread(self: &Arc<Self>, child: Child, replacing: bool) {
         let this = self.clone();
         let _ = std::thread::Builder::new()
             .name("lameduck-reap".into())
             .spawn(move || {
+                let successor = child.pid();
                 let status = child.reap();
                 log(format_args!("successor {successor} ended ({status})"));
-                if replacing || status.is_success() {
-                    return;
-                }
-                *lock(&this.replacing) = true;
-                log(format_args!(
-                    "successor {successor} failed after it served; starting a replacement"
-                ));
-                let result = this.hand_over(true);
-                *lock(&this.replacing) = false;
-                this.settled.notify_all();
-                match result {
-                    Ok(replacement) => {
-                        *lock(&this.state) = State::HandedOver(replacement);
-                        log(format_args!(
-                            "upgrade: successor {replacement} serves (a replacement)"
-                        ));
-                    }
-                    Err(e) => log(format_args!(
-                        "replacement failed: {e}; nobody accepts once this process has drained"
-                    )),
+                if !replacing && !status.is_success() {
+                    this.replace(successor);
                 }
             });
-        if !replacing {
-            *lock(&self.handed_at) = Some(ready_at);
-        }
-        Ok(successor)
     }
+
+    /// Starts a replacement for `failed`, a successor that failed after it served.
+    fn replace(self: &Arc<Self>, failed: u32) {
+        *lock(&self.replacing) = true;
+        log(format_args!(
+            "successor {failed} failed after it served; starting a replacement"
+        ));
+        let result = self.hand_over(true);
+        *lock(&self.replacing) = false;
+        self.settled.notify_all();
+        match result {
+            Ok(replacement) => {
+                *lock(&self.state) = State::HandedOver(replacement);
+                log(format_args!(
+                    "upgrade: successor {replacement} serves (a replacement)"
+                ));
+            }
+            Err(e) => log(format_args!(
+                "replacement failed: {e}; nobody accepts once this process has drained"
+            )),
+        }
+    }
+}
+
+/// Our own duplicates of the listeners (close-on-exec), with their `LISTEN_FDNAMES` names:
+/// 1 to 255 printable ASCII characters, no `:`; any other name is an `InvalidInput` error.
+fn named_duplicates(listeners: &[(BorrowedFd<'_>, &str)]) -> io::Result<Vec<(OwnedFd, String)>> {
+    let mut dups = Vec::with_capacity(listeners.len());
+    for (fd, name) in listeners {
+        if name.is_empty()
+            || name.len() > 255
+            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener name {name:?}: expected 1 to 255 printable ASCII characters, no `:`"
+                ),
+            ));
+        }
+        // `try_clone_to_owned` duplicates with close-on-exec set.
+        dups.push((fd.try_clone_to_owned()?, (*name).to_owned()));
+    }
+    Ok(dups)
+}
+
+/// Kills the successor (if it still runs) and reaps it; the error says how it ended where
+/// that is the news.
+fn fail(child: Child, failure: Failure) -> Result<u32, UpgradeError> {
+    let successor = child.pid();
+    child.kill();
+    let status = child.reap();
+    Err(match failure {
+        Failure::Exited => UpgradeError::Exited { successor, status },
+        Failure::DiedOnProbation => UpgradeError::DiedOnProbation { successor, status },
+        Failure::TimedOut(after) => UpgradeError::Timeout { successor, after },
+        Failure::Other(e) => e,
+    })
 }

@@ -353,29 +353,39 @@ impl Spawn<'_> {
     /// them (and the transfer socket after it), in an environment built for it: this
     /// process's, less `SERVER_STARTER_PORT` and any `LISTEN_*` and `LAMEDUCK_*` handover
     /// variables, plus the handover's.
+    ///
+    /// Everything the child needs is built here, before the fork ([`Image`]); between
+    /// `fork` and `execve` the child only places descriptors, writes its pid into a buffer
+    /// made for it, resets its signals and execs ([`Image::become_child`]).
     pub fn start(&self) -> io::Result<Started> {
-        let Spawn {
-            exe: exe_path,
-            args,
-            listeners,
-            draining,
-            transfer,
-        } = *self;
-        let cstring = |bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a NUL byte in the path, an argument or the environment",
-                )
-            })
+        let (read, write) = ready_pipe()?;
+        // Close-on-exec both ends: only the child's copy at its target fd survives its exec.
+        let transfer = if self.transfer {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            Some((OwnedFd::from(ours), OwnedFd::from(theirs)))
+        } else {
+            None
         };
-        let n = listeners.len();
-        let ready_fd = 3 + n as RawFd;
-        let exe = cstring(exe_path.as_os_str().as_bytes())?;
-        let mut argv = vec![exe.clone()];
-        for arg in args {
-            argv.push(cstring(arg.as_bytes())?);
-        }
+        let sources: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(|(fd, _)| fd.as_raw_fd())
+            .chain([write.as_raw_fd()])
+            .chain(transfer.as_ref().map(|(_, theirs)| theirs.as_raw_fd()))
+            .collect();
+        let mut image = Image::new(self, sources)?;
+        let pid = image.fork_exec()?;
+        drop(write);
+        Ok(Started {
+            child: Child { pid },
+            ready: read,
+            transfer: transfer.map(|(ours, _theirs)| ours),
+        })
+    }
+
+    /// The successor's environment: this process's, less the handover's variables, plus
+    /// the handover's own (`LISTEN_PID` apart: the child writes it).
+    fn environment(&self) -> io::Result<Vec<CString>> {
         let replaced = [
             SERVER_STARTER_PORT,
             LISTEN_FDS,
@@ -395,117 +405,168 @@ impl Spawn<'_> {
             entry.extend_from_slice(value.as_bytes());
             envp.push(cstring(&entry)?);
         }
-        let names: Vec<&str> = self
-            .listeners
-            .iter()
-            .map(|(_, name)| name.as_str())
-            .collect();
-        let draining: Vec<String> = draining.iter().map(u32::to_string).collect();
+        let n = self.listeners.len();
+        let names: Vec<&str> = self.listeners.iter().map(|(_, n)| n.as_str()).collect();
+        let draining: Vec<String> = self.draining.iter().map(u32::to_string).collect();
         for entry in [
             format!("{LAMEDUCK_HANDOVER}={HANDOVER_VERSION}"),
-            format!("{}={n}", LISTEN_FDS),
-            format!("{}={}", LISTEN_FDNAMES, names.join(":")),
-            format!("{LAMEDUCK_READY_FD}={ready_fd}"),
+            format!("{LISTEN_FDS}={n}"),
+            format!("{LISTEN_FDNAMES}={}", names.join(":")),
+            format!("{LAMEDUCK_READY_FD}={}", 3 + n),
             format!("{LAMEDUCK_DRAINING}={}", draining.join(",")),
         ] {
             envp.push(cstring(entry.as_bytes())?);
         }
-        // LISTEN_PID is the child's own pid, known only after the fork: the child writes its
-        // digits into this buffer (room for any pid, NUL-terminated) before `execve`.
-        let mut listen_pid = b"LISTEN_PID=".to_vec();
-        let digits_at = listen_pid.len();
-        listen_pid.resize(digits_at + 21, 0);
+        Ok(envp)
+    }
+}
 
-        let mut pipe = [0 as RawFd; 2];
-        // SAFETY: `pipe2` writes two fds into the array we pass.
-        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-            return Err(io::Error::last_os_error());
+/// `bytes` as a C string; a NUL inside is an `InvalidInput` error.
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in the path, an argument or the environment",
+        )
+    })
+}
+
+/// The ready pipe, both ends close-on-exec: (read, write).
+fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: `pipe2` writes two fds into the array we pass.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) })
+}
+
+/// Everything the child needs between `fork` and `execve`, built before the fork: after it,
+/// in a process with other threads, the child may not allocate.
+struct Image {
+    exe: CString,
+    /// Owns what `arg_ptrs` and `env_ptrs` point at.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    arg_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` and room for the child's pid, NUL-terminated; the last `env_ptrs`
+    /// entry before the null points at it.
+    listen_pid: Vec<u8>,
+    /// The descriptors to place at fd 3 on, in order.
+    sources: Vec<RawFd>,
+    /// Where the child moves them first, out of the targets' way.
+    temps: Vec<RawFd>,
+}
+
+/// Where the child's pid digits go in `Image::listen_pid`.
+const PID_DIGITS_AT: usize = "LISTEN_PID=".len();
+
+impl Image {
+    fn new(spawn: &Spawn<'_>, sources: Vec<RawFd>) -> io::Result<Image> {
+        let exe = cstring(spawn.exe.as_os_str().as_bytes())?;
+        let mut argv = vec![exe.clone()];
+        for arg in spawn.args {
+            argv.push(cstring(arg.as_bytes())?);
         }
-        // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
-        let (read, write) =
-            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
-        // Close-on-exec both ends: only the child's copy at its target fd survives its exec.
-        let transfer = if transfer {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-            Some((OwnedFd::from(ours), OwnedFd::from(theirs)))
-        } else {
-            None
-        };
-        let sources: Vec<RawFd> = self
-            .listeners
-            .iter()
-            .map(|(fd, _)| fd.as_raw_fd())
-            .chain([write.as_raw_fd()])
-            .chain(transfer.as_ref().map(|(_, theirs)| theirs.as_raw_fd()))
-            .collect();
-        let mut temps = vec![-1 as RawFd; sources.len()];
+        let envp = spawn.environment()?;
+        let mut listen_pid = b"LISTEN_PID=".to_vec();
+        listen_pid.resize(PID_DIGITS_AT + 21, 0);
         let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
         env_ptrs.push(listen_pid.as_ptr().cast());
         env_ptrs.push(std::ptr::null());
         let mut arg_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
         arg_ptrs.push(std::ptr::null());
+        Ok(Image {
+            exe,
+            _argv: argv,
+            _envp: envp,
+            arg_ptrs,
+            env_ptrs,
+            listen_pid,
+            temps: vec![-1; sources.len()],
+            sources,
+        })
+    }
 
+    /// Forks; the child becomes the successor, the parent gets its pid.
+    fn fork_exec(&mut self) -> io::Result<libc::pid_t> {
         // SAFETY: after `fork` in a multi-threaded process the child may only make
-        // async-signal-safe calls until `execve`: it calls only `fcntl`, `dup2`, `close`,
-        // `getpid`, `signal`, `sigprocmask`, `sigemptyset`, `execve` and `_exit`, and
-        // writes only into buffers allocated before the fork (`temps`, `listen_pid`). It
-        // never returns from the `if` block.
+        // async-signal-safe calls until `execve`: `become_child` makes only those, writes
+        // only into buffers allocated before the fork, and never returns.
         let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: in the child, right after `fork`; see above.
+            unsafe { self.become_child() }
+        }
         if pid == -1 {
             return Err(io::Error::last_os_error());
         }
-        if pid == 0 {
-            // SAFETY: the child between `fork` and `execve`; see above.
-            unsafe {
-                // Out of the way first (above every target), so that placing one fd never
-                // overwrites another that is yet to be placed.
-                let above = 3 + sources.len() as RawFd;
-                for (temp, &source) in temps.iter_mut().zip(&sources) {
-                    *temp = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
-                    if *temp == -1 {
-                        libc::_exit(127);
-                    }
-                }
-                for (target, &temp) in (3..).zip(temps.iter()) {
-                    // `dup2` leaves close-on-exec clear on the target: inherited by exec.
-                    if libc::dup2(temp, target) == -1 {
-                        libc::_exit(127);
-                    }
-                }
-                let mut pid = libc::getpid() as u32;
-                let mut digits = [0u8; 10];
-                let mut len = 0;
-                loop {
-                    digits[len] = b'0' + (pid % 10) as u8;
-                    len += 1;
-                    pid /= 10;
-                    if pid == 0 {
-                        break;
-                    }
-                }
-                for i in 0..len {
-                    *listen_pid.as_mut_ptr().add(digits_at + i) = digits[len - 1 - i];
-                }
-                *listen_pid.as_mut_ptr().add(digits_at + len) = 0;
-                // Rust ignores SIGPIPE; the successor starts from the defaults like any
-                // freshly started program.
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                libc::execve(exe.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
-                libc::_exit(127);
-            }
-        }
-        drop(write);
-        drop(env_ptrs);
-        drop(arg_ptrs);
-        Ok(Started {
-            child: Child { pid },
-            ready: read,
-            transfer: transfer.map(|(ours, _theirs)| ours),
-        })
+        Ok(pid)
     }
+
+    /// The child between `fork` and `execve`: places the descriptors, writes its pid into
+    /// `LISTEN_PID`, resets its signals and execs the successor; `_exit(127)` on any failure.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child, right after `fork`: it calls only `fcntl`, `dup2`, `getpid`,
+    /// `signal`, `sigemptyset`, `sigprocmask`, `execve` and `_exit` (async-signal-safe), and
+    /// writes only into `temps` and `listen_pid`.
+    unsafe fn become_child(&mut self) -> ! {
+        // SAFETY: the caller's contract: async-signal-safe calls only, on fds this process
+        // holds, and writes only into buffers made before the fork.
+        unsafe {
+            // Out of the way first (above every target), so that placing one fd never
+            // overwrites another that is yet to be placed.
+            let above = 3 + self.sources.len() as RawFd;
+            for (temp, &source) in self.temps.iter_mut().zip(&self.sources) {
+                *temp = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
+                if *temp == -1 {
+                    libc::_exit(127);
+                }
+            }
+            for (target, &temp) in (3..).zip(self.temps.iter()) {
+                // `dup2` leaves close-on-exec clear on the target: inherited by exec.
+                if libc::dup2(temp, target) == -1 {
+                    libc::_exit(127);
+                }
+            }
+            write_digits(&mut self.listen_pid[PID_DIGITS_AT..], libc::getpid() as u32);
+            // Rust ignores SIGPIPE; the successor starts from the defaults like any
+            // freshly started program.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execve(
+                self.exe.as_ptr(),
+                self.arg_ptrs.as_ptr(),
+                self.env_ptrs.as_ptr(),
+            );
+            libc::_exit(127)
+        }
+    }
+}
+
+/// Writes `n`'s decimal digits and a NUL into `out` (at least 11 bytes), allocating
+/// nothing: safe between `fork` and `execve`.
+fn write_digits(out: &mut [u8], mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[i] = digits[len - 1 - i];
+    }
+    out[len] = 0;
 }
 
 /// How the wait for a successor's `READY=1` ended.
@@ -613,5 +674,26 @@ fn reap(pid: libc::pid_t) -> Ended {
         Ended::Signaled(libc::WTERMSIG(status))
     } else {
         Ended::Other(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child's pid, written with no allocation: every width, NUL-terminated.
+    #[test]
+    fn pid_digits_are_written_in_place() {
+        for (n, text) in [
+            (0, "0"),
+            (7, "7"),
+            (4_194_304, "4194304"),
+            (u32::MAX, "4294967295"),
+        ] {
+            let mut out = [0xffu8; 21];
+            write_digits(&mut out, n);
+            assert_eq!(&out[..text.len()], text.as_bytes());
+            assert_eq!(out[text.len()], 0);
+        }
     }
 }
