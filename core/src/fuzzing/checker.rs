@@ -605,102 +605,115 @@ impl Checked {
         }
         match action {
             None => {}
-            Some(Action::StopAccepting) => {
-                if m.told_stop || m.draining_at.is_none() || !m.accepting {
-                    violation!(
-                        "StopAccepting issued twice, before draining or after accepting ended"
-                    );
-                }
-                m.told_stop = true;
-                // No listener open: no backlog to drain; accepting ends now.
-                if m.listeners == 0 {
-                    m.accepting = false;
-                    m.update_drained();
-                }
-            }
+            Some(Action::StopAccepting) => Self::check_stop_accepting(m),
             Some(Action::Drained) => {
-                if m.told_drained || !m.drained {
-                    violation!(
-                        "Drained issued twice or with {} connections live",
-                        m.conns.len()
-                    );
-                }
-                m.told_drained = true;
+                Self::check_drained_action(m);
                 self.check_report();
             }
-            Some(Action::FinishThenClose(id)) => {
-                let began = m.shutdown_at.is_some();
-                let deadline_hit = m.deadline_hit;
-                let conn = Self::live_conn(m, id, "FinishThenClose");
-                Self::check_not_in_transfer(conn, id, "FinishThenClose");
-                if !began || conn.told_finish || conn.told_close {
-                    violation!("FinishThenClose({id:?}) before shutdown, twice, or after Close");
-                }
-                if conn.state == ConnState::Upgraded {
-                    violation!("FinishThenClose({id:?}) for an upgraded connection");
-                }
-                Self::check_ask(conn, id, "FinishThenClose", deadline_hit);
-                conn.told_finish = true;
-                m.last_ask_at = Some(m.now);
-            }
-            Some(Action::AskToLeave(id)) => {
-                let began = m.shutdown_at.is_some();
-                let deadline_hit = m.deadline_hit;
-                let conn = Self::live_conn(m, id, "AskToLeave");
-                Self::check_not_in_transfer(conn, id, "AskToLeave");
-                if !began || conn.told_go_away || conn.told_close {
-                    violation!("AskToLeave({id:?}) before shutdown, twice, or after Close");
-                }
-                if conn.state != ConnState::Upgraded {
-                    violation!("AskToLeave({id:?}) for a {} connection", conn.state);
-                }
-                Self::check_ask(conn, id, "AskToLeave", deadline_hit);
-                conn.told_go_away = true;
-                m.last_ask_at = Some(m.now);
-            }
-            Some(Action::Close(id, reason)) => {
-                let now = m.now;
-                let stale_at = m.conns.get(&id).map(|c| m.stale_at(c));
-                let grace_end = m.conns.get(&id).and_then(|c| m.grace_ends_at(c));
-                let policy = m.config.idle_policy;
-                let asked = m.conns.get(&id).is_some_and(|c| c.asked_at.is_some());
-                let (deadline_hit, draining) = (m.deadline_hit, m.draining_at.is_some());
-                let conn = Self::live_conn(m, id, "Close");
-                Self::check_not_in_transfer(conn, id, "Close");
-                if conn.told_close {
-                    violation!("Close({id:?}) issued twice");
-                }
-                let allowed = match (reason, conn.state) {
-                    (CloseReason::Deadline, _) => deadline_hit,
-                    _ if deadline_hit => true,
-                    (CloseReason::Stale, ConnState::New) => {
-                        draining && stale_at.is_some_and(|t| now >= t)
-                    }
-                    (CloseReason::Idle, ConnState::Idle) => {
-                        draining
-                            && asked
-                            && match policy {
-                                IdlePolicy::CloseImmediately => true,
-                                IdlePolicy::AwaitNextRequest { .. } => {
-                                    grace_end.is_some_and(|t| now >= t)
-                                }
-                            }
-                    }
-                    _ => false,
-                };
-                if !allowed {
-                    violation!(
-                        "Close({id:?}, {reason:?}) of a {} connection at {now:?} \
-                         (accepted {:?}, in state since {:?}, draining {draining}, deadline {deadline_hit})",
-                        conn.state,
-                        conn.accepted_at,
-                        conn.since
-                    );
-                }
-                conn.told_close = true;
-            }
+            Some(Action::FinishThenClose(id)) => Self::check_finish_then_close(m, id),
+            Some(Action::AskToLeave(id)) => Self::check_ask_to_leave(m, id),
+            Some(Action::Close(id, reason)) => Self::check_close(m, id, reason),
         }
         action
+    }
+
+    /// `StopAccepting`: once, when draining begins, while accepting.
+    fn check_stop_accepting(m: &mut Model) {
+        if m.told_stop || m.draining_at.is_none() || !m.accepting {
+            violation!("StopAccepting issued twice, before draining or after accepting ended");
+        }
+        m.told_stop = true;
+        // No listener open: no backlog to drain; accepting ends now.
+        if m.listeners == 0 {
+            m.accepting = false;
+            m.update_drained();
+        }
+    }
+
+    /// `Drained`: once, when the model is drained.
+    fn check_drained_action(m: &mut Model) {
+        if m.told_drained || !m.drained {
+            violation!(
+                "Drained issued twice or with {} connections live",
+                m.conns.len()
+            );
+        }
+        m.told_drained = true;
+    }
+
+    /// `FinishThenClose`: once, after the shutdown began and the connection's moment came,
+    /// never to an upgraded connection nor after its `Close`.
+    fn check_finish_then_close(m: &mut Model, id: ConnId) {
+        let began = m.shutdown_at.is_some();
+        let deadline_hit = m.deadline_hit;
+        let conn = Self::live_conn(m, id, "FinishThenClose");
+        Self::check_not_in_transfer(conn, id, "FinishThenClose");
+        if !began || conn.told_finish || conn.told_close {
+            violation!("FinishThenClose({id:?}) before shutdown, twice, or after Close");
+        }
+        if conn.state == ConnState::Upgraded {
+            violation!("FinishThenClose({id:?}) for an upgraded connection");
+        }
+        Self::check_ask(conn, id, "FinishThenClose", deadline_hit);
+        conn.told_finish = true;
+        m.last_ask_at = Some(m.now);
+    }
+
+    /// `AskToLeave`: once, to an upgraded connection, after its moment came.
+    fn check_ask_to_leave(m: &mut Model, id: ConnId) {
+        let began = m.shutdown_at.is_some();
+        let deadline_hit = m.deadline_hit;
+        let conn = Self::live_conn(m, id, "AskToLeave");
+        Self::check_not_in_transfer(conn, id, "AskToLeave");
+        if !began || conn.told_go_away || conn.told_close {
+            violation!("AskToLeave({id:?}) before shutdown, twice, or after Close");
+        }
+        if conn.state != ConnState::Upgraded {
+            violation!("AskToLeave({id:?}) for a {} connection", conn.state);
+        }
+        Self::check_ask(conn, id, "AskToLeave", deadline_hit);
+        conn.told_go_away = true;
+        m.last_ask_at = Some(m.now);
+    }
+
+    /// `Close`: once, and only when a rule allows it — the deadline, stale-New, or the
+    /// idle policy.
+    fn check_close(m: &mut Model, id: ConnId, reason: CloseReason) {
+        let now = m.now;
+        let stale_at = m.conns.get(&id).map(|c| m.stale_at(c));
+        let grace_end = m.conns.get(&id).and_then(|c| m.grace_ends_at(c));
+        let policy = m.config.idle_policy;
+        let asked = m.conns.get(&id).is_some_and(|c| c.asked_at.is_some());
+        let (deadline_hit, draining) = (m.deadline_hit, m.draining_at.is_some());
+        let conn = Self::live_conn(m, id, "Close");
+        Self::check_not_in_transfer(conn, id, "Close");
+        if conn.told_close {
+            violation!("Close({id:?}) issued twice");
+        }
+        let allowed = match (reason, conn.state) {
+            (CloseReason::Deadline, _) => deadline_hit,
+            _ if deadline_hit => true,
+            (CloseReason::Stale, ConnState::New) => draining && stale_at.is_some_and(|t| now >= t),
+            (CloseReason::Idle, ConnState::Idle) => {
+                draining
+                    && asked
+                    && match policy {
+                        IdlePolicy::CloseImmediately => true,
+                        IdlePolicy::AwaitNextRequest { .. } => grace_end.is_some_and(|t| now >= t),
+                    }
+            }
+            _ => false,
+        };
+        if !allowed {
+            violation!(
+                "Close({id:?}, {reason:?}) of a {} connection at {now:?} \
+                 (accepted {:?}, in state since {:?}, draining {draining}, deadline {deadline_hit})",
+                conn.state,
+                conn.accepted_at,
+                conn.since
+            );
+        }
+        conn.told_close = true;
     }
 
     /// Checks that nothing is owed: call after [`poll_action`](Checked::poll_action)
@@ -729,68 +742,7 @@ impl Checked {
             }
         }
         for (id, c) in &m.conns {
-            if m.shutdown_at.is_none() || c.told_close || c.in_transfer {
-                continue;
-            }
-            if c.asked_at.is_none() && !m.deadline_hit {
-                // Its moment is still to come: a timer must be armed for it, and nothing is
-                // owed to it but the stale-New rule.
-                if let Some(at) = m.ask_at(*id) {
-                    next_due = Some(next_due.map_or(at, |t| t.min(at)));
-                }
-                if c.state == ConnState::New && m.draining_at.is_some() {
-                    let due = m.stale_at(c);
-                    if c.timers_seen && due <= m.fired_at {
-                        violation!("{id:?} (New) should have been closed as stale by {now:?}");
-                    }
-                    next_due = Some(next_due.map_or(due, |t| t.min(due)));
-                }
-                continue;
-            }
-            let owed_close = |due: bool| {
-                if due {
-                    violation!(
-                        "{id:?} ({}) should have been told to close by {now:?}",
-                        c.state
-                    );
-                }
-            };
-            if m.deadline_hit {
-                owed_close(true);
-            }
-            match c.state {
-                ConnState::Upgraded if !c.told_go_away => {
-                    violation!("upgraded {id:?} was not told to go away");
-                }
-                ConnState::New | ConnState::Active | ConnState::Idle if !c.told_finish => {
-                    let close_instead = c.state == ConnState::Idle
-                        && m.draining_at.is_some()
-                        && m.config.idle_policy == IdlePolicy::CloseImmediately;
-                    if !close_instead {
-                        violation!("{id:?} ({}) was not told to finish-then-close", c.state);
-                    }
-                }
-                _ => {}
-            }
-            // Rules that fire on an event are owed at once; timer rules once `handle_timeout`
-            // has run at or after their instant (and until then `poll_timeout` must ask for it).
-            let (due, on_event) = match c.state {
-                _ if m.draining_at.is_none() => (None, false),
-                ConnState::New => (Some(m.stale_at(c)), false),
-                ConnState::Idle => match m.config.idle_policy {
-                    IdlePolicy::CloseImmediately => (Some(c.since.min(now)), true),
-                    IdlePolicy::AwaitNextRequest { .. } => (m.grace_ends_at(c), false),
-                },
-                _ => (None, false),
-            };
-            if let Some(due) = due {
-                owed_close(if on_event {
-                    due <= now
-                } else {
-                    c.timers_seen && due <= m.fired_at
-                });
-                next_due = Some(next_due.map_or(due, |t| t.min(due)));
-            }
+            Self::check_owed(m, *id, c, &mut next_due);
         }
         // A rule already due asks for an immediate wake-up: `now`, never the past.
         if let Some(due) = next_due.map(|t| t.max(now)) {
@@ -798,6 +750,74 @@ impl Checked {
                 Some(t) if t <= due => {}
                 t => violation!("a rule fires at {due:?} but poll_timeout is {t:?}"),
             }
+        }
+    }
+
+    /// What connection `id` is owed now, if anything (a violation when a rule that should
+    /// have acted has not); the instant its next rule fires goes into `next_due`.
+    fn check_owed(m: &Model, id: ConnId, c: &Conn, next_due: &mut Option<Instant>) {
+        let now = m.now;
+        if m.shutdown_at.is_none() || c.told_close || c.in_transfer {
+            return;
+        }
+        if c.asked_at.is_none() && !m.deadline_hit {
+            // Its moment is still to come: a timer must be armed for it, and nothing is
+            // owed to it but the stale-New rule.
+            if let Some(at) = m.ask_at(id) {
+                *next_due = Some(next_due.map_or(at, |t| t.min(at)));
+            }
+            if c.state == ConnState::New && m.draining_at.is_some() {
+                let due = m.stale_at(c);
+                if c.timers_seen && due <= m.fired_at {
+                    violation!("{id:?} (New) should have been closed as stale by {now:?}");
+                }
+                *next_due = Some(next_due.map_or(due, |t| t.min(due)));
+            }
+            return;
+        }
+        let owed_close = |due: bool| {
+            if due {
+                violation!(
+                    "{id:?} ({}) should have been told to close by {now:?}",
+                    c.state
+                );
+            }
+        };
+        if m.deadline_hit {
+            owed_close(true);
+        }
+        match c.state {
+            ConnState::Upgraded if !c.told_go_away => {
+                violation!("upgraded {id:?} was not told to go away");
+            }
+            ConnState::New | ConnState::Active | ConnState::Idle if !c.told_finish => {
+                let close_instead = c.state == ConnState::Idle
+                    && m.draining_at.is_some()
+                    && m.config.idle_policy == IdlePolicy::CloseImmediately;
+                if !close_instead {
+                    violation!("{id:?} ({}) was not told to finish-then-close", c.state);
+                }
+            }
+            _ => {}
+        }
+        // Rules that fire on an event are owed at once; timer rules once `handle_timeout`
+        // has run at or after their instant (and until then `poll_timeout` must ask for it).
+        let (due, on_event) = match c.state {
+            _ if m.draining_at.is_none() => (None, false),
+            ConnState::New => (Some(m.stale_at(c)), false),
+            ConnState::Idle => match m.config.idle_policy {
+                IdlePolicy::CloseImmediately => (Some(c.since.min(now)), true),
+                IdlePolicy::AwaitNextRequest { .. } => (m.grace_ends_at(c), false),
+            },
+            _ => (None, false),
+        };
+        if let Some(due) = due {
+            owed_close(if on_event {
+                due <= now
+            } else {
+                c.timers_seen && due <= m.fired_at
+            });
+            *next_due = Some(next_due.map_or(due, |t| t.min(due)));
         }
     }
 

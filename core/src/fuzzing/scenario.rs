@@ -6,7 +6,7 @@ use std::vec::Vec;
 use arbitrary::Arbitrary;
 
 use super::Checked;
-use crate::{Action, Config, ConnId, ConnState, DrainReport, IdlePolicy, Instant, Phase};
+use crate::{Action, Config, ConnId, ConnState, DrainReport, Error, IdlePolicy, Instant, Phase};
 
 /// One step of a [`Scenario`]. Connection operands index the connections accepted so far
 /// (modulo their number), closed ones included, so stale ids are exercised as often as live
@@ -212,46 +212,70 @@ impl Driver {
                     self.ids.push(id);
                 }
             }
-            Op::HandOver(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.transfer_started(id, now);
-                }
-            }
-            Op::Acknowledged(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.handed_over(id, now);
-                }
-            }
-            Op::TakeBack(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.taken_back(id, now);
-                }
-            }
-            Op::RequestStarted(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.request_started(id, now);
-                }
-            }
+            Op::HandOver(i) => self.on_conn(i, Checked::transfer_started),
+            Op::Acknowledged(i) => self.on_conn(i, Checked::handed_over),
+            Op::TakeBack(i) => self.on_conn(i, Checked::taken_back),
+            Op::RequestStarted(i) => self.on_conn(i, Checked::request_started),
             Op::RequestFinished(i) => {
                 if let Some(id) = self.pick(i) {
                     self.finish_request(id);
                 }
             }
-            Op::Upgrade(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.upgraded(id, now);
-                }
-            }
-            Op::PeerClose(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.closed(id, now);
-                }
+            Op::Upgrade(i) => self.on_conn(i, Checked::upgraded),
+            Op::PeerClose(i) => self.on_conn(i, Checked::closed),
+            Op::LingerClose(i) => self.on_conn(i, Checked::closed_lingering),
+            Op::CatchUp(i, state) => {
+                let reported = [
+                    ConnState::New,
+                    ConnState::Active,
+                    ConnState::Idle,
+                    ConnState::Upgraded,
+                    ConnState::Closed,
+                ][usize::from(state) % 5];
+                self.on_conn(i, |lc, id, _| lc.catch_up(id, reported));
             }
             Op::ForgedId { slot, generation } => {
                 let _ = self
                     .lc
                     .request_started(ConnId::from_parts(slot, generation), now);
             }
+            Op::Advance(_)
+            | Op::Elapse(_)
+            | Op::WakeEarly
+            | Op::SleepUntilTimeout
+            | Op::ClockBack(_) => self.step_clock(op),
+            Op::BeginShutdown => {
+                let _ = self.lc.begin_shutdown(now);
+            }
+            Op::ForceClose => self.lc.force_close(now),
+            Op::Poll => {
+                self.pull();
+                self.lc.check_quiescent();
+            }
+            Op::Obey => self.obey(),
+            Op::LingerEnd => {
+                let _ = self.lc.linger_ended(now);
+            }
+            Op::ListenersGone | Op::ListenerOpen | Op::ListenerClose => self.step_listeners(op),
+        }
+    }
+
+    /// An event on the connection `i` picks, if any is live; its result is `Checked`'s.
+    fn on_conn(
+        &mut self,
+        i: u8,
+        event: impl FnOnce(&mut Checked, ConnId, Instant) -> Result<(), Error>,
+    ) {
+        if let Some(id) = self.pick(i) {
+            let _ = event(&mut self.lc, id, self.clock);
+        }
+    }
+
+    /// The driver's clock: forward (with or without a wake-up), to the next timeout or
+    /// just before it, or back.
+    fn step_clock(&mut self, op: Op) {
+        let now = self.clock;
+        match op {
             Op::Advance(ms) => {
                 self.clock = now + Duration::from_millis(u64::from(ms));
                 self.lc.handle_timeout(self.clock);
@@ -274,45 +298,24 @@ impl Driver {
                 let back = u64::from(ms) * 1_000_000;
                 self.clock = Instant::from_nanos(now.as_nanos().saturating_sub(back));
             }
-            Op::BeginShutdown => {
-                let _ = self.lc.begin_shutdown(now);
-            }
-            Op::ForceClose => self.lc.force_close(now),
+            _ => {}
+        }
+    }
+
+    /// The driver's listeners: opened, closed, or gone all at once.
+    fn step_listeners(&mut self, op: Op) {
+        let now = self.clock;
+        match op {
             Op::ListenersGone => self.close_listeners(now),
-            Op::Poll => {
-                self.pull();
-                self.lc.check_quiescent();
-            }
-            Op::Obey => self.obey(),
-            Op::LingerClose(i) => {
-                if let Some(id) = self.pick(i) {
-                    let _ = self.lc.closed_lingering(id, now);
-                }
-            }
-            Op::LingerEnd => {
-                let _ = self.lc.linger_ended(now);
-            }
             Op::ListenerOpen => {
-                if self.lc.listener_opened().is_ok() {
-                    self.listeners += 1;
-                }
+                let opened = self.lc.listener_opened().is_ok();
+                self.listeners += usize::from(opened);
             }
             Op::ListenerClose => {
                 let _ = self.lc.listener_closed(now);
                 self.listeners = self.listeners.saturating_sub(1);
             }
-            Op::CatchUp(i, state) => {
-                if let Some(id) = self.pick(i) {
-                    let reported = [
-                        ConnState::New,
-                        ConnState::Active,
-                        ConnState::Idle,
-                        ConnState::Upgraded,
-                        ConnState::Closed,
-                    ][usize::from(state) % 5];
-                    let _ = self.lc.catch_up(id, reported);
-                }
-            }
+            _ => {}
         }
     }
 
