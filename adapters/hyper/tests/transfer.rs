@@ -76,6 +76,23 @@ async fn response(client: &mut TcpStream) -> String {
     String::from_utf8(text).unwrap()
 }
 
+/// `GET /two` answered by the old process with `Connection: close`; then its drain's report.
+async fn answered_here(client: &mut TcpStream, old: &Shutdown) -> lameduck_core::DrainReport {
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = response(client).await;
+    assert!(text.ends_with("old /two\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), old.drained())
+        .await
+        .expect("drained")
+}
+
 /// A response from the old server on a fresh keep-alive connection, then Idle.
 async fn idle_client(old: &Shutdown, addr: SocketAddr) -> TcpStream {
     let mut client = TcpStream::connect(addr).await.unwrap();
@@ -191,19 +208,7 @@ async fn a_socket_the_successor_never_answers_for_is_taken_back_and_its_request_
     })
     .await
     .unwrap();
-    client
-        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = response(&mut client).await;
-    assert!(text.ends_with("old /two\n"), "{text}");
-    assert!(
-        text.to_ascii_lowercase().contains("connection: close"),
-        "{text}"
-    );
-    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
-        .await
-        .expect("drained");
+    let report = answered_here(&mut client, &old).await;
     assert_eq!(
         (report.handed_over, report.taken_back, report.finished),
         (0, 1, 1),
@@ -313,19 +318,7 @@ async fn without_a_successor_that_takes_connections_the_drain_is_as_before() {
     let mut client = idle_client(&old, addr).await;
     old.hand_over_to(OwnedFd::from(ours)).unwrap();
     old.begin();
-    client
-        .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = response(&mut client).await;
-    assert!(text.ends_with("old /two\n"), "{text}");
-    assert!(
-        text.to_ascii_lowercase().contains("connection: close"),
-        "{text}"
-    );
-    let report = tokio::time::timeout(Duration::from_secs(10), old.drained())
-        .await
-        .expect("drained");
+    let report = answered_here(&mut client, &old).await;
     assert_eq!((report.handed_over, report.finished), (0, 1), "{report:?}");
 }
 

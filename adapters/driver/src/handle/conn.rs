@@ -431,17 +431,7 @@ impl ConnHandle {
         &self,
         f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> Result<(), Error>,
     ) -> bool {
-        let mailbox: &Mailbox = &self.shared;
-        let Mailbox { shutdown, id, .. } = mailbox;
-        let now = shutdown.now();
-        let mut lifecycle = shutdown.lock();
-        sync(&mut *lifecycle.lc, *id, mailbox);
-        let result = f(&mut *lifecycle.lc, *id, now);
-        if shutdown.deliver(&mut lifecycle, now) {
-            drop(lifecycle);
-            shutdown.inner.changed.notify(usize::MAX);
-        }
-        result.is_ok()
+        self.in_lifecycle(|state, id, now| f(&mut *state.lc, id, now).is_ok())
     }
 
     /// Reports the connection Closed (lingering, or not), once: later calls change nothing
@@ -463,18 +453,27 @@ impl ConnHandle {
     /// the table — closed now or before (a cut): the table's reference is what keeps the
     /// handle and this connection alive for each other.
     fn leave(&self, f: impl FnOnce(&mut dyn Machine, ConnId, Instant) -> bool) -> bool {
+        self.in_lifecycle(|state, id, now| {
+            let result = f(&mut *state.lc, id, now);
+            if let Some(slot) = state.mailboxes.get_mut(id.slot() as usize) {
+                if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
+                    *slot = None;
+                }
+            }
+            self.shared.set_state(ConnState::Closed);
+            result
+        })
+    }
+
+    /// `f` on the lifecycle under one lock hold, this connection's state caught up first;
+    /// then what the lifecycle issued is delivered (and waiters woken if anything changed).
+    fn in_lifecycle<T>(&self, f: impl FnOnce(&mut super::State, ConnId, Instant) -> T) -> T {
         let mailbox: &Mailbox = &self.shared;
         let Mailbox { shutdown, id, .. } = mailbox;
         let now = shutdown.now();
         let mut lifecycle = shutdown.lock();
         sync(&mut *lifecycle.lc, *id, mailbox);
-        let result = f(&mut *lifecycle.lc, *id, now);
-        if let Some(slot) = lifecycle.mailboxes.get_mut(id.slot() as usize) {
-            if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &self.shared)) {
-                *slot = None;
-            }
-        }
-        mailbox.set_state(ConnState::Closed);
+        let result = f(&mut lifecycle, *id, now);
         if shutdown.deliver(&mut lifecycle, now) {
             drop(lifecycle);
             shutdown.inner.changed.notify(usize::MAX);
