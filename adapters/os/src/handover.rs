@@ -354,9 +354,9 @@ impl Spawn<'_> {
     /// process's, less `SERVER_STARTER_PORT` and any `LISTEN_*` and `LAMEDUCK_*` handover
     /// variables, plus the handover's.
     ///
-    /// Everything the child needs is built here, before the fork ([`Image`]); between
+    /// Everything the child needs is built here, before the fork (`Image`); between
     /// `fork` and `execve` the child only places descriptors, writes its pid into a buffer
-    /// made for it, resets its signals and execs ([`Image::become_child`]).
+    /// made for it, resets its signals and execs (`Image::become_child`).
     pub fn start(&self) -> io::Result<Started> {
         let (read, write) = ready_pipe()?;
         // Close-on-exec both ends: only the child's copy at its target fd survives its exec.
@@ -493,13 +493,16 @@ impl Image {
     /// Forks; the child becomes the successor, the parent gets its pid.
     fn fork_exec(&mut self) -> io::Result<libc::pid_t> {
         // SAFETY: after `fork` in a multi-threaded process the child may only make
-        // async-signal-safe calls until `execve`: `become_child` makes only those, writes
-        // only into buffers allocated before the fork, and never returns.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: in the child, right after `fork`; see above.
-            unsafe { self.become_child() }
-        }
+        // async-signal-safe calls until `execve`: `become_child`, called in the child right
+        // after `fork`, makes only those, writes only into buffers allocated before the
+        // fork, and never returns.
+        let pid = unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                self.become_child()
+            }
+            pid
+        };
         if pid == -1 {
             return Err(io::Error::last_os_error());
         }

@@ -285,20 +285,25 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
     Ok(n > 0)
 }
 
-/// How many more descriptors this process may open now: its soft `RLIMIT_NOFILE` less
-/// those open (counted in `/proc/self/fd`). `None` where either cannot be read.
+/// How many more descriptors this process may open now: its soft `RLIMIT_NOFILE` (read from
+/// `/proc/self/limits`) less those open (counted in `/proc/self/fd`). `None` where either
+/// cannot be read.
 pub fn free_descriptors() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into the one we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = soft_nofile(&limits)?;
     // The listing's own descriptor is counted too, and closed again right after.
     let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-    Some(limit.rlim_cur.saturating_sub(open))
+    Some(soft.saturating_sub(open))
+}
+
+/// The soft limit on open files in the text of `/proc/self/limits`
+/// (`Max open files  1024  524288  files`); `unlimited` is `u64::MAX`.
+fn soft_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    match line["Max open files".len()..].split_whitespace().next()? {
+        "unlimited" => Some(u64::MAX),
+        soft => soft.parse().ok(),
+    }
 }
 
 /// The records of the acknowledged transfer (handover version 3): nine bytes each, a tag
@@ -552,6 +557,22 @@ mod tests {
         let too_many = vec![served.as_fd(); MAX_FDS + 1];
         let error = send(old.as_fd(), b"x", &too_many).unwrap_err();
         assert!(error.to_string().contains("at most 253"), "{error}");
+    }
+
+    #[test]
+    fn the_soft_descriptor_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(soft_nofile(limits), Some(1024));
+        assert_eq!(
+            soft_nofile(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            Some(u64::MAX)
+        );
+        assert_eq!(soft_nofile("Max processes 10 10 processes"), None);
+        assert!(free_descriptors().is_some_and(|free| free > 0));
     }
 
     /// Records read in bulk: a thousand records, one socket every tenth, each written as
