@@ -324,12 +324,16 @@ impl ConnHandle {
     async fn transfer_acknowledged(&self, fd: &OwnedFd, acks: &crate::transfer::Acks) -> bool {
         use crate::transfer::{ANSWER_TIMEOUT, Answer, Attempt};
         let shutdown = &self.shared.shutdown;
+        // In transfer from here on, the credit wait included: the socket is not read
+        // meanwhile, so a request the client sends waits in it, and no idle close may
+        // reach it before it is sent or taken back.
+        if !self.report_transfer(|lc, id, now| lc.transfer_started(id, now)) {
+            return false;
+        }
         let until = std::time::Instant::now() + ANSWER_TIMEOUT;
         if !wait_for(shutdown, &acks.changed, until, || acks.has_credit()).await {
             // The successor has no room: served here, as without a successor.
-            return false;
-        }
-        if !self.report_transfer(|lc, id, now| lc.transfer_started(id, now)) {
+            self.report_transfer(|lc, id, now| lc.taken_back(id, now));
             return false;
         }
         let n = loop {
