@@ -1104,10 +1104,7 @@ fn transfer_disturbed(disturb: impl FnOnce(&mut Hello, u32)) -> Vec<String> {
 }
 
 /// [`transfer_disturbed`], with `before` done to the serving process before the SIGHUP.
-fn transfer_with(
-    before: impl FnOnce(u32),
-    disturb: impl FnOnce(&mut Hello, u32),
-) -> Vec<String> {
+fn transfer_with(before: impl FnOnce(u32), disturb: impl FnOnce(&mut Hello, u32)) -> Vec<String> {
     let _serial = serial();
     let mut hello = Hello::start(hello_binary(), &[], &[]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -1206,7 +1203,8 @@ fn a_successor_without_room_gets_nothing_and_accepts_the_reconnections() {
     let drained = log.iter().find(|l| l.contains("drained: ")).unwrap();
     assert!(drained.contains("handed_over: 0,"), "{drained}");
     assert!(
-        log.iter().any(|l| l.contains("no more connections taken until some are")),
+        log.iter()
+            .any(|l| l.contains("no more connections taken until some are")),
         "the successor did not say it has no room:\n{}",
         log.join("\n")
     );
