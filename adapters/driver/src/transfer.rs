@@ -367,15 +367,15 @@ fn flush(sock: &UnixStream, acks: &Acks) -> bool {
                 break;
             }
             Ok(n) => {
-                let written: Vec<Record> = state.outgoing.drain(..n).collect();
-                for record in written {
-                    if let Record::Commit(k) = record {
+                for i in 0..n {
+                    if let Record::Commit(k) = state.outgoing[i] {
                         if let Some(pending) = state.pending.get_mut(&k) {
                             *pending = Pending::Held;
                             wake(&mut state, k);
                         }
                     }
                 }
+                state.outgoing.drain(..n);
             }
             // The reader sees the hang-up and ends the transfer.
             Err(_) => break,

@@ -333,23 +333,18 @@ impl ConnHandle {
         let until = std::time::Instant::now() + ANSWER_TIMEOUT;
         if !wait_for(shutdown, &acks.changed, until, || acks.has_credit()).await {
             // The successor has no room: served here, as without a successor.
-            self.report_transfer(|lc, id, now| lc.taken_back(id, now));
-            return false;
+            return self.take_back();
         }
         let n = loop {
             let Some(outbox) = shutdown.outbox() else {
-                self.report_transfer(|lc, id, now| lc.taken_back(id, now));
-                return false;
+                return self.take_back();
             };
             match outbox.try_send(std::os::fd::AsFd::as_fd(fd)) {
                 Attempt::Sent(n) => break n,
                 Attempt::Busy if std::time::Instant::now() < until => {
                     shutdown.sleep(std::time::Duration::from_millis(1)).await;
                 }
-                Attempt::Busy | Attempt::Closed => {
-                    self.report_transfer(|lc, id, now| lc.taken_back(id, now));
-                    return false;
-                }
+                Attempt::Busy | Attempt::Closed => return self.take_back(),
             }
         };
         // Its answer, or the timeout: whichever comes first.
@@ -373,9 +368,14 @@ impl ConnHandle {
             });
             true
         } else {
-            self.report_transfer(|lc, id, now| lc.taken_back(id, now));
-            false
+            self.take_back()
         }
+    }
+
+    /// The connection stays here after all (`taken_back`): false, for `hand_over`.
+    fn take_back(&self) -> bool {
+        self.report_transfer(|lc, id, now| lc.taken_back(id, now));
+        false
     }
 
     /// Version 2: the connection leaves once its socket is sent.
