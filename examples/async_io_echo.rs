@@ -14,7 +14,7 @@ use std::time::Duration;
 use echo_config::{config, env_ms, verbose};
 
 use futures_lite::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use lameduck::driver::{Listener, Runtime, Shutdown, Stream};
+use lameduck::{Listener, Runtime, Shutdown, Stream};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -81,15 +81,15 @@ where
         >,
     Stream<R>: AsyncRead + AsyncWrite,
 {
-    let shutdown: Shutdown = Shutdown::new(config(), lameduck::driver::Timers::of::<R>());
-    let listeners = match lameduck::driver::Listener::<R>::bind_or_inherit_all(&shutdown, &addr) {
+    let shutdown: Shutdown = Shutdown::new(config(), lameduck::Timers::of::<R>());
+    let listeners = match lameduck::Listener::<R>::bind_or_inherit_all(&shutdown, &addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    shutdown.drain_on_signals().expect("signal handlers");
+    lameduck::signals::drain_on_signals(&shutdown).expect("signal handlers");
     let delay = env_ms("ECHO_DELAY_MS");
     for mut listener in listeners {
         print_addr(&listener);

@@ -12,7 +12,11 @@
 use std::time::Duration;
 
 use axum::{Router, routing::get};
-use lameduck::tokio::{Config, ConfigFromEnv, Listener, shutdown};
+use lameduck::{
+    Config,
+    env::ConfigFromEnv,
+    tokio::{Listener, shutdown},
+};
 
 #[tokio::main]
 async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
@@ -37,7 +41,7 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let addr = addr.as_deref().unwrap_or("127.0.0.1:3000");
 
-    shutdown.drain_on_signals()?;
+    lameduck::signals::drain_on_signals(&shutdown)?;
     let listener = Listener::bind_or_inherit(&shutdown, addr)?;
     lameduck::hyper::serve_tower(listener, app).await; // until the drain stops accepting
     let report = shutdown.drained().await;

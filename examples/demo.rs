@@ -8,7 +8,7 @@
 //! load — half keep-alive clients, half a new connection per request — counts every request
 //! that fails. It runs twice:
 //!
-//! - **lameduck**, restarting itself with no supervisor ([`lameduck::driver::restart`], as
+//! - **lameduck**, restarting itself with no supervisor ([`lameduck::restart`], as
 //!   `hello --self-restart` does): `kill -HUP $(cat pid-file)` starts the successor, hands it
 //!   the socket, and the old process drains once the successor serves;
 //! - **naive**, the server most code ships (hyper, exit at once on SIGTERM), restarted the
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use lameduck::driver::restart;
+use lameduck::restart;
 use rustix::process::{Pid, Signal, WaitOptions};
 
 struct Options {

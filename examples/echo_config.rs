@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lameduck::core::Config;
-use lameduck::smol::ConfigFromEnv;
+use lameduck::env::ConfigFromEnv;
 
 /// A duration in milliseconds from `name`; exits with code 2 if it is not a number.
 pub fn env_ms(name: &str) -> Option<Duration> {
@@ -19,7 +19,7 @@ pub fn env_ms(name: &str) -> Option<Duration> {
 
 /// The lifecycle configuration: the defaults, tuned by the `LAMEDUCK_*` variables
 /// (`LAMEDUCK_DEADLINE=10s`, `LAMEDUCK_IDLE_GRACE=close`, ...; see
-/// `lameduck::tokio::ConfigFromEnv`). Exits with code 2, naming the variable, on a bad value.
+/// `lameduck::env::ConfigFromEnv`). Exits with code 2, naming the variable, on a bad value.
 pub fn config() -> Config {
     Config::from_env().unwrap_or_else(|e| {
         eprintln!("error: {e}");

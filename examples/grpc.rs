@@ -9,7 +9,7 @@
 //!   included, while RPCs still succeed — so a load balancer's health check takes it out.
 //! - `SayHellos` with `ends_on_shutdown` ends its stream with status OK at its connection's
 //!   ask to leave — its moment in `LAMEDUCK_SPREAD`'s window, or the shutdown's begin
-//!   ([`Notices::end_when_asked`](lameduck::tokio::Notices::end_when_asked), on the
+//!   ([`Notices::end_when_asked`](lameduck::Notices::end_when_asked), on the
 //!   [`ConnHandle`] lameduck puts in every HTTP/2 request's extensions); without, it
 //!   streams on until the deadline cuts it, and
 //!   the cut is counted: the example exits 1 when anything was cut, 0 otherwise, 2 on bad
@@ -25,7 +25,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_lite::{Stream, StreamExt};
-use lameduck::tokio::{Config, ConfigFromEnv, ConnHandle, Listener, shutdown};
+use lameduck::{
+    Config, ConnHandle,
+    env::ConfigFromEnv,
+    tokio::{Listener, shutdown},
+};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -132,10 +136,10 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Error>> {
+async fn serve() -> Result<lameduck::DrainReport, Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let shutdown = shutdown(Config::from_env()?);
-    shutdown.drain_on_signals()?;
+    lameduck::signals::drain_on_signals(&shutdown)?;
     let listener =
         Listener::bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:50051"))?;
 

@@ -39,7 +39,7 @@
 
 mod hello_server;
 
-use lameduck::driver::restart;
+use lameduck::restart;
 
 /// What `HELLO_RUNTIME` may say.
 const RUNTIMES: &str = "tokio, smol or async-std";

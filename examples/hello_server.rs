@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck::core::Config;
-use lameduck::driver::env::ConfigFromEnv;
-use lameduck::driver::signal::Signal;
-use lameduck::driver::{self, Runtime, restart};
+use lameduck::env::ConfigFromEnv;
 use lameduck::hyper::{Tls, TlsRuntime};
+use lameduck::signals::{self, Signal};
+use lameduck::{Config, Listener, Runtime, Shutdown, Timers, inherit, restart};
 
 /// `GET /` answers `from pid N` (N padded to a fixed width, so every response has the same
 /// length: `ab` counts a length change as a failure); `GET /sleep?ms=N` sleeps first.
@@ -86,7 +85,7 @@ pub fn tls_from_env() -> Result<Option<Tls>, String> {
 /// settings).
 ///
 /// With `self_restart`, SIGHUP upgrades the process in place (see
-/// `lameduck::driver::restart`) and only SIGTERM and SIGINT drain.
+/// `lameduck::restart`) and only SIGTERM and SIGINT drain.
 pub async fn serve_lameduck<R: TlsRuntime>(
     addr: &str,
     ready: impl FnOnce(),
@@ -106,8 +105,8 @@ pub async fn serve_lameduck<R: TlsRuntime>(
             return 2;
         }
     };
-    let shutdown = driver::Shutdown::new(config, driver::Timers::of::<R>());
-    let listener = match driver::Listener::<R>::bind_or_inherit(&shutdown, addr) {
+    let shutdown = Shutdown::new(config, Timers::of::<R>());
+    let listener = match Listener::<R>::bind_or_inherit(&shutdown, addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("hello: {e}");
@@ -116,12 +115,11 @@ pub async fn serve_lameduck<R: TlsRuntime>(
     };
     let restarter = match self_restart {
         None => {
-            shutdown.drain_on_signals().expect("signal handlers");
+            signals::drain_on_signals(&shutdown).expect("signal handlers");
             None
         }
         Some(options) => {
-            shutdown
-                .drain_on(&[Signal::TERM, Signal::INT], &[Signal::INT])
+            signals::drain_on(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])
                 .expect("signal handlers");
             match listener
                 .as_fd()
@@ -147,7 +145,7 @@ pub async fn serve_lameduck<R: TlsRuntime>(
             let answer = match req.uri().path() {
                 "/ready" => Some(lameduck::hyper::readiness(&shutdown).map(Bytes::from)),
                 "/metrics" => prometheus.as_ref().map(|prometheus| {
-                    driver::metrics::record(&shutdown);
+                    lameduck::metrics::record(&shutdown);
                     let mut response = Response::new(Bytes::from(prometheus.render()));
                     response.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
@@ -191,10 +189,10 @@ pub async fn serve_lameduck<R: TlsRuntime>(
 /// serving until SIGTERM, then exiting at once.
 pub async fn serve_naive(addr: &str, ready: impl FnOnce()) -> i32 {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = match driver::inherit::from_env() {
+    let listener = match inherit::from_env() {
         Ok(Some(mut inherited)) => match inherited.remove(0).listener {
-            driver::inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
-            driver::inherit::Listener::Unix(_) => panic!("TCP only"),
+            inherit::Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).unwrap(),
+            inherit::Listener::Unix(_) => panic!("TCP only"),
         },
         _ => tokio::net::TcpListener::bind(addr).await.unwrap(),
     };

@@ -68,7 +68,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    shutdown.drain_on_signals().expect("signal handlers");
+    lameduck::signals::drain_on_signals(&shutdown).expect("signal handlers");
     for mut listener in listeners {
         match &listener {
             lameduck::tokio::Listener::Tcp(l) => {

@@ -33,7 +33,11 @@ use axum::extract::{Extension, RawQuery};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Router, body::Body, routing::get};
-use lameduck::tokio::{Config, ConfigFromEnv, ConnHandle, Listener, Notices, shutdown};
+use lameduck::{
+    Config, ConnHandle, Notices,
+    env::ConfigFromEnv,
+    tokio::{Listener, shutdown},
+};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -47,7 +51,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Error>> {
+async fn serve() -> Result<lameduck::DrainReport, Box<dyn std::error::Error>> {
     let shutdown = shutdown(Config::from_env()?);
     let app = Router::new()
         .route("/ws", get(ws))
@@ -60,7 +64,7 @@ async fn serve() -> Result<lameduck::tokio::DrainReport, Box<dyn std::error::Err
             }),
         );
     let addr = std::env::args().nth(1);
-    shutdown.drain_on_signals()?;
+    lameduck::signals::drain_on_signals(&shutdown)?;
     let listener =
         Listener::bind_or_inherit(&shutdown, addr.as_deref().unwrap_or("127.0.0.1:8080"))?;
     eprintln!("websocket: serving");

@@ -7,7 +7,7 @@
 #![no_main]
 
 use lameduck_core::{Config, IdlePolicy};
-use lameduck_driver::env::{VARIABLES, apply};
+use lameduck_process::env::{VARIABLES, apply};
 
 libfuzzer_sys::fuzz_target!(|input: Vec<(u8, bool, &str)>| {
     // Mostly the real names, sometimes a made-up one under the prefix.

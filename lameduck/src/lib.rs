@@ -1,11 +1,11 @@
 //! Graceful shutdown and restart for Rust servers, without losing a single accepted
 //! connection or in-flight request.
 //!
-//! This is the crate servers depend on. Pick a runtime with a feature; each adapter is a
-//! module of the same shape — `shutdown(config)`, `Listener::bind_or_inherit` (inherited
-//! sockets from Server::Starter, systemd or a predecessor, else a bound address), tracked
-//! listeners that drain their backlog, tracked streams, `shutdown.drain_on_signals()`,
-//! `restart` (self-restart), `metrics` (feature `metrics`), and `shutdown.drained()`:
+//! This is the crate servers depend on. Pick a runtime with a feature; each runtime is a
+//! module of the same shape that holds only its own names — `Tokio` (the runtime),
+//! `shutdown(config)`, `Listener` (`bind_or_inherit`: inherited sockets from Server::Starter,
+//! systemd or a predecessor, else a bound address; the backlog drained before it closes) and
+//! `Stream`:
 //!
 //! | feature | module | streams |
 //! |---|---|---|
@@ -15,11 +15,14 @@
 //! | `smol` | [`lameduck::smol`](crate::smol) | `futures-io` |
 //! | `async-std` | [`lameduck::async_std`](crate::async_std) (discontinued upstream: prefer smol) | `futures-io` |
 //!
-//! Each item has one path: a server on one runtime imports everything from
-//! `lameduck::<runtime>` (and `lameduck::hyper`), with no type parameter to name; code
-//! generic over the runtime uses [`lameduck::driver`](crate::driver) (`Listener::<R>`,
-//! `Timers::of::<R>()`); an event loop of your own drives the sans-IO lifecycle,
-//! [`lameduck::core`](crate::core), which is all there is without a feature:
+//! Each item has one path. With a runtime on, everything that is not the runtime's own sits
+//! once at this crate's root: the settings and the report (`Config`, `DrainReport`), the
+//! handle and what it tracks (`Shutdown`, `Conn`, `Tracked`), `signals` (which signals
+//! drain: `signals::drain_on_signals(&shutdown)`), `restart` (self-restart), `env`
+//! (`LAMEDUCK_*` settings), `metrics` (feature `metrics`), and for code generic over the
+//! runtime `Runtime`, `Timers` and `Listener::<R>`. An event loop of your own drives the
+//! sans-IO lifecycle, [`lameduck::core`](crate::core), which is all there is without a
+//! feature:
 //!
 //! ```
 //! use lameduck::core::{Action, Config, Instant, Lifecycle};
@@ -45,16 +48,61 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 pub struct SelfRestartDoctests;
 
+/// One path per item: a runtime module holds only its own names, and the crates below the
+/// facade are not reachable through it. Each block must fail to compile.
+///
+/// ```compile_fail
+/// use lameduck::tokio::Config;
+/// ```
+///
+/// ```compile_fail
+/// use lameduck::tokio::Shutdown;
+/// ```
+///
+/// ```compile_fail
+/// use lameduck::smol::restart;
+/// ```
+///
+/// ```compile_fail
+/// use lameduck::driver::Shutdown;
+/// ```
+///
+/// ```
+/// // ... and each is at the root.
+/// use lameduck::{Config, Shutdown, restart, signals, tokio::{Listener, Stream, Tokio, shutdown}};
+/// ```
+#[cfg(doctest)]
+pub struct OnePathPerItem;
+
 /// The sans-IO core, for drivers that embed the lifecycle in their own event loop.
 pub use lameduck_core as core;
 
-/// The driver every runtime shares, generic over [`Runtime`](driver::Runtime): for code
-/// that runs on more than one runtime (feature `tokio`, `smol` or `async-std`). Each runtime
-/// module below is this API on one runtime.
+// The runtime-independent API, once, at the root: the shutdown timeline's settings and
+// report (the core's types a server names), the handle and what it tracks, and the seam for
+// code generic over the runtime.
 #[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
-pub use lameduck_driver as driver;
+#[doc(inline)]
+pub use lameduck_core::{Config, ConnState, Counts, DrainReport, IdlePolicy, Phase};
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+pub use lameduck_driver::{
+    Conn, ConnHandle, Decrypted, DrainHold, EndWhenAsked, FuturesTraits, IoFamily, Listener,
+    ListenerGuard, Notice, NoticeWatch, Notices, PlainStream, PollAccept, RequestStart, Runtime,
+    Shutdown, SignalHandler, Sleep, Stream, TcpListener, Timers, TokioTraits, Totals, Tracked,
+    TrackedListener, UnixListener, accept, inherit, runtime, transfer,
+};
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+pub use lameduck_process::{env, restart, signals};
 
-/// lameduck on tokio (feature `tokio`).
+/// The [`Runtime`] on `async-io`, the reactor under smol and async-std (feature `smol` or
+/// `async-std`).
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub use lameduck_driver::async_io;
+
+#[cfg(feature = "metrics")]
+pub use lameduck_driver::metrics;
+
+/// lameduck on tokio (feature `tokio`): [`Tokio`](tokio::Tokio), [`shutdown`](tokio::shutdown),
+/// [`Listener`](tokio::Listener), [`Stream`](tokio::Stream).
 #[cfg(feature = "tokio")]
 pub use lameduck_tokio as tokio;
 
@@ -63,7 +111,8 @@ pub use lameduck_tokio as tokio;
 #[cfg(feature = "hyper")]
 pub use lameduck_hyper as hyper;
 
-/// lameduck on smol (feature `smol`).
+/// lameduck on smol (feature `smol`): [`Smol`](smol::Smol), [`shutdown`](smol::shutdown),
+/// [`Listener`](smol::Listener), [`Stream`](smol::Stream).
 #[cfg(feature = "smol")]
 pub use lameduck_smol as smol;
 

@@ -6,12 +6,12 @@
 //! listeners, streams (`futures-io`), timers and signals are shared, not reimplemented.
 //!
 //! ```no_run
-//! use lameduck_async_std::{self as lameduck, Config};
+//! use lameduck::{Config, signals, async_std::{Listener, shutdown}};
 //!
 //! async_std::task::block_on(async {
-//!     let shutdown = lameduck::shutdown(Config::default());
-//!     shutdown.drain_on_signals()?;
-//!     let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     let shutdown = shutdown(Config::default());
+//!     signals::drain_on_signals(&shutdown)?;
+//!     let mut listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
 //!         async_std::task::spawn(async move {
@@ -27,6 +27,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use lameduck_core::Config;
+use lameduck_driver::{Shutdown, Timers};
+
 /// async-std's spawner, for the shared `async-io` runtime.
 #[derive(Debug)]
 pub struct AsyncStdSpawner;
@@ -40,7 +43,7 @@ impl lameduck_driver::async_io::Spawner for AsyncStdSpawner {
     }
 }
 
-/// lameduck's [`Runtime`] on async-std: `async-io`'s reactor and timer, async-std's spawner.
+/// lameduck's [`Runtime`](lameduck_driver::Runtime) on async-std: `async-io`'s reactor and timer, async-std's spawner.
 pub type AsyncStd = lameduck_driver::async_io::AsyncIo<AsyncStdSpawner>;
 
 /// A shutdown handle in the Serving phase on async-std's clock, timer and spawner: what every
@@ -54,6 +57,3 @@ pub fn shutdown(config: Config) -> Shutdown {
 pub type Listener = lameduck_driver::Listener<AsyncStd>;
 /// What a [`Listener`] accepts: a tracked TCP or Unix stream.
 pub type Stream = lameduck_driver::Stream<AsyncStd>;
-
-// The runtime-independent half of the API, the same on every runtime.
-pub use lameduck_driver::common::*;

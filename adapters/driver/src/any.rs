@@ -45,7 +45,7 @@ pub enum PlainStream<R: Runtime> {
 
 impl<R: Runtime> Listener<R> {
     /// The listening socket, to hand to a successor
-    /// ([`Restarter::start`](crate::restart::Restarter::start)); an error once the listener
+    /// (`lameduck_process::restart::Restarter::start`); an error once the listener
     /// has stopped and closed.
     pub fn as_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>> {
         match self {

@@ -9,12 +9,14 @@
 //!   they close, streams whose reads and writes move the lifecycle, cut at the socket at the
 //!   deadline;
 //! - [`accept`]: what an accept loop does with each kind of error, and its backoff;
-//! - [`Shutdown::drain_on_signals`]: the signal policy (from `lameduck-os`'s signal sockets);
-//! - [`restart`]: in-place upgrade without a supervisor — when to hand over, rollback,
-//!   probation (the OS half is `lameduck-os`'s `handover`);
-//! - [`env`](mod@env): the shutdown timeline from `LAMEDUCK_*` variables.
+//! - [`runtime`]: the seam itself, with the task that reads signals
+//!   ([`Timers::watch_signals`]);
+//! - [`transfer`]: idle connections handed to a successor, each leaving only once the
+//!   successor holds it.
 //!
-//! The OS itself — inherited sockets, signal handlers, `fork`/`exec`, `shutdown(2)` — is
+//! What a server decides about its process — which signals drain, self-restart, the
+//! timeline from `LAMEDUCK_*` variables — is `lameduck-process`, above this crate. The OS
+//! itself — inherited sockets, signal handlers, `fork`/`exec`, `shutdown(2)` — is
 //! `lameduck-os`, the only crate with `unsafe`; this one forbids it. Applications use it
 //! through the `lameduck` crate and a runtime feature.
 #![forbid(unsafe_code)]
@@ -25,18 +27,11 @@ mod any;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 mod bind;
-// The runtime crates' re-export (`pub use lameduck_driver::common::*`): every item in it has
-// its own path in this crate, so the driver's docs list each once.
-#[doc(hidden)]
-pub mod common;
-pub mod env;
 mod handle;
 mod listener;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub mod restart;
 pub mod runtime;
-mod signals;
 mod stream;
 mod sync;
 pub mod transfer;
@@ -48,7 +43,6 @@ pub use handle::{
 };
 pub use lameduck_os::{inherit, signal};
 pub use runtime::{FuturesTraits, IoFamily, Runtime, SignalHandler, Timers, TokioTraits};
-pub use signals::on_signal;
 
 pub use listener::{PollAccept, TrackedListener};
 pub use stream::{Decrypted, Tracked};

@@ -166,7 +166,7 @@ impl<L, S: std::os::fd::AsFd> TrackedListener<L, S> {
     }
 
     /// The listening socket, to hand to a successor
-    /// ([`Restarter::start`](crate::restart::Restarter::start)); an error once the listener
+    /// (`lameduck_process::restart::Restarter::start`); an error once the listener
     /// has stopped and closed.
     pub fn as_fd(&self) -> io::Result<std::os::fd::BorrowedFd<'_>>
     where

@@ -117,8 +117,8 @@ pub struct Timers {
     /// Subscribes to signals (none lost from the moment this returns, see
     /// `lameduck_os::signal::subscribe`) and spawns the task that hands each arrival to the
     /// handler, until the handler returns false: what
-    /// [`Shutdown::drain_on`](crate::Shutdown::drain_on) and
-    /// [`Restarter`](crate::restart::Restarter) listen with.
+    /// the signal policy (`lameduck_process::signals`) and
+    /// the self-restart (`lameduck_process::restart`) listen with.
     pub watch_signals: fn(&[Signal], SignalHandler) -> io::Result<()>,
 }
 
@@ -133,7 +133,7 @@ impl Timers {
             now: R::now,
             sleep_until: R::sleep_until,
             spawn: R::spawn::<Sleep>,
-            watch_signals: crate::signals::watch_signals::<R>,
+            watch_signals: watch_signals::<R>,
         }
     }
 }
@@ -168,4 +168,28 @@ pub(crate) fn spawn<R: Runtime>(task: impl Future<Output = ()> + Send + 'static)
             R::NAME
         )))
     }
+}
+
+/// [`Timers::watch_signals`](crate::Timers::watch_signals) on runtime `R`: subscribes, then
+/// spawns the task that reads the signal socket.
+pub(crate) fn watch_signals<R: Runtime>(
+    signals: &[Signal],
+    mut handler: SignalHandler,
+) -> io::Result<()> {
+    let (socket, subscription) = lameduck_os::signal::subscribe(signals)?;
+    let socket = R::unix_stream(socket)?;
+    spawn::<R>(Box::pin(async move {
+        let _subscription = subscription;
+        let mut received = [0u8; 64];
+        // The write end lives in `subscription`: the socket ends only with an error.
+        while let Ok(n @ 1..) =
+            futures_lite::future::poll_fn(|cx| R::poll_read_unix(&socket, cx, &mut received)).await
+        {
+            for &byte in &received[..n] {
+                if !handler(Signal::from_raw(byte.into())) {
+                    return;
+                }
+            }
+        }
+    }))
 }

@@ -1,5 +1,5 @@
 //! The connection transfer (versions 2 and 3 of the handover, see
-//! [`restart`](crate::restart)): a process that hands over to its successor sends its idle
+//! `lameduck_process::restart`): a process that hands over to its successor sends its idle
 //! keep-alive connections to it instead of closing them, and the successor serves them as
 //! its own.
 //!

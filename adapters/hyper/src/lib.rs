@@ -11,14 +11,13 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use hyper::{Request, Response};
-//! use lameduck_hyper::serve;
-//! use lameduck_tokio::{self as lameduck, Config};
+//! use lameduck::{Config, hyper::serve, signals, tokio::{Listener, shutdown}};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let shutdown = lameduck::shutdown(Config::default());
-//!     shutdown.drain_on_signals()?;
-//!     let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     let shutdown = shutdown(Config::default());
+//!     signals::drain_on_signals(&shutdown)?;
+//!     let listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     let hello = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
 //!     });
@@ -28,7 +27,7 @@
 //! }
 //! ```
 //!
-//! On smol, the same with `lameduck_smol` and `smol::block_on`:
+//! On smol, the same with `lameduck::smol` and `smol::block_on`:
 //!
 //! ```no_run
 //! # #[cfg(feature = "smol")]
@@ -38,16 +37,16 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use hyper::{Request, Response};
-//! use lameduck_smol::{self as lameduck, Config};
+//! use lameduck::{Config, signals, smol::{Listener, shutdown}};
 //!
 //! smol::block_on(async {
-//!     let shutdown = lameduck::shutdown(Config::default());
-//!     shutdown.drain_on_signals()?;
-//!     let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     let shutdown = shutdown(Config::default());
+//!     signals::drain_on_signals(&shutdown)?;
+//!     let listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     let hello = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
 //!     });
-//!     lameduck_hyper::serve(listener, hello).await;
+//!     lameduck::hyper::serve(listener, hello).await;
 //!     println!("{:?}", shutdown.drained().await);
 //!     Ok(())
 //! })
@@ -271,13 +270,13 @@ where
 /// # async fn run(service: impl hyper::service::Service<hyper::Request<hyper::body::Incoming>,
 /// #     Response = hyper::Response<http_body_util::Full<bytes::Bytes>>, Error = std::convert::Infallible,
 /// #     Future: Send> + Clone + Send + Sync + 'static) -> Result<(), Box<dyn std::error::Error>> {
-/// use lameduck_tokio::{self as lameduck, Config};
+/// use lameduck::{Config, hyper::{Tls, serve_tls}, signals, tokio::{Listener, shutdown}};
 ///
-/// let tls = lameduck_hyper::Tls::from_pem_files("cert.pem", "key.pem")?;
-/// let shutdown = lameduck::shutdown(Config::default());
-/// shutdown.drain_on_signals()?;
-/// let listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8443")?;
-/// lameduck_hyper::serve_tls(listener, tls, service).await;
+/// let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
+/// let shutdown = shutdown(Config::default());
+/// signals::drain_on_signals(&shutdown)?;
+/// let listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8443")?;
+/// serve_tls(listener, tls, service).await;
 /// println!("{:?}", shutdown.drained().await);
 /// # Ok(()) }
 /// ```
@@ -339,16 +338,16 @@ where
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
-/// use lameduck_tokio::{Listener, shutdown, Config, ConfigFromEnv};
+/// use lameduck::{Config, env::ConfigFromEnv, tokio::{Listener, shutdown}};
 ///
 /// # #[cfg(feature = "tokio")]
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let app = Router::new().route("/", get(|| async { "hello\n" }));
 ///     let shutdown = shutdown(Config::from_env()?);
-///     shutdown.drain_on_signals()?;
+///     lameduck::signals::drain_on_signals(&shutdown)?;
 ///     let listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:3000")?;
-///     lameduck_hyper::serve_tower(listener, app).await;
+///     lameduck::hyper::serve_tower(listener, app).await;
 ///     println!("{:?}", shutdown.drained().await);
 ///     Ok(())
 /// }
@@ -381,14 +380,14 @@ where
 /// # #[cfg(feature = "tokio")]
 /// # fn main() {
 /// use axum::{routing::get, Router};
-/// use lameduck_tokio::{shutdown, Config};
+/// use lameduck::{Config, tokio::shutdown};
 ///
 /// let shutdown = shutdown(Config::default());
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { "hello\n" }))
 ///     .route("/ready", get({
 ///         let shutdown = shutdown.clone();
-///         move || async move { lameduck_hyper::readiness(&shutdown) }
+///         move || async move { lameduck::hyper::readiness(&shutdown) }
 ///     }));
 /// # }
 /// # #[cfg(not(feature = "tokio"))]

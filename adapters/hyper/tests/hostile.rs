@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use lameduck_tokio::{self as lameduck, Config, Counts, DrainReport, IdlePolicy, Shutdown};
+use lameduck::{Config, Counts, DrainReport, IdlePolicy, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use lameduck_tokio::{Config, Shutdown};
-use lameduck_tokio::{ConnHandle, Notice};
+use lameduck::{Config, Shutdown};
+use lameduck::{ConnHandle, Notice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -19,20 +19,20 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck_tokio::{self as lameduck, Config, Shutdown};
+use lameduck::{Config, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A tracked listener on (a duplicate of) `listener`.
-fn track(shutdown: &Shutdown, listener: std::net::TcpListener) -> lameduck::Listener {
-    lameduck::Listener::from_tcp(
+fn track(shutdown: &Shutdown, listener: std::net::TcpListener) -> lameduck::tokio::Listener {
+    lameduck::tokio::Listener::from_tcp(
         shutdown,
         tokio::net::TcpListener::from_std(listener).unwrap(),
     )
 }
 
 /// A server that says who it is: `{name} {path}`.
-fn serve(listener: lameduck::Listener, name: &'static str) {
+fn serve(listener: lameduck::tokio::Listener, name: &'static str) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
             "{name} {}\n",
@@ -45,12 +45,15 @@ fn serve(listener: lameduck::Listener, name: &'static str) {
 /// The old server, serving, and the new one's handle and listener on a duplicate of the
 /// listening socket — not yet serving, as a successor before its accept loop starts:
 /// `(old, new, new's listener, addr)`.
-fn pair() -> (Shutdown, Shutdown, lameduck::Listener, SocketAddr) {
+fn pair() -> (Shutdown, Shutdown, lameduck::tokio::Listener, SocketAddr) {
     let config = Config::default().with_deadline(Some(Duration::from_secs(10)));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let (old, new) = (lameduck::shutdown(config), lameduck::shutdown(config));
+    let (old, new) = (
+        lameduck::tokio::shutdown(config),
+        lameduck::tokio::shutdown(config),
+    );
     let successor = track(&new, listener.try_clone().unwrap());
     serve(track(&old, listener), "old");
     (old, new, successor, addr)

@@ -4,13 +4,13 @@
 //! `futures-io`'s `AsyncRead`/`AsyncWrite`.
 //!
 //! ```no_run
-//! use lameduck_smol::{self as lameduck, Config};
+//! use lameduck::{Config, signals, smol::{Listener, shutdown}};
 //! use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 //!
 //! smol::block_on(async {
-//!     let shutdown = lameduck::shutdown(Config::default());
-//!     shutdown.drain_on_signals()?;
-//!     let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//!     let shutdown = shutdown(Config::default());
+//!     signals::drain_on_signals(&shutdown)?;
+//!     let mut listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!     while let Some(stream) = listener.accept().await {
 //!         let Ok(stream) = stream else { continue };
 //!         smol::spawn(async move {
@@ -38,6 +38,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use lameduck_core::Config;
+use lameduck_driver::{Shutdown, Timers};
+
 /// smol's spawner, for the shared `async-io` runtime.
 #[derive(Debug)]
 pub struct SmolSpawner;
@@ -51,7 +54,7 @@ impl lameduck_driver::async_io::Spawner for SmolSpawner {
     }
 }
 
-/// lameduck's [`Runtime`] on smol: `async-io`'s reactor and timer, smol's spawner.
+/// lameduck's [`Runtime`](lameduck_driver::Runtime) on smol: `async-io`'s reactor and timer, smol's spawner.
 pub type Smol = lameduck_driver::async_io::AsyncIo<SmolSpawner>;
 
 /// A shutdown handle in the Serving phase on smol's clock, timer and spawner: what every
@@ -65,6 +68,3 @@ pub fn shutdown(config: Config) -> Shutdown {
 pub type Listener = lameduck_driver::Listener<Smol>;
 /// What a [`Listener`] accepts: a tracked TCP or Unix stream.
 pub type Stream = lameduck_driver::Stream<Smol>;
-
-// The runtime-independent half of the API, the same on every runtime.
-pub use lameduck_driver::common::*;

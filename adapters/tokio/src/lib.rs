@@ -1,13 +1,13 @@
 //! lameduck on tokio.
 //!
 //! ```no_run
-//! use lameduck_tokio::{self as lameduck, Config};
+//! use lameduck::{Config, signals, tokio::{Listener, shutdown}};
 //! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let shutdown = lameduck::shutdown(Config::default());
-//! shutdown.drain_on_signals()?; // SIGTERM/SIGINT/SIGHUP drain; Ctrl-C again cuts
-//! let mut listener = lameduck::Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
+//! let shutdown = shutdown(Config::default());
+//! signals::drain_on_signals(&shutdown)?; // SIGTERM/SIGINT/SIGHUP drain; Ctrl-C again cuts
+//! let mut listener = Listener::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //!
 //! // Until shutdown: accept, then drain the backlog, then None.
 //! while let Some(stream) = listener.accept().await {
@@ -41,8 +41,11 @@ use std::io;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// lameduck's [`Runtime`] on tokio: tokio's clock (which `tokio::time::pause` controls),
-/// timer, spawner and reactor.
+use lameduck_core::Config;
+use lameduck_driver::{Shutdown, Timers};
+
+/// lameduck's [`Runtime`](lameduck_driver::Runtime) on tokio: tokio's clock (which
+/// `tokio::time::pause` controls), timer, spawner and reactor.
 #[derive(Debug)]
 pub struct Tokio;
 
@@ -128,6 +131,3 @@ pub fn shutdown(config: Config) -> Shutdown {
 pub type Listener = lameduck_driver::Listener<Tokio>;
 /// What a [`Listener`] accepts: a tracked TCP or Unix stream.
 pub type Stream = lameduck_driver::Stream<Tokio>;
-
-// The runtime-independent half of the API, the same on every runtime.
-pub use lameduck_driver::common::*;

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, Counts};
+use lameduck::{Config, Counts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_held_stream_is_shut_down_and_fails_after_a_cut() {
-    let shutdown = lameduck::shutdown(Config::default());
+    let shutdown = lameduck::tokio::shutdown(Config::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut listener = lameduck::Listener::from_tcp(&shutdown, listener);
+    let mut listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
 
     let mut client = TcpStream::connect(addr).await.unwrap();
     client.write_all(b"x").await.unwrap();

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, DrainReport, IdlePolicy, Shutdown};
+use lameduck::{Config, DrainReport, IdlePolicy, Shutdown};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -82,12 +82,12 @@ trait TrackedConn {
     fn conn_mut(&mut self) -> &mut lameduck::Conn;
 }
 
-impl TrackedConn for lameduck::Stream {
+impl TrackedConn for lameduck::tokio::Stream {
     fn conn(&self) -> &lameduck::Conn {
-        lameduck::Stream::conn(self)
+        lameduck::tokio::Stream::conn(self)
     }
     fn conn_mut(&mut self) -> &mut lameduck::Conn {
-        lameduck::Stream::conn_mut(self)
+        lameduck::tokio::Stream::conn_mut(self)
     }
 }
 
@@ -108,7 +108,7 @@ fn serve(
 ) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut listener = lameduck::Listener::from_tcp(shutdown, listener);
+    let mut listener = lameduck::tokio::Listener::from_tcp(shutdown, listener);
     tokio::spawn(async move {
         if let Some(gate) = gate {
             gate.notified().await;
@@ -127,7 +127,7 @@ fn serve(
 }
 
 async fn start(config: Config) -> Server {
-    let shutdown = lameduck::shutdown(config);
+    let shutdown = lameduck::tokio::shutdown(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     serve(&shutdown, listener, None)
 }
@@ -279,7 +279,7 @@ async fn the_default_stale_new_is_five_seconds() {
 #[tokio::test]
 async fn the_backlog_is_served_before_the_listener_closes() {
     const N: usize = 50;
-    let shutdown = lameduck::shutdown(config());
+    let shutdown = lameduck::tokio::shutdown(config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gate = std::sync::Arc::new(Notify::new());
     let mut server = serve(&shutdown, listener, Some(gate.clone()));
@@ -317,7 +317,7 @@ async fn accepts_racing_shutdown_are_all_answered_across_a_handover() {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     socket.set_nonblocking(true).unwrap();
     let addr = socket.local_addr().unwrap();
-    let old = lameduck::shutdown(config());
+    let old = lameduck::tokio::shutdown(config());
     let old_server = serve(
         &old,
         tokio::net::TcpListener::from_std(socket.try_clone().unwrap()).unwrap(),
@@ -347,7 +347,7 @@ async fn accepts_racing_shutdown_are_all_answered_across_a_handover() {
     });
     switch_rx.await.unwrap();
     // The new worker starts accepting on the shared socket, then the old one drains.
-    let new = lameduck::shutdown(config());
+    let new = lameduck::tokio::shutdown(config());
     let _new_server = serve(
         &new,
         tokio::net::TcpListener::from_std(socket).unwrap(),
@@ -378,9 +378,11 @@ async fn the_deadline_cuts_a_never_ending_exchange_and_says_so() {
 async fn unix_listeners_drain_too() {
     let path = std::env::temp_dir().join(format!("lameduck-tokio-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let shutdown = lameduck::shutdown(config());
-    let mut listener =
-        lameduck::Listener::from_unix(&shutdown, tokio::net::UnixListener::bind(&path).unwrap());
+    let shutdown = lameduck::tokio::shutdown(config());
+    let mut listener = lameduck::tokio::Listener::from_unix(
+        &shutdown,
+        tokio::net::UnixListener::bind(&path).unwrap(),
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(stream) = listener.accept().await {
@@ -401,10 +403,10 @@ async fn unix_listeners_drain_too() {
 
 #[tokio::test]
 async fn a_panicking_handler_closes_only_its_connection() {
-    let shutdown = lameduck::shutdown(config());
+    let shutdown = lameduck::tokio::shutdown(config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut listener = lameduck::Listener::from_tcp(&shutdown, listener);
+    let mut listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
     let accepted = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap().unwrap();
         let mut byte = [0u8; 1];
@@ -426,12 +428,12 @@ async fn a_panicking_handler_closes_only_its_connection() {
 
 #[tokio::test]
 async fn several_listeners_share_one_lifecycle_and_drained_waits_for_all() {
-    let shutdown = lameduck::shutdown(config());
-    let mut first = lameduck::Listener::from_tcp(
+    let shutdown = lameduck::tokio::shutdown(config());
+    let mut first = lameduck::tokio::Listener::from_tcp(
         &shutdown,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     );
-    let mut second = lameduck::Listener::from_tcp(
+    let mut second = lameduck::tokio::Listener::from_tcp(
         &shutdown,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     );

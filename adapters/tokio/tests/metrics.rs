@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lameduck_tokio::{Config, IdlePolicy, Shutdown};
+use lameduck::{Config, IdlePolicy, Shutdown};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 /// What `record` sets, by metric name and label value (`""` without a label).
@@ -44,7 +44,7 @@ async fn gauges_follow_the_states_and_the_drain_counters_add_up_to_the_report() 
         .with_stale_new(Duration::from_millis(50))
         .with_idle_policy(IdlePolicy::CloseImmediately)
         .with_deadline(Some(Duration::from_secs(10)));
-    let shutdown = lameduck_tokio::shutdown(config);
+    let shutdown = lameduck::tokio::shutdown(config);
     // Two silent connections, so that no two of the drain's counters are equal.
     let new = shutdown.accept().unwrap();
     let also_new = shutdown.accept().unwrap();
@@ -82,7 +82,7 @@ async fn gauges_follow_the_states_and_the_drain_counters_add_up_to_the_report() 
             for conn in &mut told {
                 if conn
                     .as_ref()
-                    .is_some_and(|c| c.notice() == Some(lameduck_tokio::Notice::Close))
+                    .is_some_and(|c| c.notice() == Some(lameduck::Notice::Close))
                 {
                     drop(conn.take());
                 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use lameduck::{Config, ConnState, Counts, Phase};
 use lameduck_core::Error;
-use lameduck_tokio::{self as lameduck, Config, ConnState, Counts, Phase};
 
 fn config() -> Config {
     Config::default().with_deadline(Some(Duration::from_secs(5)))
@@ -12,7 +12,7 @@ fn config() -> Config {
 
 #[tokio::test]
 async fn events_out_of_order_are_errors_that_change_nothing() {
-    let shutdown = lameduck::shutdown(config());
+    let shutdown = lameduck::tokio::shutdown(config());
     let conn = shutdown.accept().unwrap();
     // The end of a request that never started.
     assert!(matches!(
@@ -49,7 +49,7 @@ async fn events_out_of_order_are_errors_that_change_nothing() {
 
 #[tokio::test]
 async fn a_second_begin_and_a_handle_used_after_the_drain_are_harmless() {
-    let shutdown = lameduck::shutdown(config());
+    let shutdown = lameduck::tokio::shutdown(config());
     let listener = shutdown.register_listener();
     let conn = shutdown.accept().unwrap();
     conn.request_started().unwrap();
@@ -86,7 +86,7 @@ async fn a_second_begin_and_a_handle_used_after_the_drain_are_harmless() {
 
 #[tokio::test]
 async fn force_close_before_begin_begins_and_cuts() {
-    let shutdown = lameduck::shutdown(config());
+    let shutdown = lameduck::tokio::shutdown(config());
     let conn = shutdown.accept().unwrap();
     conn.request_started().unwrap();
     let notices = conn.notices();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use lameduck_tokio::{self as lameduck, Config, ConnState, Counts, IdlePolicy, Notice, Shutdown};
+use lameduck::{Config, ConnState, Counts, IdlePolicy, Notice, Shutdown};
 
 const THREADS: usize = 8;
 const ROUNDS: u64 = 150;
@@ -78,7 +78,7 @@ fn threads_racing_the_shutdown_always_drain_to_zero() {
     let mut total = 0;
     for round in 0..ROUNDS {
         let _entered = runtime.enter();
-        let shutdown = lameduck::shutdown(config);
+        let shutdown = lameduck::tokio::shutdown(config);
         let listener = shutdown.register_listener();
         let accepted = AtomicUsize::new(0);
         let start = Barrier::new(THREADS + 1);

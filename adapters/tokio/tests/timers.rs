@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, IdlePolicy};
+use lameduck::{Config, IdlePolicy};
 
 #[tokio::test(start_paused = true)]
 async fn an_earlier_timer_armed_mid_drain_rearms_the_waiter() {
     let grace = Duration::from_secs(1);
-    let shutdown = lameduck::shutdown(
+    let shutdown = lameduck::tokio::shutdown(
         Config::default()
             .with_idle_policy(IdlePolicy::AwaitNextRequest { grace })
             .with_deadline(Some(Duration::from_secs(30))),

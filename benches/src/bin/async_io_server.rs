@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lameduck_driver::signal::Signal;
+use lameduck::signals::Signal;
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
@@ -58,16 +58,14 @@ async fn plain(addr: &str, spawn: fn(std::pin::Pin<Box<dyn Future<Output = ()> +
 }
 
 async fn with_lameduck<R: lameduck_hyper::HttpRuntime>(addr: &str) {
-    let shutdown = lameduck_driver::Shutdown::new(
+    let shutdown = lameduck::Shutdown::new(
         lameduck_core::Config::default(),
-        lameduck_driver::Timers::of::<R>(),
+        lameduck::Timers::of::<R>(),
     );
-    shutdown.drain_on_signals().unwrap();
-    let listener = lameduck_driver::Listener::<R>::track(
-        &shutdown,
-        lameduck_driver::inherit::Listener::Tcp(bind(addr)),
-    )
-    .unwrap();
+    lameduck::signals::drain_on_signals(&shutdown).unwrap();
+    let listener =
+        lameduck::Listener::<R>::track(&shutdown, lameduck::inherit::Listener::Tcp(bind(addr)))
+            .unwrap();
     R::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),
@@ -86,9 +84,9 @@ fn main() {
         ("plain", "async-std") => async_std::task::block_on(plain(addr, |task| {
             async_std::task::spawn(task);
         })),
-        ("lameduck", "smol") => smol::block_on(with_lameduck::<lameduck_smol::Smol>(addr)),
+        ("lameduck", "smol") => smol::block_on(with_lameduck::<lameduck::smol::Smol>(addr)),
         ("lameduck", "async-std") => {
-            async_std::task::block_on(with_lameduck::<lameduck_async_std::AsyncStd>(addr))
+            async_std::task::block_on(with_lameduck::<lameduck::async_std::AsyncStd>(addr))
         }
         other => panic!("{other:?}: plain|lameduck smol|async-std"),
     }

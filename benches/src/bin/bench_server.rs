@@ -30,7 +30,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use lameduck_tokio::{self as lameduck, Config, ConfigFromEnv};
+use lameduck::{Config, env::ConfigFromEnv};
 use tokio::signal::unix::{SignalKind, signal};
 
 // Counts heap bytes, so that SIGUSR1 can report the live heap (bytes per connection).
@@ -129,8 +129,8 @@ async fn with_lameduck(addr: &str, metrics: bool) {
         eprintln!("bench_server: {e}");
         std::process::exit(2);
     });
-    let shutdown = lameduck::shutdown(config);
-    shutdown.drain_on_signals().unwrap();
+    let shutdown = lameduck::tokio::shutdown(config);
+    lameduck::signals::drain_on_signals(&shutdown).unwrap();
     // Before `ready`: the recorder's set-up is start-up, not serving.
     if metrics {
         #[cfg(feature = "metrics")]
@@ -143,7 +143,7 @@ async fn with_lameduck(addr: &str, metrics: bool) {
     }
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     ready(&listener);
-    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
+    let listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
     tokio::spawn(lameduck_hyper::serve(
         listener,
         hyper::service::service_fn(hello),
@@ -164,7 +164,7 @@ fn install_metrics(shutdown: &lameduck::Shutdown) {
         .expect("a Prometheus recorder");
     // BENCH_RECORD=0: the recorder alone, to tell its own cost from lameduck's.
     if std::env::var_os("BENCH_RECORD").is_none_or(|v| v != "0") {
-        lameduck_driver::metrics::record(shutdown);
+        lameduck::metrics::record(shutdown);
         let scrape = prometheus.render();
         assert!(scrape.contains("lameduck_connections"), "{scrape}");
     }
@@ -210,11 +210,11 @@ async fn plain_tls(addr: &str) {
 
 async fn with_lameduck_tls(addr: &str) {
     let tls = tls();
-    let shutdown = lameduck::shutdown(Config::from_env().unwrap());
-    shutdown.drain_on_signals().unwrap();
+    let shutdown = lameduck::tokio::shutdown(Config::from_env().unwrap());
+    lameduck::signals::drain_on_signals(&shutdown).unwrap();
     let listener = tokio::net::TcpListener::from_std(std_listener(addr)).unwrap();
     ready(&listener);
-    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
+    let listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
     tokio::spawn(lameduck_hyper::serve_tls(
         listener,
         tls,

@@ -5,7 +5,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let shutdown = lameduck_tokio::shutdown(lameduck_tokio::Config::default());
+        let shutdown = lameduck::tokio::shutdown(lameduck::Config::default());
         let conn = shutdown.accept().unwrap();
         let (io, _peer) = tokio::io::duplex(64);
         let svc = hyper::service::service_fn(|_req| async {
@@ -14,15 +14,15 @@ fn main() {
             )))
         });
         let handle = conn.handle();
-        let io = hyper_util::rt::TokioIo::new(lameduck_tokio::Tracked::new(io, conn));
-        let f = lameduck_hyper::serve_io::<lameduck_tokio::Tokio, _, _, _>(io, handle, svc);
+        let io = hyper_util::rt::TokioIo::new(lameduck::Tracked::new(io, conn));
+        let f = lameduck_hyper::serve_io::<lameduck::tokio::Tokio, _, _, _>(io, handle, svc);
         println!(
             "lameduck serve_io future: {} bytes",
             std::mem::size_of_val(&f)
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut listener = lameduck_tokio::Listener::from_tcp(&shutdown, listener);
+        let mut listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = listener.accept().await.unwrap().unwrap();
         let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
@@ -37,7 +37,7 @@ fn main() {
         let tls = lameduck_hyper::Tls::new(config);
         println!(
             "TLS I/O: {} bytes",
-            std::mem::size_of::<<lameduck_tokio::Tokio as lameduck_hyper::TlsRuntime>::TlsIo>()
+            std::mem::size_of::<<lameduck::tokio::Tokio as lameduck_hyper::TlsRuntime>::TlsIo>()
         );
         let f = lameduck_hyper::serve_tls_connection(stream, tls, svc);
         println!(

@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant as StdInstant};
 
+use lameduck::{Shutdown, Timers};
 use lameduck_core::{Config, IdlePolicy, Instant, Lifecycle};
-use lameduck_driver::{Shutdown, Timers};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
@@ -77,7 +77,7 @@ fn handle(n: usize) -> (i64, Duration) {
     assert!(
         conns
             .iter()
-            .all(|c| c.notice() == Some(lameduck_driver::Notice::Close))
+            .all(|c| c.notice() == Some(lameduck::Notice::Close))
     );
     (bytes, took)
 }

@@ -137,12 +137,13 @@ impl Shutdown {
         }
     }
 
-    /// The lifecycle's time for the runtime's `now`.
-    /// The runtime this handle runs on, as function pointers.
-    pub(crate) fn timers(&self) -> &Timers {
+    /// The runtime this handle runs on, as function pointers: its clock, timer, spawner
+    /// and signal task (what the signal policy and the self-restart listen with).
+    pub fn timers(&self) -> &Timers {
         &self.inner.runtime
     }
 
+    /// The lifecycle's time for the runtime's `now`.
     pub(crate) fn now(&self) -> Instant {
         self.instant_of((self.inner.runtime.now)())
     }
@@ -320,7 +321,7 @@ impl Shutdown {
     /// on the other end of the Unix stream socket `sock` instead of being closed
     /// ([`ConnHandle::hand_over`]; `lameduck-hyper` offers its idle HTTP/1.1 connections),
     /// each sent with `SCM_RIGHTS` by its own task. The other process takes them with
-    /// [`adopt_from`](Shutdown::adopt_from). [`Restarter`](crate::restart::Restarter) does
+    /// [`adopt_from`](Shutdown::adopt_from). `lameduck_process::restart::Restarter` does
     /// both for an in-place upgrade; call this for a supervisor of your own. Once only: a
     /// second call is an error.
     ///

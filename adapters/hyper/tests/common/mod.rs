@@ -3,15 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lameduck_tokio::{self as lameduck, Config, Counts, Shutdown};
+use lameduck::{Config, Counts, Shutdown};
 
 /// A shutdown handle and a tracked TCP listener on a free loopback port.
 #[allow(dead_code)] // not every suite binds its listener this way (transfer.rs shares one)
-pub async fn listen(config: Config) -> (Shutdown, lameduck::Listener, SocketAddr) {
-    let shutdown = lameduck::shutdown(config);
+pub async fn listen(config: Config) -> (Shutdown, lameduck::tokio::Listener, SocketAddr) {
+    let shutdown = lameduck::tokio::shutdown(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = lameduck::Listener::from_tcp(&shutdown, listener);
+    let listener = lameduck::tokio::Listener::from_tcp(&shutdown, listener);
     (shutdown, listener, addr)
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use lameduck_core::{Config, IdlePolicy};
-//! use lameduck_driver::env::ConfigFromEnv;
+//! use lameduck_process::env::ConfigFromEnv;
 //! use std::time::Duration;
 //!
 //! let vars = [("LAMEDUCK_DEADLINE", "10s"), ("LAMEDUCK_IDLE_GRACE", "close")];
@@ -14,7 +14,7 @@
 //! // A malformed value is an error that names the variable and the value.
 //! let err = Config::from_vars([("LAMEDUCK_LAME_DUCK", "5 parsecs")]).unwrap_err();
 //! assert!(err.to_string().starts_with("LAMEDUCK_LAME_DUCK=\"5 parsecs\": "));
-//! # Ok::<(), lameduck_driver::env::EnvError>(())
+//! # Ok::<(), lameduck_process::env::EnvError>(())
 //! ```
 //!
 //! | variable | sets | value |

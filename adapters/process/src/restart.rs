@@ -6,13 +6,13 @@
 //!
 //! ```no_run
 //! # async fn serve<R: lameduck_driver::Runtime>() -> std::io::Result<()> {
-//! use lameduck_driver::restart::{Options, Restarter};
-//! use lameduck_driver::signal::Signal;
+//! use lameduck_process::restart::{Options, Restarter};
+//! use lameduck_process::signals::{self, Signal};
 //!
 //! let shutdown = lameduck_driver::Shutdown::new(Default::default(), lameduck_driver::Timers::of::<R>());
 //! let listener = lameduck_driver::Listener::<R>::bind_or_inherit(&shutdown, "127.0.0.1:8080")?;
 //! // HUP upgrades, so only TERM and INT drain.
-//! shutdown.drain_on(&[Signal::TERM, Signal::INT], &[Signal::INT])?;
+//! signals::drain_on(&shutdown, &[Signal::TERM, Signal::INT], &[Signal::INT])?;
 //! let restarter = Restarter::start(&shutdown, &[listener.as_fd()?], Options::default())?;
 //! // ... spawn the accept loop on `listener`, then:
 //! restarter.serving()?;
@@ -23,7 +23,7 @@
 //! # The handover, versioned
 //!
 //! The successor is an ordinary inheritor of systemd's socket-activation convention, so
-//! [`inherit::from_env`](crate::inherit::from_env) (and `bind_or_inherit`) adopts the
+//! [`inherit::from_env`](lameduck_driver::inherit::from_env) (and `bind_or_inherit`) adopts the
 //! sockets with no code of its own. Version 1 of the handover sets, in the successor only:
 //!
 //! | variable | value |
@@ -77,7 +77,7 @@ use lameduck_os::log;
 use lameduck_os::signal::Signal;
 use lameduck_os::systemd::{NotifyState, notify};
 
-use crate::handle::Shutdown;
+use lameduck_driver::Shutdown;
 
 pub use lameduck_os::handover::{
     HANDOVER_VERSION, LAMEDUCK_DRAINING, LAMEDUCK_HANDOVER, LAMEDUCK_READY_FD,
