@@ -43,7 +43,8 @@ impl lameduck_driver::async_io::Spawner for AsyncStdSpawner {
     }
 }
 
-/// lameduck's [`Runtime`](lameduck_driver::Runtime) on async-std: `async-io`'s reactor and timer, async-std's spawner.
+/// lameduck's [`Runtime`](lameduck_driver::Runtime) on async-std: `async-io`'s reactor and
+/// timer, async-std's spawner.
 pub type AsyncStd = lameduck_driver::async_io::AsyncIo<AsyncStdSpawner>;
 
 /// A shutdown handle in the Serving phase on async-std's clock, timer and spawner: what every

@@ -54,7 +54,8 @@ impl lameduck_driver::async_io::Spawner for SmolSpawner {
     }
 }
 
-/// lameduck's [`Runtime`](lameduck_driver::Runtime) on smol: `async-io`'s reactor and timer, smol's spawner.
+/// lameduck's [`Runtime`](lameduck_driver::Runtime) on smol: `async-io`'s reactor and
+/// timer, smol's spawner.
 pub type Smol = lameduck_driver::async_io::AsyncIo<SmolSpawner>;
 
 /// A shutdown handle in the Serving phase on smol's clock, timer and spawner: what every
