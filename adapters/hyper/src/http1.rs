@@ -12,81 +12,58 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
 use hyper::server::conn::http1::{self, UpgradeableConnection};
-use hyper::{Request, Response};
-use lameduck_driver::Runtime;
 
+use crate::HyperService;
 use crate::io::{HttpIo, HttpState};
 use crate::service::TrackedService;
 
-type Conn<R, I, S> = UpgradeableConnection<HttpIo<R, I>, TrackedService<S>>;
-type Parts<R, I, S> = http1::Parts<HttpIo<R, I>, TrackedService<S>>;
+type Conn<I, S> = UpgradeableConnection<HttpIo<I>, TrackedService<S>>;
+type Parts<I, S> = http1::Parts<HttpIo<I>, TrackedService<S>>;
 
 // `Serving` is hyper's connection, inline on purpose: boxing it would cost every
 // connection an allocation for what happens once, at a handover.
 #[allow(clippy::large_enum_variant)]
-enum Phase<R, I, S, B>
+enum Phase<I, S>
 where
-    R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
-    Serving(Conn<R, I, S>),
+    Serving(Conn<I, S>),
     HandingOver {
         // Boxed: the service need not be `Unpin` (hyper's connection is, whatever it
         // serves), and a handover is once per connection.
-        parts: Box<Parts<R, I, S>>,
+        parts: Box<Parts<I, S>>,
         sent: Pin<Box<dyn Future<Output = bool> + Send>>,
     },
     Done,
 }
 
 /// hyper's HTTP/1 connection (upgrades on), plus the handover.
-pub(crate) struct Http1<R, I, S, B>
+pub(crate) struct Http1<I, S>
 where
-    R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
-    phase: Phase<R, I, S, B>,
+    phase: Phase<I, S>,
     state: Arc<HttpState>,
 }
 
-impl<R, I, S, B> Http1<R, I, S, B>
+impl<I, S> Http1<I, S>
 where
-    R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
     /// Serves `io` with `service` over HTTP/1.1, upgrades on.
-    pub(crate) fn serve(
-        io: HttpIo<R, I>,
-        service: TrackedService<S>,
-        state: Arc<HttpState>,
-    ) -> Self {
+    pub(crate) fn serve(io: HttpIo<I>, service: TrackedService<S>, state: Arc<HttpState>) -> Self {
         Http1 {
             phase: Phase::Serving(Self::connection(io, service)),
             state,
         }
     }
 
-    fn connection(io: HttpIo<R, I>, service: TrackedService<S>) -> Conn<R, I, S> {
+    fn connection(io: HttpIo<I>, service: TrackedService<S>) -> Conn<I, S> {
         http1::Builder::new()
             .serve_connection(io, service)
             .with_upgrades()
@@ -94,18 +71,11 @@ where
 
     /// Serves the parts here again: the connection stays, and leaves as it would without a
     /// successor (its next response says `Connection: close`).
-    fn resume(parts: Parts<R, I, S>, state: &HttpState) -> Conn<R, I, S> {
+    fn resume(parts: Parts<I, S>, state: &HttpState) -> Conn<I, S> {
         state.stays();
         let mut io = parts.io;
         io.replay(parts.read_buf);
         Self::connection(io, parts.service)
-    }
-
-    /// hyper's graceful shutdown (never used for HTTP/1 by the driver; see `Drive`).
-    pub(crate) fn graceful_shutdown(self: Pin<&mut Self>) {
-        if let Phase::Serving(conn) = &mut self.get_mut().phase {
-            Pin::new(conn).graceful_shutdown();
-        }
     }
 
     /// Takes the connection apart and offers its socket; serves on here when it cannot.
@@ -135,15 +105,10 @@ where
     }
 }
 
-impl<R, I, S, B> Future for Http1<R, I, S, B>
+impl<I, S> Future for Http1<I, S>
 where
-    R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
     type Output = ();
 

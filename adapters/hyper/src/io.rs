@@ -4,7 +4,6 @@
 //! the last response.
 
 use std::io;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +13,7 @@ use bytes::{Buf, Bytes};
 use futures_lite::future;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 use lameduck_core::ConnState;
-use lameduck_driver::{ConnHandle, Runtime};
+use lameduck_driver::ConnHandle;
 
 /// How much it reads at most while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -122,27 +121,25 @@ impl HttpState {
 /// The I/O hyper drives: the connection's I/O `I` (reading through its
 /// [`Tracked`](lameduck_driver::Tracked) stream, which marks the first byte of a request and
 /// fails once the lifecycle cut the connection), plus replay, flush accounting, and a
-/// lingering close on runtime `R`.
-pub(crate) struct HttpIo<R: Runtime, I: Read + Write + Unpin + Send + 'static> {
+/// lingering close on the handle's runtime.
+pub(crate) struct HttpIo<I: Read + Write + Unpin + Send + 'static> {
     io: Option<I>,
     replay: Bytes,
     state: Arc<HttpState>,
     /// The TCP socket under `io`, when it can be handed over.
     socket: Option<Socket<I>>,
-    runtime: PhantomData<fn() -> R>,
 }
 
 /// The TCP socket under an I/O, if it has one of its own.
 pub(crate) type Socket<I> = fn(&I) -> Option<std::os::fd::BorrowedFd<'_>>;
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
+impl<I: Read + Write + Unpin + Send + 'static> HttpIo<I> {
     pub fn new(io: I, state: Arc<HttpState>, socket: Option<Socket<I>>) -> Self {
         HttpIo {
             io: Some(io),
             replay: Bytes::new(),
             state,
             socket,
-            runtime: PhantomData,
         }
     }
 
@@ -176,7 +173,7 @@ pub(crate) async fn read<I: Read + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Res
     Ok(buf.filled().len())
 }
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
+impl<I: Read + Write + Unpin + Send + 'static> HttpIo<I> {
     /// The first read after detection: the replayed bytes, then whatever else already
     /// arrived. Out of line, so that every other read is only the inner one.
     #[cold]
@@ -202,7 +199,7 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> HttpIo<R, I> {
     }
 }
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I> {
+impl<I: Read + Write + Unpin + Send + 'static> Read for HttpIo<I> {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
@@ -223,7 +220,7 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Read for HttpIo<R, I>
     }
 }
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I> {
+impl<I: Read + Write + Unpin + Send + 'static> Write for HttpIo<I> {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
@@ -263,9 +260,10 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Write for HttpIo<R, I
     }
 }
 
-impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I> {
+impl<I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<I> {
     /// Closes the connection for the lifecycle (it is counted as done), then lingers on a
-    /// task of runtime `R`: shut the write side (the peer reads everything sent, then EOF),
+    /// task of the handle's runtime (once per connection, so its spawner's boxed task is
+    /// no cost on a request's path): shut the write side (the peer reads everything sent, then EOF),
     /// keep reading and discarding what the peer still sends until it closes, for at most
     /// the configuration's [`linger`](lameduck_core::Config::linger) — so that a close never meets unread bytes, which would make the kernel
     /// reset the connection and destroy the response still in flight. The drain waits for
@@ -275,10 +273,12 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I>
         let Some(mut io) = self.io.take() else {
             return;
         };
-        let linger = self.state.conn.shutdown().config().linger;
+        let shutdown = self.state.conn.shutdown();
+        let linger = shutdown.config().linger;
+        let timers = *shutdown.timers();
         let hold = self.state.conn.linger();
-        let until = R::now() + linger;
-        R::spawn(async move {
+        let until = (timers.now)() + linger;
+        (timers.spawn)(Box::pin(async move {
             let _hold = hold;
             let linger = async {
                 let _ = future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
@@ -293,8 +293,8 @@ impl<R: Runtime, I: Read + Write + Unpin + Send + 'static> Drop for HttpIo<R, I>
                     }
                 }
             };
-            future::or(linger, R::sleep_until(until)).await;
+            future::or(linger, (timers.sleep_until)(until)).await;
             drop(io);
-        });
+        }));
     }
 }

@@ -104,155 +104,37 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connection;
 mod goaway;
 mod grpc;
 mod http1;
 mod io;
+mod runtime;
 mod service;
 #[cfg(feature = "rustls")]
 mod tls;
 
 use std::future::Future;
-use std::marker::PhantomData;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Poll, ready};
 
-use bytes::Bytes;
-use http_body::Body;
-use hyper::body::Incoming;
+use hyper::Response;
 use hyper::rt::{Read, Write};
-use hyper::{Request, Response};
-use lameduck_driver::{ConnHandle, IoFamily, Notice, RequestStart, Runtime};
-use lameduck_driver::{Listener, NoticeWatch, Notices, Stream};
-
-pub use crate::grpc::{EndStreamsWhenAsked, EndWhenAskedBody};
-use crate::io::{HttpIo, HttpState, read};
-pub use crate::service::{TrackedBody, TrackedFuture};
 #[cfg(feature = "rustls")]
-pub use crate::tls::{Handshake, Tls, TlsError, TlsRuntime};
+use lameduck_driver::RequestStart;
+use lameduck_driver::{ConnHandle, Listener, Stream};
 
-/// The HTTP/2 client preface.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// A runtime lameduck serves HTTP on: the shared [`Runtime`] (spawning, timers) plus how its
-/// tracked streams become hyper's I/O. Every runtime whose streams implement tokio's I/O
-/// traits (feature `tokio`: hyper-util's `TokioIo`) or `futures-io`'s (features `smol`,
-/// `async-std`: smol-hyper's `FuturesIo`) is one: it is decided by
-/// [`Runtime::IoTraits`], never per runtime.
-pub trait HttpRuntime: Runtime {
-    /// A tracked stream as hyper's I/O.
-    type Io: Read + Write + Unpin + Send + 'static;
-
-    /// Wraps a tracked stream for hyper.
-    fn io(stream: Stream<Self>) -> Self::Io;
-
-    /// The tracked stream inside hyper's I/O.
-    fn stream(io: &Self::Io) -> &Stream<Self>;
-}
-
-impl<R: Runtime> HttpRuntime for R
-where
-    R::IoTraits: HyperIo<R>,
-{
-    type Io = <R::IoTraits as HyperIo<R>>::Io;
-
-    #[inline]
-    fn io(stream: Stream<Self>) -> Self::Io {
-        <R::IoTraits as HyperIo<R>>::io(stream)
-    }
-
-    #[inline]
-    fn stream(io: &Self::Io) -> &Stream<Self> {
-        <R::IoTraits as HyperIo<R>>::stream(io)
-    }
-}
-
-/// How hyper reads and writes a tracked stream of one I/O family: written once per family
-/// of traits, for every runtime of that family.
-pub trait HyperIo<R: Runtime>: IoFamily {
-    /// The stream as hyper's I/O.
-    type Io: Read + Write + Unpin + Send + 'static;
-
-    /// Wraps the stream.
-    fn io(stream: Stream<R>) -> Self::Io;
-
-    /// The stream inside.
-    fn stream(io: &Self::Io) -> &Stream<R>;
-}
-
-#[cfg(feature = "tokio")]
-impl<R: Runtime> HyperIo<R> for lameduck_driver::TokioTraits
-where
-    Stream<R>: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-{
-    type Io = hyper_util::rt::TokioIo<Stream<R>>;
-
-    #[inline]
-    fn io(stream: Stream<R>) -> Self::Io {
-        hyper_util::rt::TokioIo::new(stream)
-    }
-
-    #[inline]
-    fn stream(io: &Self::Io) -> &Stream<R> {
-        io.inner()
-    }
-}
-
-#[cfg(feature = "async-io")]
-impl<R: Runtime> HyperIo<R> for lameduck_driver::FuturesTraits
-where
-    Stream<R>: futures_io::AsyncRead + futures_io::AsyncWrite,
-{
-    type Io = smol_hyper::rt::FuturesIo<Stream<R>>;
-
-    #[inline]
-    fn io(stream: Stream<R>) -> Self::Io {
-        smol_hyper::rt::FuturesIo::new(stream)
-    }
-
-    #[inline]
-    fn stream(io: &Self::Io) -> &Stream<R> {
-        io.get_ref()
-    }
-}
-
-/// hyper's executor for HTTP/2 streams: runtime `R`'s spawner.
-struct Spawn<R>(PhantomData<fn() -> R>);
-
-impl<R> Clone for Spawn<R> {
-    fn clone(&self) -> Self {
-        Spawn(PhantomData)
-    }
-}
-
-impl<R: Runtime, F> hyper::rt::Executor<F> for Spawn<R>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, task: F) {
-        R::spawn(async move {
-            task.await;
-        });
-    }
-}
+use crate::connection::{Spawn, SpawnBoxed};
+pub use crate::grpc::{EndStreamsWhenAsked, EndWhenAskedBody};
+pub use crate::runtime::{HttpRuntime, HyperIo};
+pub use crate::service::{HyperService, TrackedBody, TrackedFuture};
+#[cfg(feature = "rustls")]
+pub use crate::tls::{Handshake, HyperTls, Tls, TlsError, TlsRuntime};
 
 /// Accepts from `listener` until shutdown stops it (after its backlog is drained) and serves
 /// every connection with `service` on its own task, spawned on the listener's runtime.
-pub async fn serve<R, S, B>(mut listener: Listener<R>, service: S)
+pub async fn serve<R, S>(mut listener: Listener<R>, service: S)
 where
     R: HttpRuntime,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService + Clone,
 {
     while let Some(stream) = listener.accept().await {
         let Ok(stream) = stream else { continue };
@@ -281,18 +163,10 @@ where
 /// # Ok(()) }
 /// ```
 #[cfg(feature = "rustls")]
-pub async fn serve_tls<R, S, B>(mut listener: Listener<R>, tls: Tls, service: S)
+pub async fn serve_tls<R, S>(mut listener: Listener<R>, tls: Tls, service: S)
 where
     R: TlsRuntime,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService + Clone,
 {
     while let Some(stream) = listener.accept().await {
         let Ok(stream) = stream else { continue };
@@ -305,14 +179,10 @@ where
 /// both) with requests starting at their first decrypted byte. Closing sends
 /// `close_notify`.
 #[cfg(feature = "rustls")]
-pub async fn serve_tls_connection<R, S, B>(stream: Stream<R>, tls: Tls, service: S)
+pub async fn serve_tls_connection<R, S>(stream: Stream<R>, tls: Tls, service: S)
 where
     R: TlsRuntime,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
     let conn = stream.conn().handle();
     // Records, the handshake first, are not requests: the decrypted side marks them.
@@ -330,7 +200,7 @@ where
     let Some(Some(Ok(io))) = notices.unless_closed(handshake).await else {
         return;
     };
-    serve_io::<R, _, _, _>(io, conn, service).await;
+    connection::serve(io, conn, service, None, Spawn::<R>::new()).await;
 }
 
 /// Like [`serve`], for a tower service — an axum `Router`, tonic's routes, anything built
@@ -354,18 +224,10 @@ where
 /// # #[cfg(not(feature = "tokio"))]
 /// # fn main() {}
 /// ```
-pub async fn serve_tower<R, S, B>(listener: Listener<R>, service: S)
+pub async fn serve_tower<R, S>(listener: Listener<R>, service: S)
 where
     R: HttpRuntime,
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    hyper_util::service::TowerToHyperService<S>: HyperService + Clone,
 {
     serve(listener, tower(service)).await
 }
@@ -420,17 +282,13 @@ pub fn tower<S>(service: S) -> hyper_util::service::TowerToHyperService<S> {
 /// Serves one tracked connection with `service` until it closes, following the lifecycle's
 /// notices. Resolves when the connection is done (a lingering close may still run; the
 /// drain waits for it).
-pub fn serve_connection<R, S, B>(
+pub fn serve_connection<R, S>(
     stream: Stream<R>,
     service: S,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     R: HttpRuntime,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
     let conn = stream.conn().handle();
     // A TCP connection's socket can go to a successor (handover version 2).
@@ -438,9 +296,8 @@ where
         Stream::Tcp(tcp) => Some(std::os::fd::AsFd::as_fd(tcp)),
         Stream::Unix(_) => None,
     };
-    ServeIo::Starting {
-        start: start::<R, _, S, B>(R::io(stream), conn, service, Some(socket)),
-    }
+    let exec = Spawn::<R>::new();
+    connection::serve(R::io(stream), conn, service, Some(socket), exec)
 }
 
 /// Like [`serve_connection`], for I/O of your own making over the connection's
@@ -451,249 +308,16 @@ where
 /// off with [`ConnHandle::set_request_start`](lameduck_driver::ConnHandle::set_request_start)
 /// and reads through a [`Decrypted`](lameduck_driver::Decrypted). `conn` is its handle
 /// (`stream.conn().handle()`). For rustls, `serve_tls_connection` (feature `rustls`) does all this.
-pub fn serve_io<R, I, S, B>(
+pub fn serve_io<I, S>(
     io: I,
     conn: ConnHandle,
     service: S,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HyperService,
 {
-    ServeIo::Starting {
-        start: start::<R, I, S, B>(io, conn, service, None),
-    }
-}
-
-/// Detects the protocol and makes the connection's driver; `None` when the connection
-/// ended first.
-async fn start<R, I, S, B>(
-    io: I,
-    conn: ConnHandle,
-    service: S,
-    socket: Option<io::Socket<I>>,
-) -> Option<Started<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send>>
-where
-    R: Runtime,
-    I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let notices = conn.notices();
-    let state = HttpState::new(conn, socket.is_some());
-    let mut io = HttpIo::<R, I>::new(io, state.clone(), socket);
-    // HTTP/1 or HTTP/2? Read until the bytes leave the HTTP/2 preface or complete it.
-    // The connection is New until its first byte, and the stale-New rule (or the
-    // deadline) ends a client that never sends.
-    let Some(Ok((replay, http2))) = notices.unless_closed(detect(&mut io)).await else {
-        return None;
-    };
-    io.replay(replay);
-    let service = service::TrackedService {
-        inner: service,
-        state: state.clone(),
-    };
-    if http2 {
-        state.http2.store(true, Ordering::Release);
-        // HPACK tables and stream state live in this process: HTTP/2 leaves by GOAWAY.
-        state.stays();
-        // HTTP/2 reads SETTINGS, PING and WINDOW_UPDATE frames between requests:
-        // requests are its streams, counted by the service. The preface itself was no
-        // request.
-        state.conn.set_request_start(RequestStart::Reported);
-        if state.inflight() == 0 {
-            let _ = state.conn.request_finished();
-        }
-        // Under it, the frames h2 mistakes for a connection error after its GOAWAY are
-        // dropped (`goaway`).
-        let connection = hyper::server::conn::http2::Builder::new(Spawn::<R>(PhantomData))
-            .serve_connection(goaway::GoAwayGuard::new(io), service);
-        // Boxed: an HTTP/2 connection is ~2.7 KB, and inline it would size every
-        // connection's task, HTTP/1 ones included (measured: 3.3 KB → 0.8 KB per task).
-        Some(Started::Http2(Box::pin(drive(
-            connection,
-            &notices,
-            state,
-            |c| c.graceful_shutdown(),
-        ))))
-    } else {
-        let connection = http1::Http1::serve(io, service, state.clone());
-        Some(Started::Http1(drive(connection, &notices, state, |c| {
-            c.graceful_shutdown()
-        })))
-    }
-}
-
-/// A connection's driver, by protocol.
-enum Started<H1, H2> {
-    Http1(H1),
-    Http2(Pin<Box<H2>>),
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`serve_io`]: detecting the protocol, then driving the connection.
-    /// A future of its own rather than an `async fn`, whose arguments and locals would stay
-    /// in every connection's task beside the connection they were moved into (measured:
-    /// the HTTP/1 task 880 → 744 bytes; `future_size`).
-    #[project = ServeIoProj]
-    enum ServeIo<Start, H1, H2> {
-        Starting { #[pin] start: Start },
-        Http1 { #[pin] drive: H1 },
-        Http2 { drive: Pin<Box<H2>> },
-        Done,
-    }
-}
-
-impl<Start, H1, H2> Future for ServeIo<Start, H1, H2>
-where
-    Start: Future<Output = Option<Started<H1, H2>>>,
-    H1: Future<Output = ()>,
-    H2: Future<Output = ()>,
-{
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        loop {
-            let done = match self.as_mut().project() {
-                ServeIoProj::Http1 { drive } => drive.poll(cx),
-                ServeIoProj::Http2 { drive } => drive.as_mut().poll(cx),
-                ServeIoProj::Starting { start } => {
-                    let next = match ready!(start.poll(cx)) {
-                        Some(Started::Http1(drive)) => ServeIo::Http1 { drive },
-                        Some(Started::Http2(drive)) => ServeIo::Http2 { drive },
-                        None => ServeIo::Done,
-                    };
-                    self.set(next);
-                    continue;
-                }
-                ServeIoProj::Done => return Poll::Ready(()),
-            };
-            ready!(done);
-            // Ends the connection now, not when the future is dropped: the caller may
-            // keep it.
-            self.set(ServeIo::Done);
-            return Poll::Ready(());
-        }
-    }
-}
-
-/// Reads the first bytes: `(bytes read, is HTTP/2)`.
-async fn detect<I: Read + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
-    let mut seen = Vec::with_capacity(PREFACE.len());
-    let mut buf = [0u8; PREFACE.len()];
-    loop {
-        let want = PREFACE.len() - seen.len();
-        let n = read(io, &mut buf[..want]).await?;
-        if n == 0 {
-            return Ok((Bytes::from(seen), false));
-        }
-        seen.extend_from_slice(&buf[..n]);
-        if !PREFACE.starts_with(&seen) {
-            return Ok((Bytes::from(seen), false));
-        }
-        if seen.len() == PREFACE.len() {
-            return Ok((Bytes::from(seen), true));
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Runs a hyper connection, acting on the lifecycle's notices. A future of its own,
-    /// not an `async fn`: an `async fn` keeps both its argument and its pinned copy of the
-    /// connection (measured: the HTTP/1 connection task 1,624 → 880 bytes, of which
-    /// hyper's connection is 616), and adds a state machine to every poll.
-    struct Drive<C, F> {
-        #[pin]
-        connection: C,
-        watch: NoticeWatch,
-        state: Arc<HttpState>,
-        graceful_shutdown: F,
-        // Told to finish (then only a close matters).
-        told: bool,
-        // HTTP/2 told to finish before its first request: GOAWAY waits for that request.
-        goaway_owed: bool,
-    }
-}
-
-fn drive<C, F>(
-    connection: C,
-    notices: &Notices,
-    state: Arc<HttpState>,
-    graceful_shutdown: F,
-) -> Drive<C, F>
-where
-    C: Future,
-    F: Fn(Pin<&mut C>),
-{
-    Drive {
-        connection,
-        watch: notices.watch(),
-        state,
-        graceful_shutdown,
-        told: false,
-        goaway_owed: false,
-    }
-}
-
-impl<C, F> Future for Drive<C, F>
-where
-    C: Future,
-    F: Fn(Pin<&mut C>),
-{
-    type Output = ();
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        loop {
-            if this.connection.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            // The service counts requests while the connection is polled, on this task: a
-            // request that started in the poll just above is seen here, no wake-up needed.
-            if *this.goaway_owed && this.state.has_seen_request() {
-                *this.goaway_owed = false;
-                (this.graceful_shutdown)(this.connection.as_mut());
-                continue; // the connection sends the GOAWAY when polled
-            }
-            let at_least = if *this.told {
-                Notice::Close
-            } else {
-                Notice::FinishThenClose
-            };
-            match this.watch.poll_notice(cx, at_least) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Notice::Close) => return Poll::Ready(()),
-                Poll::Ready(_) => {
-                    // HTTP/2: GOAWAY (hyper's double GOAWAY: streams the client sent before
-                    // it saw it still run), then the client retries the rest on a new
-                    // connection. But not before the connection's first request: a
-                    // connection accepted in the lame-duck window, told at once, would
-                    // otherwise serve nothing — and a client that opens one per call (a
-                    // health probe) would only ever see GOAWAY. One request each, as HTTP/1
-                    // gets one response with `Connection: close`. HTTP/1: never hyper's
-                    // `graceful_shutdown`, which closes a connection whose request is still
-                    // arriving, and closes after a response that already promised
-                    // keep-alive — into the client's next request. The service marks the
-                    // next response `Connection: close` instead, and hyper closes after it.
-                    if this.state.is_http2() {
-                        if this.state.has_seen_request() {
-                            (this.graceful_shutdown)(this.connection.as_mut());
-                        } else {
-                            *this.goaway_owed = true;
-                        }
-                    }
-                    *this.told = true; // then poll the connection again
-                }
-            }
-        }
-    }
+    // No runtime named: HTTP/2's streams go to the handle's spawner.
+    let exec = SpawnBoxed(conn.shutdown().timers().spawn);
+    connection::serve(io, conn, service, None, exec)
 }

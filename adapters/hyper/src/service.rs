@@ -5,12 +5,46 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 
 use crate::io::HttpState;
+
+/// A boxed error, as hyper takes them.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What lameduck serves: a hyper `Service` of `Request<Incoming>` whose responses have a
+/// body of `Bytes`, shareable across tasks — any `service_fn` that builds a `Full<Bytes>`
+/// or a stream body, and any tower service through [`tower`](crate::tower) (an axum
+/// `Router`, tonic's routes). Implemented for every such service: it only names the bounds
+/// once, so that `serve`, `serve_connection` and the rest read `S: HyperService`.
+pub trait HyperService:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<<Self as HyperService>::ResBody>,
+        Error: Into<BoxError> + 'static,
+        Future: Send + 'static,
+    > + Send
+    + Sync
+    + 'static
+{
+    /// The body of its responses.
+    type ResBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
+}
+
+impl<S, B> HyperService for S
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type ResBody = B;
+}
 
 /// Whether a response is a server-sent event stream: a body of unknown length (checked
 /// first: a size hint is a field read, so a hello-world pays nothing more) with

@@ -190,11 +190,17 @@ impl std::error::Error for TlsError {
 pub type Handshake<R> =
     Pin<Box<dyn Future<Output = io::Result<<R as TlsRuntime>::TlsIo>> + Send + 'static>>;
 
+mod sealed {
+    /// A runtime whose I/O family has a rustls adapter here; unnameable outside this crate.
+    pub trait Tls {}
+    impl<R: crate::HttpRuntime> Tls for R where R::IoTraits: super::HyperTls<R> {}
+}
+
 /// A runtime lameduck serves TLS on: how its tracked stream is wrapped in rustls, with the
 /// plaintext read through a [`Decrypted`] (so a request starts at its first decrypted
 /// byte). Every [`HttpRuntime`] of an I/O family with a rustls adapter is one (tokio's
-/// traits: tokio-rustls; `futures-io`'s: futures-rustls).
-pub trait TlsRuntime: HttpRuntime {
+/// traits: tokio-rustls; `futures-io`'s: futures-rustls). Sealed, like [`HttpRuntime`].
+pub trait TlsRuntime: HttpRuntime + sealed::Tls {
     /// A TLS stream over a tracked stream, as hyper's I/O. Boxed: a rustls stream is
     /// ~1.2 KB, and inline it would be copied into every layer of the connection's task
     /// (measured: a 6.7 KB task).
@@ -216,7 +222,8 @@ where
 }
 
 /// How rustls wraps a tracked stream of one I/O family, for hyper: written once per family.
-pub trait HyperTls<R: Runtime>: IoFamily {
+/// Sealed, like [`HyperIo`](crate::HyperIo).
+pub trait HyperTls<R: Runtime>: IoFamily + crate::runtime::sealed::Family {
     /// The TLS stream as hyper's I/O (boxed, see [`TlsRuntime::TlsIo`]).
     type TlsIo: Read + Write + Unpin + Send + 'static;
 

@@ -15,7 +15,7 @@ fn main() {
         });
         let handle = conn.handle();
         let io = hyper_util::rt::TokioIo::new(lameduck::Tracked::new(io, conn));
-        let f = lameduck_hyper::serve_io::<lameduck::tokio::Tokio, _, _, _>(io, handle, svc);
+        let f = lameduck_hyper::serve_io(io, handle, svc);
         println!(
             "lameduck serve_io future: {} bytes",
             std::mem::size_of_val(&f)
