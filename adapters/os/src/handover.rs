@@ -12,13 +12,16 @@
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::event::PollFlags;
+
 use crate::inherit::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, SERVER_STARTER_PORT};
+use crate::transfer::poll_once;
 
 /// `LAMEDUCK_HANDOVER`: the handover protocol's version, [`HANDOVER_VERSION`].
 pub const LAMEDUCK_HANDOVER: &str = "LAMEDUCK_HANDOVER";
@@ -79,11 +82,13 @@ pub fn take_ready_fd() -> io::Result<Option<File>> {
                 "{LAMEDUCK_READY_FD}={text:?}: not an fd number above 2"
             ))
         })?;
-    // SAFETY: a zeroed `stat` is a valid value of the plain C struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fstat` writes only into the `stat` buffer we pass, and fails with EBADF when
-    // the number is not an open fd.
-    if unsafe { libc::fstat(fd, &mut stat) } == -1 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+    // SAFETY: only to ask the kernel about the number, which may be no open fd at all
+    // (`fstat` then fails with EBADF); the borrow ends before anything else can close it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let is_pipe = rustix::fs::fstat(borrowed).is_ok_and(|stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if !is_pipe {
         return Err(invalid(format!(
             "{LAMEDUCK_READY_FD}={fd}: not an open pipe"
         )));
@@ -92,8 +97,7 @@ pub fn take_ready_fd() -> io::Result<Option<File>> {
     // handover protocol, with LISTEN_PID naming us), taken once (READY_TAKEN); nothing else
     // in this process knows its number.
     let file = unsafe { File::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on an fd we own; no memory involved.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC)?;
     Ok(Some(file))
 }
 
@@ -133,53 +137,21 @@ pub fn take_transfer_fd() -> io::Result<Option<std::os::unix::net::UnixStream>> 
     // the handover protocol reserves for it (after the ready pipe, with LISTEN_PID naming
     // us), taken once (TRANSFER_TAKEN); nothing else in this process knows its number.
     let sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on an fd we own; no memory involved.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC)?;
     Ok(Some(sock))
 }
 
 /// Whether `fd` is an open Unix stream socket connected to this process's parent. Reads
 /// only: the fd may be anyone's.
 fn is_parents_unix_stream(fd: RawFd) -> bool {
-    let int_option = |name: libc::c_int| -> Option<libc::c_int> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into the int we pass; a number that
-        // is no socket fails with ENOTSOCK or EBADF.
-        let ok = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        } == 0;
-        ok.then_some(value)
-    };
-    if int_option(libc::SO_DOMAIN) != Some(libc::AF_UNIX)
-        || int_option(libc::SO_TYPE) != Some(libc::SOCK_STREAM)
-    {
-        return false;
-    }
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the `ucred` we pass.
-    let ok = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    } == 0;
-    // SAFETY: getppid(2) cannot fail and touches no memory.
-    ok && cred.pid == unsafe { libc::getppid() }
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    // SAFETY: only to ask the kernel about the number, which may be no open fd or no socket
+    // (each call then fails); the borrow ends with this function, which closes nothing.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    sockopt::socket_domain(fd).ok() == Some(AddressFamily::UNIX)
+        && sockopt::socket_type(fd).ok() == Some(SocketType::STREAM)
+        && sockopt::socket_peercred(fd)
+            .is_ok_and(|cred| Some(cred.pid) == rustix::process::getppid())
 }
 
 /// Waits up to `timeout` for the successor to end, watching the parent's end of the
@@ -192,17 +164,11 @@ pub fn survives(transfer: &OwnedFd, timeout: Duration) -> bool {
         if left.is_zero() {
             return true;
         }
-        let mut poll = libc::pollfd {
-            fd: transfer.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
+        let n = match poll_once(transfer.as_fd(), PollFlags::RDHUP, left) {
+            Err(rustix::io::Errno::INTR) => continue,
+            // A broken socket counts as ready: the successor is gone either way.
+            other => other.unwrap_or(1),
         };
-        let ms = left.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
-        // SAFETY: one valid `pollfd`, and the count says one.
-        let n = unsafe { libc::poll(&mut poll, 1, ms) };
-        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
         if n != 0 {
             // Hung up (POLLRDHUP/POLLHUP), or the socket broke: the successor is gone.
             return false;
@@ -250,9 +216,10 @@ pub fn alive(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => {
-            // No procfs: ask the kernel.
-            // SAFETY: signal 0 checks for existence; nothing is delivered.
-            unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+            // No procfs: ask the kernel (signal 0 checks for existence; nothing is
+            // delivered).
+            rustix::process::Pid::from_raw(pid as i32)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
         }
     }
 }
@@ -271,9 +238,11 @@ impl Child {
 
     /// Kills it (SIGKILL); reap it next.
     pub fn kill(&self) {
-        // SAFETY: `pid` is our child, not yet reaped (reaping consumes the `Child`), so the
-        // number is still its own; kill(2) touches no memory.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        // `pid` is our child, not yet reaped (reaping consumes the `Child`), so the number is
+        // still its own.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 
     /// Waits for it to end (blocking) and says how it ended.
@@ -433,13 +402,7 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 
 /// The ready pipe, both ends close-on-exec: (read, write).
 fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut pipe = [0 as RawFd; 2];
-    // SAFETY: `pipe2` writes two fds into the array we pass.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created by `pipe2` and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Everything the child needs between `fork` and `execve`, built before the fork: after it,
@@ -620,31 +583,18 @@ pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
         if left.is_zero() {
             return ReadyOutcome::Timeout;
         }
-        let mut poll = libc::pollfd {
-            fd: ready.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
-        // SAFETY: one valid `pollfd`, and the count says one.
-        let n = unsafe { libc::poll(&mut poll, 1, ms) };
-        if n == -1 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return ReadyOutcome::Ended;
-        }
-        if n == 0 {
-            continue;
+        match poll_once(ready.as_fd(), PollFlags::IN, left) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return ReadyOutcome::Ended,
         }
         let mut buf = [0u8; 64];
-        // SAFETY: reads at most `buf.len()` bytes into `buf`.
-        let read = unsafe { libc::read(ready.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        match read {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            0 | -1 => return ReadyOutcome::Ended,
-            n => {
-                got.extend_from_slice(&buf[..n as usize]);
+        match rustix::io::read(ready, &mut buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(0) | Err(_) => return ReadyOutcome::Ended,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
                 if let Some(at) = got.windows(READY.len()).position(|w| w == READY) {
                     let transfer = TransferVersion::announced(&got[..at]);
                     return ReadyOutcome::Ready { transfer };
@@ -659,24 +609,24 @@ pub fn wait_ready(ready: &OwnedFd, timeout: Duration) -> ReadyOutcome {
 
 /// Waits for child `pid` and says how it ended.
 fn reap(pid: libc::pid_t) -> Ended {
-    let mut status = 0;
-    loop {
-        // SAFETY: writes the status into `status`; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return Ended::NotWaited(libc::ECHILD);
+    };
+    let status = loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Ended::NotWaited(e.raw_os_error()),
+            Ok(Some((_, status))) => break status,
+            // Only with WNOHANG.
+            Ok(None) => return Ended::NotWaited(libc::ECHILD),
         }
-        if r == -1 {
-            return Ended::NotWaited(io::Error::last_os_error().raw_os_error().unwrap_or(0));
-        }
-        break;
-    }
-    if libc::WIFEXITED(status) {
-        Ended::Exited(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Ended::Signaled(libc::WTERMSIG(status))
+    };
+    if let Some(code) = status.exit_status() {
+        Ended::Exited(code)
+    } else if let Some(signal) = status.terminating_signal() {
+        Ended::Signaled(signal)
     } else {
-        Ended::Other(status)
+        Ended::Other(status.as_raw())
     }
 }
 

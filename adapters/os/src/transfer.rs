@@ -34,21 +34,21 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::io;
-use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 /// The most descriptors one message carries: Linux's `SCM_MAX_FD`.
 pub const MAX_FDS: usize = 253;
 
-/// Bytes of control buffer for `n` descriptors, as `u64`s so that it is aligned for a
-/// `cmsghdr`.
-fn control_buffer(n: usize) -> (Vec<u64>, usize) {
-    let bytes = (size_of::<RawFd>() * n) as u32;
-    // SAFETY: `CMSG_SPACE` is arithmetic on its argument; it touches no memory.
-    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-    (vec![0u64; space.div_ceil(size_of::<u64>())], space)
-}
+/// Bytes of control buffer for [`MAX_FDS`] descriptors: on the stack, a little over 1 KiB.
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
 
 /// Sends one message over the connected Unix socket `sock`: `payload` (at least one byte)
 /// and `fds` (at most [`MAX_FDS`]). The descriptors stay open here: the receiver gets
@@ -69,52 +69,25 @@ pub fn send(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io:
             ),
         ));
     }
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let fd_bytes = size_of::<RawFd>() * raw.len();
-    let (mut control, space) = control_buffer(raw.len());
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    // SAFETY: `msghdr` is plain data, for which all zeroes is a valid value (no buffers).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !raw.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: `msg_control` points at `space` writable, aligned bytes, which
-        // `CMSG_SPACE` sized for one header and `raw.len()` descriptors, so the first header
-        // exists and its data has room for `fd_bytes` bytes; `raw` holds that many.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                fd_bytes,
-            );
-        }
+    let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    // Fits: the buffer is sized for MAX_FDS, checked above.
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("descriptors beyond the control buffer"));
     }
+    let iov = [IoSlice::new(payload)];
     loop {
-        // SAFETY: `msg` points at `iov` (over `payload`) and `control`, which all outlive the
-        // call; `sendmsg` only reads them. MSG_NOSIGNAL: a gone peer is an error, not SIGPIPE.
-        let sent = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if sent >= 0 {
-            return if sent as usize == payload.len() {
-                Ok(())
-            } else {
-                Err(io::Error::new(
+        // MSG_NOSIGNAL: a gone peer is an error, not SIGPIPE.
+        match rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+            Ok(sent) if sent == payload.len() => return Ok(()),
+            Ok(sent) => {
+                return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
                     format!("sent {sent} of the message's {} bytes", payload.len()),
-                ))
-            };
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+                ));
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -139,68 +112,41 @@ pub fn send_batched(
 /// close-on-exec descriptors. A message whose payload was longer than `payload`, or whose
 /// descriptors did not all fit, is an error; the descriptors that arrived are closed.
 pub fn recv(sock: BorrowedFd<'_>, payload: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let (mut control, space) = control_buffer(MAX_FDS);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr().cast(),
-        iov_len: payload.len(),
-    };
-    // SAFETY: `msghdr` is plain data, for which all zeroes is a valid value (no buffers).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    let received = loop {
-        // SAFETY: `msg` points at `iov` (over `payload`) and `control`, both writable and
-        // outliving the call; `recvmsg` writes at most their lengths.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+    let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let payload_len = payload.len();
+    let mut iov = [IoSliceMut::new(payload)];
+    let msg = loop {
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(msg) => break msg,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     };
-    // Own every descriptor first: whatever happens next, none leaks.
+    // Own every descriptor first: whatever happens next, none leaks. (What is left in the
+    // buffer is closed when it drops.)
     let mut arrived = Vec::new();
-    // SAFETY: after a successful `recvmsg`, `msg_control`/`msg_controllen` describe the
-    // control messages the kernel wrote into `control`; `CMSG_FIRSTHDR`/`CMSG_NXTHDR` walk
-    // only within them, and each SCM_RIGHTS header's data holds `(cmsg_len - CMSG_LEN(0)) /
-    // size_of::<RawFd>()` descriptors, read unaligned. Each is a new descriptor the kernel
-    // installed for this process, owned by nothing else.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / size_of::<RawFd>() {
-                    let fd = data
-                        .add(i * size_of::<RawFd>())
-                        .cast::<RawFd>()
-                        .read_unaligned();
-                    arrived.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            arrived.extend(rights);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 && msg.msg_flags & libc::MSG_TRUNC == 0 {
+    let truncated = msg.flags.contains(ReturnFlags::TRUNC);
+    if msg.flags.contains(ReturnFlags::CTRUNC) && !truncated {
         drop(arrived);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            Truncated::Descriptors { len: received },
+            Truncated::Descriptors { len: msg.bytes },
         ));
     }
-    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+    if truncated || msg.flags.contains(ReturnFlags::CTRUNC) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a message longer than its {}-byte buffer", payload.len()),
+            format!("a message longer than its {payload_len}-byte buffer"),
         ));
     }
     fds.append(&mut arrived);
-    Ok(received)
+    Ok(msg.bytes)
 }
 
 /// One message received by [`recv_lossy`].
@@ -266,23 +212,25 @@ impl std::error::Error for Truncated {}
 /// Waits up to `timeout` until `fd` is readable (or hung up, or broken): true when it is.
 /// `EINTR` counts as not yet.
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: one valid `pollfd`, and the count says one.
-    let n = unsafe { libc::poll(&mut poll, 1, ms) };
-    if n == -1 {
-        let error = io::Error::last_os_error();
-        return if error.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(error)
-        };
+    match poll_once(fd, rustix::event::PollFlags::IN, timeout) {
+        Err(Errno::INTR) => Ok(false),
+        other => Ok(other? > 0),
     }
-    Ok(n > 0)
+}
+
+/// One `poll(2)` of `fd` for `events`, for at most `timeout` (saturated at what a
+/// `timespec` holds): how many descriptors are ready, 0 or 1.
+pub(crate) fn poll_once(
+    fd: BorrowedFd<'_>,
+    events: rustix::event::PollFlags,
+    timeout: std::time::Duration,
+) -> rustix::io::Result<usize> {
+    let timeout = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    let mut fds = [rustix::event::PollFd::new(&fd, events)];
+    rustix::event::poll(&mut fds, Some(&timeout))
 }
 
 /// How many more descriptors this process may open now: its soft `RLIMIT_NOFILE` (read from
@@ -391,25 +339,14 @@ pub fn send_records(sock: BorrowedFd<'_>, records: &[Record]) -> io::Result<usiz
         bytes[i * Record::LEN..(i + 1) * Record::LEN].copy_from_slice(&record.encode());
     }
     let len = batch.len() * Record::LEN;
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
     loop {
-        // SAFETY: `bytes[..len]` is initialised and outlives the call, which only reads it.
-        let sent = unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                len,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if sent >= 0 {
+        match rustix::net::send(sock, &bytes[..len], flags) {
             // Whole records: the kernel queues a write this small as one piece.
-            return Ok(sent as usize / Record::LEN);
-        }
-        let error = io::Error::last_os_error();
-        match error.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(0),
-            _ => return Err(error),
+            Ok(sent) => return Ok(sent / Record::LEN),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
         }
     }
 }
