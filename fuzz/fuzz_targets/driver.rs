@@ -3,7 +3,9 @@
 //! single-threaded executor, the way a server would: accepts, requests started and finished
 //! on the fast path, bytes read, upgrades, closes, lingering closes, listeners, begin,
 //! force, time passing, connections handed over to a successor (a real socket sent over a
-//! real Unix socket pair) and adopted from a predecessor. Checked on every step:
+//! real Unix socket pair, the harness playing the successor: version 3's credit and its
+//! `Held`, `Lost` or silence for each socket, or version 2's send-and-forget) and adopted
+//! from a predecessor. Checked on every step:
 //!
 //! - by the checked lifecycle (`lameduck_core::fuzzing::Checked`, through
 //!   `Shutdown::with_machine`): every call the handle makes and every action it gets;
@@ -23,9 +25,11 @@ use std::time::{Duration, Instant as StdInstant};
 use arbitrary::Arbitrary;
 use lameduck_core::fuzzing::Checked;
 use lameduck_core::{Config, ConnState, Counts, IdlePolicy};
+use lameduck_driver::transfer::ANSWER_TIMEOUT;
 use lameduck_driver::{
     Conn, DrainHold, ListenerGuard, Notice, RequestStart, Shutdown, Sleep, Timers,
 };
+use lameduck_os::transfer::{Incoming, Record, RecordReader, send_records};
 
 thread_local! {
     static BASE: StdInstant = StdInstant::now();
@@ -99,8 +103,20 @@ enum Op {
     Counts,
     /// A connection a predecessor handed over.
     Adopt,
-    /// The application offers connection `i` to a successor (`ConnHandle::hand_over`).
-    HandOver(u8),
+    /// The application offers connection `i` to a successor (`ConnHandle::hand_over`),
+    /// which answers (version 3) as `Reply` says.
+    HandOver(u8, Reply),
+}
+
+/// What the successor answers to a socket it was sent (version 3).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq)]
+enum Reply {
+    /// `Held(n)`: the old process commits, and the connection is handed over.
+    Held,
+    /// `Lost(n)`: it did not arrive; the old process takes the connection back.
+    Lost,
+    /// Nothing, past the answer timeout: taken back; a late `Held` is answered `Abort`.
+    Silent,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -110,6 +126,8 @@ struct Input {
     deadline_ms: Option<u16>,
     lame_duck_ms: u8,
     spread_ms: u16,
+    /// Handover version 2 (no acknowledgements) instead of 3.
+    unacknowledged: bool,
     ops: Vec<Op>,
 }
 
@@ -129,8 +147,12 @@ struct Harness {
     at_begin: Option<Counts>,
     /// The successor's end of the transfer socket, once a handover was tried.
     successor: Option<std::os::unix::net::UnixStream>,
+    /// Version 2 rather than 3.
+    unacknowledged: bool,
     /// Connections handed over during the shutdown.
     handed_over: usize,
+    /// Connections taken back during the shutdown (version 3).
+    taken_back: usize,
 }
 
 fn counts_of(live: &[Live]) -> Counts {
@@ -145,6 +167,91 @@ fn counts_of(live: &[Live]) -> Counts {
         }
     }
     counts
+}
+
+/// Polls `offer` to its end, calling `between` between polls; the answer comes from the
+/// handle's sending thread. Bounded in real time: an offer that never settles is a bug.
+fn settle(
+    mut offer: std::pin::Pin<&mut impl Future<Output = bool>>,
+    mut between: impl FnMut(),
+) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let give_up = StdInstant::now() + Duration::from_secs(10);
+    loop {
+        if let Poll::Ready(sent) = offer.as_mut().poll(&mut cx) {
+            return sent;
+        }
+        assert!(StdInstant::now() < give_up, "an offer that never settled");
+        between();
+        std::thread::yield_now();
+    }
+}
+
+/// Plays the version-3 successor while `offer` runs: answers the socket sent with `reply`
+/// (silence: the old process's clock passes its answer timeout). Returns the offer's
+/// result and the sequence number of the socket sent, if one was; checks that a `Held`
+/// socket is committed, and that a late `Held` after silence is aborted.
+fn play_successor(
+    offer: std::pin::Pin<&mut impl Future<Output = bool>>,
+    successor: &std::os::unix::net::UnixStream,
+    reply: Reply,
+) -> (bool, Option<u64>) {
+    let mut reader = RecordReader::default();
+    let mut incoming = Vec::new();
+    let mut offered = None;
+    let mut committed = false;
+    let mut read = |offered: &mut Option<u64>, committed: &mut bool| {
+        let _ = reader.read_once(successor.as_fd(), &mut incoming);
+        for Incoming { record, .. } in incoming.drain(..) {
+            match record {
+                Record::Hello(version) => assert_eq!(version, 3, "hello"),
+                Record::Connection(n) => {
+                    assert_eq!(offered.replace(n), None, "two sockets for one offer");
+                    let answer = match reply {
+                        Reply::Held => Record::Held(n),
+                        Reply::Lost => Record::Lost(n),
+                        Reply::Silent => {
+                            ELAPSED.with(|e| e.set(e.get() + ANSWER_TIMEOUT));
+                            continue;
+                        }
+                    };
+                    assert_eq!(send_records(successor.as_fd(), &[answer]).unwrap(), 1);
+                }
+                Record::Commit(n) => {
+                    assert_eq!(Some(n), *offered, "a commit for a socket not held");
+                    assert_eq!(reply, Reply::Held, "a commit for a socket not held");
+                    *committed = true;
+                }
+                other => panic!("the old process sent {other:?}"),
+            }
+        }
+    };
+    let sent = settle(offer, || read(&mut offered, &mut committed));
+    if sent {
+        // Written before the connection counts as handed over.
+        read(&mut offered, &mut committed);
+        assert!(committed, "handed over without a commit");
+    }
+    if let (Reply::Silent, Some(n)) = (reply, offered) {
+        // Too late: the old process took it back and says so.
+        assert_eq!(
+            send_records(successor.as_fd(), &[Record::Held(n)]).unwrap(),
+            1
+        );
+        let mut aborted = false;
+        let give_up = StdInstant::now() + Duration::from_secs(10);
+        while !aborted {
+            assert!(StdInstant::now() < give_up, "a late Held never aborted");
+            lameduck_os::transfer::wait_readable(successor.as_fd(), Duration::from_millis(10))
+                .unwrap();
+            let _ = reader.read_once(successor.as_fd(), &mut incoming);
+            for Incoming { record, .. } in incoming.drain(..) {
+                assert_eq!(record, Record::Abort(n), "the answer to a late Held");
+                aborted = true;
+            }
+        }
+    }
+    (sent, offered)
 }
 
 impl Harness {
@@ -251,48 +358,52 @@ impl Harness {
                     "adoption refused while accepting: {e}"
                 ),
             },
-            Op::HandOver(i) => self.hand_over(i),
+            Op::HandOver(i, reply) => self.hand_over(i, reply),
         }
     }
 
     /// Offers connection `i`: it must go exactly when it is Idle and not closed by the
-    /// lifecycle, and then be gone from the handle.
-    fn hand_over(&mut self, i: u8) {
+    /// lifecycle — and, in version 3, the successor said `Held` — and then be gone from the
+    /// handle; otherwise it stays, as the application knows it.
+    fn hand_over(&mut self, i: u8, reply: Reply) {
         let Some(i) = self.pick(i) else { return };
-        if self.successor.is_none() {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            // Version 2 (a socket leaves once sent): the version-3 acknowledgements are not
-            // in this target's language yet.
-            self.shutdown
-                .hand_over_to_version(
-                    ours.into(),
-                    lameduck_os::handover::TransferVersion::Unacknowledged,
-                )
-                .unwrap();
-            theirs.set_nonblocking(true).unwrap();
-            self.successor = Some(theirs);
-        }
-        let successor = self.successor.as_ref().unwrap();
+        let successor = self.successor();
         // Any socket will do: a duplicate of the successor's end.
         let fd = successor.try_clone().unwrap().into();
         let l = &self.live[i];
         let legal = l.state == ConnState::Idle && l.conn.notice() != Some(Notice::Close);
-        let mut offer = std::pin::pin!(l.conn.hand_over(fd));
-        let mut cx = Context::from_waker(Waker::noop());
-        // The answer comes from the sending thread.
-        let sent = loop {
-            match offer.as_mut().poll(&mut cx) {
-                Poll::Ready(sent) => break sent,
-                Poll::Pending => std::thread::yield_now(),
-            }
+        let offer = std::pin::pin!(l.conn.hand_over(fd));
+        let (sent, offered) = if self.unacknowledged {
+            (settle(offer, || {}), None)
+        } else {
+            play_successor(offer, &successor, reply)
         };
-        assert_eq!(sent, legal, "handed over from {:?}", l.state);
+        let expected = legal && (self.unacknowledged || reply == Reply::Held);
+        assert_eq!(
+            sent, expected,
+            "handed over from {:?}, answered {reply:?}",
+            l.state
+        );
+        assert_eq!(
+            offered.is_some(),
+            legal && !self.unacknowledged,
+            "a socket sent from {:?}",
+            l.state
+        );
         if sent {
-            assert_eq!(l.conn.state(), ConnState::Closed, "a handed-over connection");
+            assert_eq!(
+                l.conn.state(),
+                ConnState::Closed,
+                "a handed-over connection"
+            );
             if self.at_begin.is_some() {
                 self.handed_over += 1;
             }
             drop(self.live.swap_remove(i));
+        } else if offered.is_some() && self.at_begin.is_some() {
+            self.taken_back += 1;
+        }
+        if self.unacknowledged {
             // The successor takes what came, so the socket's buffer never fills.
             let mut payload = [0u8; 1];
             let mut fds = Vec::new();
@@ -300,6 +411,29 @@ impl Harness {
                 fds.clear();
             }
         }
+    }
+
+    /// The successor's end of the transfer socket, made at the first offer; in version 3 it
+    /// grants credit for everything at once.
+    fn successor(&mut self) -> std::os::unix::net::UnixStream {
+        if self.successor.is_none() {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let version = if self.unacknowledged {
+                lameduck_os::handover::TransferVersion::Unacknowledged
+            } else {
+                lameduck_os::handover::TransferVersion::Acknowledged
+            };
+            self.shutdown
+                .hand_over_to_version(ours.into(), version)
+                .unwrap();
+            theirs.set_nonblocking(true).unwrap();
+            if !self.unacknowledged {
+                let credit = [Record::Credit(u64::from(u32::MAX))];
+                assert_eq!(send_records(theirs.as_fd(), &credit).unwrap(), 1);
+            }
+            self.successor = Some(theirs);
+        }
+        self.successor.as_ref().unwrap().try_clone().unwrap()
     }
 
     /// The application reports an event on connection `i`: the handle must accept it exactly
@@ -387,7 +521,9 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         listeners: Vec::new(),
         at_begin: None,
         successor: None,
+        unacknowledged: input.unacknowledged,
         handed_over: 0,
+        taken_back: 0,
     };
     for op in input.ops.iter().take(512) {
         harness.apply(op);
@@ -416,5 +552,6 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         "counts at begin"
     );
     assert_eq!(report.handed_over, harness.handed_over, "handed over");
+    assert_eq!(report.taken_back, harness.taken_back, "taken back");
     TASKS.with(|t| t.borrow_mut().clear());
 });
