@@ -5,7 +5,7 @@
 //! its ends; reaping.
 //!
 //! The protocol around it — when to upgrade, rollback, probation, the PID file's owner —
-//! is `lameduck_driver::restart`'s. This module writes no environment variable: the
+//! is `lameduck_process::restart`'s. This module writes no environment variable: the
 //! successor's environment is built explicitly for `execve`, and what a successor reads
 //! from its own is read, never removed.
 

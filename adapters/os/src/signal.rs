@@ -3,7 +3,7 @@
 //!
 //! The driver reads its shutdown signals from a [`subscribe`]d socket: each arrival of a
 //! subscribed signal writes one byte, the signal's number, which its task reads and acts on
-//! (`lameduck_driver::drain_on_signals`).
+//! (`lameduck_process::signals::drain_on_signals`).
 //!
 //! # Why not `tokio::signal`, `async-signal` or `signal-hook`
 //!
