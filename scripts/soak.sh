@@ -132,8 +132,11 @@ if [ "$mode" = self-restart ]; then
         head -5 | sed 's/^/   /'
 fi
 echo "== after the stop: $left server processes, $left_zombies zombies"
-echo "== samples ($work/samples.csv, copied to target/soak-samples.csv)"
+echo "== samples ($work/samples.csv, copied to target/soak-samples.csv; the server's log and the load tools' output to target/soak-*.txt)"
 cp "$work/samples.csv" target/soak-samples.csv
+cp "$work/server.log" target/soak-server.txt
+cp "$work/wrk.txt" target/soak-wrk.txt
+cp "$work/ab.txt" target/soak-ab.txt
 column -s, -t < "$work/samples.csv" | sed -n '1,3p;$p'
 awk -F, 'NR > 1 {
     if (NR == 2) { s0 = $3; f0 = $4; r0 = $7; d0 = $8 }
